@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# crosscam set-up: installs what a fresh Debian 12 machine lacks, and nothing it already has.
+#   - Debian packages: GStreamer 1.22 (runtime, plugins, RTSP server, dev headers), pkg-config
+#   - ONNX Runtime 1.32.0 shared library, from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
+#   - test media from Debian's `opencv-doc` package into .deps/media/ (vtest.avi, messi5.jpg) and an
+#     H.264 MP4 transcode of vtest.avi for the RTSP tests
+# Only registries are used (Debian archive, PyPI). Every download is checked against a sha256.
+# Safe to run again: each step is skipped when its result is already present and verified.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEPS="${CROSSCAM_DEPS_DIR:-.deps}"
+ORT_VERSION=1.32.0
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- 1. Debian packages --------------------------------------------------------------------------
+PKGS=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      libgstrtspserver-1.0-dev gstreamer1.0-tools gstreamer1.0-rtsp pkg-config python3-pip)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present"
+fi
+
+# ---- 2. ONNX Runtime shared library from the PyPI wheel ------------------------------------------
+ORT_DIR="$DEPS/onnxruntime"
+ORT_SO="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+if [ ! -f "$ORT_SO" ]; then
+  say "fetching onnxruntime==$ORT_VERSION from PyPI"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+      --platform manylinux_2_28_x86_64 --require-hashes -r scripts/onnxruntime.requirements -d "$tmp"
+  mkdir -p "$ORT_DIR"
+  python3 - "$tmp" "$ORT_DIR" "$ORT_VERSION" <<'PY'
+import glob, sys, zipfile, os
+tmp, out, ver = sys.argv[1:4]
+whl = glob.glob(os.path.join(tmp, "onnxruntime-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for member in (f"onnxruntime/capi/libonnxruntime.so.{ver}", "onnxruntime/capi/libonnxruntime_providers_shared.so"):
+        with z.open(member) as src, open(os.path.join(out, os.path.basename(member)), "wb") as dst:
+            dst.write(src.read())
+PY
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+else
+  say "ONNX Runtime $ORT_VERSION present ($ORT_SO)"
+fi
+
+# ---- 3. Test media from Debian's opencv-doc ------------------------------------------------------
+MEDIA="$DEPS/media"
+if [ ! -f "$MEDIA/vtest.avi" ] || [ ! -f "$MEDIA/messi5.jpg" ]; then
+  say "fetching test media from Debian package opencv-doc"
+  tmp2=$(mktemp -d)
+  (cd "$tmp2" && apt-get download -qq opencv-doc 2>/dev/null && dpkg -x opencv-doc_*.deb x)
+  mkdir -p "$MEDIA"
+  cp "$tmp2/x/usr/share/doc/opencv-doc/examples/data/vtest.avi" "$MEDIA/vtest.avi"
+  cp "$tmp2/x/usr/share/doc/opencv-doc/examples/data/messi5.jpg" "$MEDIA/messi5.jpg"
+  rm -rf "$tmp2"
+fi
+(cd "$MEDIA" && sha256sum --quiet -c "$OLDPWD/scripts/media.sha256") || {
+  echo "setup: test media in $MEDIA does not match scripts/media.sha256; delete $MEDIA and run again" >&2; exit 1; }
+
+# H.264 transcode for RTSP tests: 10 fps, a key frame every second, no B-frames (RTSP-friendly)
+MP4="$MEDIA/vtest-h264.mp4"
+if [ ! -s "$MP4" ]; then
+  say "transcoding vtest.avi to H.264 ($MP4)"
+  gst-launch-1.0 -q filesrc location="$MEDIA/vtest.avi" ! decodebin ! videoconvert \
+    ! x264enc key-int-max=10 bframes=0 speed-preset=fast bitrate=1200 \
+    ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location="$MP4.part"
+  mv "$MP4.part" "$MP4"
+fi
+say "done: ORT_DYLIB=$ORT_SO media=$MEDIA"

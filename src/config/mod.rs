@@ -1,0 +1,353 @@
+//! crosscam's configuration: one TOML file, typed, validated before anything starts.
+//!
+//! Every mistake is reported with the file, the line, the key path (`cameras[1].url`) and what was
+//! expected: unknown keys (typos), wrong types, missing required keys, files that do not exist,
+//! environment variables that are not set. Relative paths are resolved against the directory of
+//! the config file, so a config works from any working directory.
+
+mod locate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use locate::{KeyPath, Seg};
+
+/// A configuration error, already phrased for the person who wrote the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{line}: {key}{message}", line = self.line.map(|l| format!(":{l}")).unwrap_or_default(), key = if self.key.is_empty() { String::new() } else { format!("`{}`: ", self.key) })]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `cameras[1].url`; empty for whole-file errors.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    #[serde(default)]
+    pub models: ModelSettings,
+    #[serde(default)]
+    pub analysis: AnalysisSettings,
+    #[serde(default)]
+    pub cameras: Vec<CameraSettings>,
+    /// Where the file was read from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Data directory: SQLite store, crops, gallery dumps, logs.
+    pub data_dir: PathBuf,
+    /// Log filter (`tracing` env-filter syntax); `RUST_LOG` overrides it.
+    pub log: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            data_dir: PathBuf::from("data"),
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePref {
+    /// CUDA when the loaded ONNX Runtime has it and it starts; CPU otherwise.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or fail.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Path of `libonnxruntime.so`; unset = `ORT_DYLIB_PATH`, then the project's `.deps/`.
+    pub onnxruntime: Option<PathBuf>,
+    pub device: DevicePref,
+    /// Intra-op threads per inference session; 0 = one per core.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// The model manifest (see models/README.md).
+    pub manifest: PathBuf,
+    /// Manifest name of the person detector.
+    pub detector: String,
+    /// Manifest name of the re-id embedder.
+    pub embedder: String,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            manifest: crate::paths::project_root().join("models/manifest.toml"),
+            detector: "nanodet-416".into(),
+            embedder: "mobilenetv2-imagenet".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSettings {
+    /// Frames per second analysed per camera (the rest are dropped before colour conversion).
+    pub fps: u32,
+    /// Width frames are scaled to before analysis (height keeps the aspect ratio); 0 = as is.
+    pub width: u32,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings { fps: 5, width: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Auto,
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSettings {
+    /// Short unique id used in logs, the store and the API (letters, digits, `-`, `_`).
+    pub id: String,
+    /// `rtsp://host/path`, `file:///path/clip.mp4` (or a relative `file:clip.mp4`),
+    /// `test:<videotestsrc pattern>`, or `v4l2:///dev/video0`.
+    pub url: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// RTSP user name, given directly or through an environment variable (`username_env`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// RTSP password: through an environment variable only (`password_env`), never in the file.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// Analysis rate override for this camera (whole frames per second).
+    #[serde(default)]
+    pub fps: Option<u32>,
+    /// Files: play at the clip's own frame rate (true) or as fast as the analysis keeps up (false).
+    #[serde(default = "yes")]
+    pub realtime: bool,
+    /// Files: start again at the end instead of stopping.
+    #[serde(default)]
+    pub loop_file: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text` as if read from `path` (relative paths resolve against its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let mut cfg: Config = parse_toml(text, &file)?;
+        cfg.source = Some(path.to_path_buf());
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        cfg.validate(text, &file)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.server.data_dir);
+        abs(&mut self.models.manifest);
+        if let Some(p) = self.runtime.onnxruntime.as_mut() {
+            abs(p);
+        }
+        for c in &mut self.cameras {
+            if let Some(rest) = c.url.strip_prefix("file:")
+                && !rest.starts_with("//")
+            {
+                // `file:relative/path` → absolute file URL against the config's directory
+                c.url = format!("file://{}", base.join(rest).display());
+            }
+        }
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let err = |key: KeyPath, message: String| ConfigError {
+            file: file.to_string(),
+            line: key.line_in(text),
+            key: key.to_string(),
+            message,
+        };
+        if let Some(p) = &self.runtime.onnxruntime
+            && !p.is_file()
+        {
+            return Err(err(
+                KeyPath::new().key("runtime").key("onnxruntime"),
+                format!(
+                    "expected the path of libonnxruntime.so, but {} does not exist (run `make setup`, or remove the key to use the bundled library)",
+                    p.display()
+                ),
+            ));
+        }
+        if !self.models.manifest.is_file() {
+            return Err(err(
+                KeyPath::new().key("models").key("manifest"),
+                format!(
+                    "expected a model manifest file, but {} does not exist",
+                    self.models.manifest.display()
+                ),
+            ));
+        }
+        if !(1..=60).contains(&self.analysis.fps) {
+            return Err(err(
+                KeyPath::new().key("analysis").key("fps"),
+                format!(
+                    "expected a whole frame rate from 1 to 60, found {}",
+                    self.analysis.fps
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let at = |k: &str| KeyPath::new().key("cameras").index(i).key(k);
+            if c.id.is_empty()
+                || !c
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(err(
+                    at("id"),
+                    format!("expected letters, digits, '-' or '_', found {:?}", c.id),
+                ));
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(err(
+                    at("id"),
+                    format!("camera id {:?} is used twice; ids must be unique", c.id),
+                ));
+            }
+            crate::ingest::source::SourceUrl::parse(&c.url).map_err(|m| err(at("url"), m))?;
+            if let Some(rest) = c.url.strip_prefix("file://")
+                && !Path::new(rest).is_file()
+            {
+                return Err(err(
+                    at("url"),
+                    format!("expected a video file, but {rest} does not exist"),
+                ));
+            }
+            for (k, var) in [
+                ("username_env", &c.username_env),
+                ("password_env", &c.password_env),
+            ] {
+                if let Some(var) = var
+                    && std::env::var_os(var).is_none()
+                {
+                    return Err(err(
+                        at(k),
+                        format!(
+                            "the environment variable {var} is not set; export it before starting crosscam"
+                        ),
+                    ));
+                }
+            }
+            if let Some(f) = c.fps
+                && !(1..=60).contains(&f)
+            {
+                return Err(err(
+                    at("fps"),
+                    format!("expected a whole frame rate from 1 to 60, found {f}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CameraSettings {
+    /// The user name and password, with environment variables read now.
+    pub fn credentials(&self) -> (Option<String>, Option<String>) {
+        let user = self
+            .username_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .or_else(|| self.username.clone());
+        let pass = self
+            .password_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok());
+        (user, pass)
+    }
+}
+
+/// Deserializes TOML text into `T`, reporting errors with line and key path. Used for every
+/// TOML file crosscam reads (configs, the model manifest, study definitions).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| toml_error(file, text, &KeyPath::default(), &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = KeyPath::from_serde_path(e.path());
+        toml_error(file, text, &key, e.inner())
+    })
+}
+
+/// Turns a toml/serde error into a `ConfigError` with line and key path.
+fn toml_error(file: &str, text: &str, key: &KeyPath, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .or_else(|| key.line_in(text));
+    let mut message = e.message().trim().to_string();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        message = format!("unknown key {rest} (a typo?)");
+    }
+    ConfigError {
+        file: file.to_string(),
+        line,
+        key: key.to_string(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    // a config directory holding a manifest, so that the default file checks pass
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/manifest.toml"), "").unwrap();
+    std::fs::write(dir.path().join("clip.mp4"), b"not really").unwrap();
+    let text = format!("[models]\nmanifest = \"models/manifest.toml\"\n{text}");
+    let r = Config::parse(&text, &dir.path().join("site.toml"));
+    drop(dir);
+    r
+}
+
+#[test]
+fn a_valid_config_parses_with_defaults_and_resolved_paths() {
+    let cfg = parse("[[cameras]]\nid = \"a\"\nurl = \"file:clip.mp4\"\n").unwrap();
+    assert_eq!(cfg.analysis.fps, 5);
+    assert_eq!(cfg.cameras.len(), 1);
+    assert!(
+        cfg.cameras[0].url.starts_with("file:///"),
+        "{}",
+        cfg.cameras[0].url
+    );
+    assert!(cfg.cameras[0].enabled);
+    assert!(cfg.server.data_dir.is_absolute());
+}
+
+#[test]
+fn unknown_key_names_the_key_path_and_line() {
+    let e = parse("[analysis]\nfps = 5\nwidht = 640\n").unwrap_err();
+    let s = e.to_string();
+    assert_eq!(e.line, Some(5), "{s}");
+    assert!(s.contains("unknown key `widht`"), "{s}");
+    assert!(s.contains("expected `fps` or `width`"), "{s}");
+    assert!(s.contains("site.toml:5"), "{s}");
+}
+
+#[test]
+fn unknown_key_inside_a_camera_has_an_indexed_path() {
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"test:ball\"\n[[cameras]]\nid = \"b\"\nurl = \"test:ball\"\npasword_env = \"X\"\n")
+        .unwrap_err();
+    assert!(e.key.starts_with("cameras[1]"), "{e}");
+    assert_eq!(e.line, Some(9), "{e}");
+}
+
+#[test]
+fn wrong_type_says_what_was_expected() {
+    let e = parse("[analysis]\nfps = \"five\"\n").unwrap_err();
+    let s = e.to_string();
+    assert_eq!(e.key, "analysis.fps", "{s}");
+    assert_eq!(e.line, Some(4), "{s}");
+    assert!(
+        s.contains("invalid type") && s.contains("expected u32"),
+        "{s}"
+    );
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = parse("[[cameras]]\nid = \"a\"\n").unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("missing field `url`"), "{s}");
+    assert!(e.key.starts_with("cameras"), "{s}");
+}
+
+#[test]
+fn missing_video_file_gives_the_path() {
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"file:nope/clip.mp4\"\n").unwrap_err();
+    let s = e.to_string();
+    assert_eq!(e.key, "cameras[0].url", "{s}");
+    assert_eq!(e.line, Some(5), "{s}");
+    assert!(
+        s.contains("nope/clip.mp4") && s.contains("does not exist"),
+        "{s}"
+    );
+}
+
+#[test]
+fn missing_manifest_file_is_reported_on_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Config::parse(
+        "[models]\nmanifest = \"absent.toml\"\n",
+        &dir.path().join("c.toml"),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "models.manifest");
+    assert_eq!(e.line, Some(2));
+    assert!(e.message.contains("absent.toml"), "{e}");
+}
+
+#[test]
+fn unset_credential_variable_is_named() {
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/s\"\npassword_env = \"CROSSCAM_TEST_SURELY_UNSET\"\n")
+        .unwrap_err();
+    assert_eq!(e.key, "cameras[0].password_env");
+    assert!(e.message.contains("CROSSCAM_TEST_SURELY_UNSET"), "{e}");
+}
+
+#[test]
+fn bad_url_scheme_and_duplicate_ids_are_rejected() {
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"http://x\"\n").unwrap_err();
+    assert!(e.message.contains("rtsp://"), "{e}");
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"test:ball\"\n[[cameras]]\nid = \"a\"\nurl = \"test:snow\"\n").unwrap_err();
+    assert_eq!(e.key, "cameras[1].id");
+    assert!(e.message.contains("used twice"), "{e}");
+}
+
+#[test]
+fn out_of_range_rate_is_rejected() {
+    let e = parse("[analysis]\nfps = 0\n").unwrap_err();
+    assert_eq!(e.key, "analysis.fps");
+    assert!(e.message.contains("1 to 60"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_carry_the_line() {
+    let e = parse("[analysis\nfps = 5\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+}
+
+#[test]
+fn bundled_configs_are_valid() {
+    let root = crate::paths::project_root();
+    let demo = Config::load(&root.join("config/demo.toml"));
+    // the demo's clips come from `make setup`; without them the error must name the missing clip
+    match demo {
+        Ok(cfg) => assert_eq!(cfg.cameras.len(), 2),
+        Err(e) => assert!(e.message.contains(".deps/media"), "{e}"),
+    }
+    // the site example references RTSP cameras with credentials from the environment
+    let text = std::fs::read_to_string(root.join("config/site.example.toml")).unwrap();
+    let text = text.replace(
+        "/opt/crosscam/models/manifest.toml",
+        &root.join("models/manifest.toml").display().to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // SAFETY: test-only environment for the example's credential variables; no other test reads them
+    unsafe {
+        for v in ["GATE_NORTH_USER", "GATE_NORTH_PASSWORD", "LOBBY_PASSWORD"] {
+            std::env::set_var(v, "x");
+        }
+    }
+    let e = Config::parse(&text, &dir.path().join("site.toml")).unwrap_err();
+    // the only thing missing on a developer machine is the archived recording
+    assert_eq!(e.key, "cameras[2].url", "{e}");
+}

@@ -1,0 +1,235 @@
+//! `crosscam doctor` on this machine (after `make setup`) and with its dependencies broken on
+//! purpose: each broken thing is named, with a fix, and the exit status says it failed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A config in `dir` using `manifest` and a data directory inside `dir`.
+fn write_config(dir: &Path, manifest: &Path) -> PathBuf {
+    let p = dir.join("doctor.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[server]\ndata_dir = \"data\"\n[models]\nmanifest = \"{}\"\n",
+            manifest.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// A copy of the model folder (manifest + files) that a test may break.
+fn copy_models(dir: &Path) -> PathBuf {
+    let m = dir.join("models");
+    std::fs::create_dir_all(&m).unwrap();
+    for f in [
+        "manifest.toml",
+        "nanodet-416.onnx",
+        "mobilenetv2-imagenet.onnx",
+    ] {
+        std::fs::copy(root().join("models").join(f), m.join(f)).unwrap();
+    }
+    m.join("manifest.toml")
+}
+
+struct Run {
+    ok: bool,
+    json: serde_json::Value,
+}
+
+fn doctor(config: &Path, env: &[(&str, &str)], unset: &[&str]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crosscam"));
+    c.args(["doctor", "--json", "--config"]).arg(config);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    for k in unset {
+        c.env_remove(k);
+    }
+    let out = c.output().expect("run crosscam doctor");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Run {
+        ok: out.status.success(),
+        json,
+    }
+}
+
+fn check<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
+    r.json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check named {name}: {}", r.json))
+}
+
+#[test]
+fn doctor_passes_on_a_set_up_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let r = doctor(&cfg, &[], &["ORT_DYLIB_PATH"]);
+    assert!(r.ok, "doctor failed after make setup: {:#}", r.json);
+    for name in [
+        "gstreamer",
+        "gstreamer elements",
+        "onnxruntime",
+        "model nanodet-416",
+        "model mobilenetv2-imagenet",
+        "data directory",
+        "gpu",
+    ] {
+        assert_eq!(check(&r, name)["ok"], true, "{name}: {}", check(&r, name));
+    }
+    assert!(
+        check(&r, "onnxruntime")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1.32.0")
+    );
+    assert!(
+        dir.path().join("data").is_dir(),
+        "doctor creates the data directory"
+    );
+}
+
+#[test]
+fn doctor_fails_clearly_without_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let empty = dir.path().join("no-deps");
+    let r = doctor(
+        &cfg,
+        &[("CROSSCAM_DEPS_DIR", empty.to_str().unwrap())],
+        &["ORT_DYLIB_PATH"],
+    );
+    assert!(!r.ok);
+    let c = check(&r, "onnxruntime");
+    assert_eq!(c["ok"], false);
+    let d = c["detail"].as_str().unwrap();
+    assert!(
+        d.contains("not found") && d.contains("make setup") && d.contains("no-deps/onnxruntime"),
+        "{d}"
+    );
+    // models cannot be loaded, and say why
+    assert!(
+        check(&r, "model nanodet-416")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ONNX Runtime is unavailable")
+    );
+}
+
+#[test]
+fn doctor_fails_clearly_with_a_corrupt_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let lib = dir.path().join("libonnxruntime.so");
+    std::fs::write(&lib, vec![0x7f; 4096]).unwrap();
+    let r = doctor(&cfg, &[("ORT_DYLIB_PATH", lib.to_str().unwrap())], &[]);
+    assert!(!r.ok);
+    let d = check(&r, "onnxruntime")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("cannot load") && d.contains(lib.to_str().unwrap()),
+        "{d}"
+    );
+}
+
+#[test]
+fn doctor_names_a_corrupt_model_and_keeps_checking_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = copy_models(dir.path());
+    let f = dir.path().join("models/nanodet-416.onnx");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    let r = doctor(
+        &write_config(dir.path(), &manifest),
+        &[],
+        &["ORT_DYLIB_PATH"],
+    );
+    assert!(!r.ok);
+    let d = check(&r, "model nanodet-416")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("checksum mismatch") && d.contains("git checkout"),
+        "{d}"
+    );
+    assert_eq!(check(&r, "model mobilenetv2-imagenet")["ok"], true);
+}
+
+#[test]
+fn doctor_names_a_missing_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = copy_models(dir.path());
+    std::fs::remove_file(dir.path().join("models/mobilenetv2-imagenet.onnx")).unwrap();
+    let r = doctor(
+        &write_config(dir.path(), &manifest),
+        &[],
+        &["ORT_DYLIB_PATH"],
+    );
+    assert!(!r.ok);
+    let d = check(&r, "model mobilenetv2-imagenet")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("is missing") && d.contains("models/recipes/mobilenetv2.py"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_model_whose_shapes_differ_from_the_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = copy_models(dir.path());
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("shape = [-1, 3, 416, 416]", "shape = [-1, 3, 320, 320]");
+    std::fs::write(&manifest, text).unwrap();
+    let r = doctor(
+        &write_config(dir.path(), &manifest),
+        &[],
+        &["ORT_DYLIB_PATH"],
+    );
+    assert!(!r.ok);
+    let d = check(&r, "model nanodet-416")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("input 'input_1:0' has shape [N,3,416,416] but the manifest says [N,3,320,320]"),
+        "{d}"
+    );
+}
+
+#[test]
+fn table_output_and_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_crosscam"))
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .env("CROSSCAM_DEPS_DIR", dir.path().join("nothing"))
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL  onnxruntime"), "{text}");
+    assert!(text.contains("some required checks failed"), "{text}");
+}
