@@ -16,3 +16,4 @@ pub mod onnx;
 pub mod paths;
 pub mod reid;
 pub mod runtime;
+pub mod track;

@@ -1,0 +1,67 @@
+//! What tracking produces: tracklets — one person followed within one camera — with their boxes
+//! and the best crops by quality. Crops feed the re-id embedder, datasets and re-tuning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::frame::BBox;
+
+/// One detection of a person in one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub score: f32,
+}
+
+/// A tracklet's box in one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackedBox {
+    /// Analysed-frame sequence number within the camera's stream.
+    pub seq: u64,
+    /// Stream time of the frame.
+    pub pts: Duration,
+    pub bbox: BBox,
+    /// Detection score (0 for frames where the track was only predicted).
+    pub score: f32,
+}
+
+/// A stored person crop with its quality score (higher is better).
+#[derive(Debug, Clone)]
+pub struct Crop {
+    pub seq: u64,
+    pub pts: Duration,
+    pub bbox: BBox,
+    pub quality: f32,
+    pub image: Arc<image::RgbImage>,
+}
+
+/// One person followed within one camera.
+#[derive(Debug, Clone)]
+pub struct Tracklet {
+    pub camera: String,
+    /// Track id, unique within the camera's run.
+    pub id: u64,
+    pub start: Duration,
+    pub end: Duration,
+    /// Boxes in time order (detected frames; predicted-only frames are not stored).
+    pub boxes: Vec<TrackedBox>,
+    /// The best crops by quality (at most the configured K), in time order.
+    pub crops: Vec<Crop>,
+}
+
+impl Tracklet {
+    pub fn len(&self) -> usize {
+        self.boxes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.boxes.is_empty()
+    }
+    pub fn duration(&self) -> Duration {
+        self.end.saturating_sub(self.start)
+    }
+    /// Whether two tracklets of the same camera were alive at the same time (then they are
+    /// different people).
+    pub fn overlaps_in_time(&self, other: &Tracklet) -> bool {
+        self.camera == other.camera && self.start <= other.end && other.start <= self.end
+    }
+}
