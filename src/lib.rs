@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod models;
 pub mod onnx;
 pub mod paths;
+pub mod progress;
 pub mod reid;
 pub mod runtime;
 pub mod track;
