@@ -25,6 +25,50 @@ pub enum Command {
     Model(ModelCommand),
     /// Run the demo: the embedded default config (config/demo.toml) until Ctrl-C.
     Demo(DemoArgs),
+    /// Detect people in every frame of a video; write MOTChallenge detection lines.
+    Detect(DetectArgs),
+    /// Track people: on a MOTChallenge detection file (tracker only) or on a video (detector + tracker).
+    Track(TrackArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The video file.
+    #[arg(long)]
+    pub video: PathBuf,
+    /// Output file: `frame,-1,x,y,w,h,score,-1,-1,-1` per detection, frames from 1.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Minimum score written (default: detect.score_threshold of the config).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["video", "detections"])))]
+pub struct TrackArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// A video: run the detector and the tracker.
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// A MOTChallenge detection file: run the tracker only.
+    #[arg(long)]
+    pub detections: Option<PathBuf>,
+    /// Frame rate of the detection file's video (for time-based statistics).
+    #[arg(long, default_value_t = 10.0)]
+    pub fps: f64,
+    /// Output file: `frame,id,x,y,w,h,score,-1,-1,-1` per tracked box.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// With --video: write each tracklet's best crops to DIR/<id>/<frame>.jpg.
+    #[arg(long)]
+    pub crops: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +155,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 print!("{}", crate::onnx::info::render(&info));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Detect(a) => {
+            let cfg = a.config.load()?;
+            let n = crate::offline::detect(&cfg, &a.video, &a.out, a.threshold, false)?;
+            eprintln!("{n} detections written to {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Track(a) => {
+            let cfg = a.config.load()?;
+            let summary = match (&a.video, &a.detections) {
+                (Some(v), _) => {
+                    crate::offline::track_video(&cfg, v, &a.out, a.crops.as_deref(), a.json)?
+                }
+                (None, Some(d)) => {
+                    anyhow::ensure!(
+                        a.crops.is_none(),
+                        "--crops needs --video (a detection file has no pixels)"
+                    );
+                    crate::offline::track_detections(&cfg, d, &a.out, a.fps)?
+                }
+                (None, None) => unreachable!("clap requires one input"),
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", crate::offline::render(&summary));
             }
             Ok(ExitCode::SUCCESS)
         }

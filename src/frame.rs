@@ -17,6 +17,8 @@ pub struct Frame {
     pub pts: Duration,
     /// Sequence number within the camera's stream (counts analysed frames from 0).
     pub seq: u64,
+    /// Wall-clock capture time, milliseconds since the Unix epoch (0 when unknown).
+    pub wall_ms: i64,
 }
 
 impl std::fmt::Debug for Frame {
@@ -44,6 +46,7 @@ impl Frame {
             data: Arc::new(data),
             pts: Duration::ZERO,
             seq: 0,
+            wall_ms: 0,
         }
     }
 
@@ -292,6 +295,7 @@ mod tests {
             data: Arc::new(data),
             pts: Duration::ZERO,
             seq: 0,
+            wall_ms: 0,
         };
         let mut out = vec![0.0; 12];
         let bgr = Normalize {

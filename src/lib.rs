@@ -8,13 +8,17 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod detect;
 pub mod doctor;
+pub mod eval;
 pub mod frame;
 pub mod ingest;
 pub mod models;
+pub mod offline;
 pub mod onnx;
 pub mod paths;
 pub mod progress;
 pub mod reid;
 pub mod runtime;
+pub mod server;
 pub mod track;

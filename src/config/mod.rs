@@ -36,6 +36,12 @@ pub struct Config {
     #[serde(default)]
     pub analysis: AnalysisSettings,
     #[serde(default)]
+    pub ingest: IngestSettings,
+    #[serde(default)]
+    pub detect: DetectSettings,
+    #[serde(default)]
+    pub track: TrackSettings,
+    #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
@@ -117,6 +123,96 @@ impl Default for AnalysisSettings {
     }
 }
 
+/// How cameras are watched and reconnected (all times in milliseconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// First reconnection delay after a camera fails; doubles on each failure (with ±20% jitter).
+    pub reconnect_initial_ms: u64,
+    /// Longest reconnection delay.
+    pub reconnect_max_ms: u64,
+    /// Delay before retrying a camera that refused the credentials or does not have the stream.
+    pub auth_retry_ms: u64,
+    /// A live camera that delivers no frame for this long is `stalled` and gets reconnected.
+    pub stall_timeout_ms: u64,
+    /// A camera that has not delivered its first frame after this long is reconnected.
+    pub connect_timeout_ms: u64,
+    /// RTSP jitter-buffer latency.
+    pub rtsp_latency_ms: u64,
+    /// Frames waiting for analysis per camera; when full the oldest is dropped (and counted).
+    pub queue_depth: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 10_000,
+            auth_retry_ms: 30_000,
+            stall_timeout_ms: 2_500,
+            connect_timeout_ms: 15_000,
+            rtsp_latency_ms: 200,
+            queue_depth: 2,
+        }
+    }
+}
+
+/// Person detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSettings {
+    /// Minimum person score kept (the tracker still uses scores down to `track.low_score`).
+    pub score_threshold: f32,
+    /// Non-maximum suppression IoU.
+    pub nms_iou: f32,
+    /// Most frames (from different cameras) run through the detector at once.
+    pub max_batch: usize,
+}
+
+impl Default for DetectSettings {
+    fn default() -> Self {
+        DetectSettings {
+            score_threshold: 0.1,
+            nms_iou: 0.5,
+            max_batch: 4,
+        }
+    }
+}
+
+/// Per-camera ByteTrack-style tracking.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackSettings {
+    /// Detections at or above this score are "high" (first association, can start tracks).
+    pub high_score: f32,
+    /// Detections between this and `high_score` are "low" (second association only).
+    pub low_score: f32,
+    /// Minimum score of a detection that starts a new track.
+    pub new_track_score: f32,
+    /// Minimum IoU for associating a detection with a track (first association).
+    pub match_iou: f32,
+    /// Consecutive matched frames before a track is confirmed (birth).
+    pub min_hits: u32,
+    /// Consecutive missed frames after which a track ends (death).
+    pub max_misses: u32,
+    /// Crops kept per tracklet (the best by quality).
+    pub crops_per_tracklet: usize,
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        TrackSettings {
+            high_score: 0.45,
+            low_score: 0.1,
+            new_track_score: 0.5,
+            match_iou: 0.2,
+            min_hits: 3,
+            max_misses: 15,
+            crops_per_tracklet: 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
@@ -126,7 +222,7 @@ pub enum RtspTransport {
     Udp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraSettings {
     /// Short unique id used in logs, the store and the API (letters, digits, `-`, `_`).

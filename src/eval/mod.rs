@@ -1,0 +1,3 @@
+//! Evaluation: tracking metrics (CLEAR MOT, IDF1).
+
+pub mod mot;

@@ -1,0 +1,117 @@
+//! Reading every frame of a video file in order, for offline tools (`crosscam detect`,
+//! `crosscam track`, dataset building): same templates as cameras, but no frame is dropped and
+//! the file is read as fast as the consumer takes frames.
+
+use std::path::Path;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::pipeline::{self, PipelineParams};
+use super::source::SourceUrl;
+use crate::config::RtspTransport;
+use crate::frame::Frame;
+
+pub struct VideoReader {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    seq: u64,
+    done: bool,
+}
+
+impl VideoReader {
+    /// Opens `path`; `fps` keeps that many frames per second of video (None = every frame);
+    /// `width` scales frames (None = source size).
+    pub fn open(path: &Path, fps: Option<u32>, width: Option<u32>) -> anyhow::Result<VideoReader> {
+        gst::init()?;
+        anyhow::ensure!(
+            path.is_file(),
+            "video file {} does not exist",
+            path.display()
+        );
+        let (tname, template) = pipeline::load_template(&crate::paths::pipelines_dir(), "file")?;
+        let params = PipelineParams {
+            source: SourceUrl::File(path.to_path_buf()),
+            transport: RtspTransport::Auto,
+            latency_ms: 0,
+            fps,
+            width,
+            realtime: false,
+        };
+        let (pipeline, sink) = pipeline::build(&tname, &pipeline::render(&template, &params))?;
+        // lossless: the appsink blocks the pipeline instead of dropping frames
+        sink.set_drop(false);
+        sink.set_max_buffers(4);
+        sink.set_sync(false);
+        pipeline.set_state(gst::State::Playing).map_err(|e| {
+            let detail = pipeline
+                .bus()
+                .and_then(|b| {
+                    b.timed_pop_filtered(
+                        gst::ClockTime::from_mseconds(500),
+                        &[gst::MessageType::Error],
+                    )
+                })
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(err) => Some(err.error().to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!("cannot play {}: {detail}", path.display())
+        })?;
+        Ok(VideoReader {
+            pipeline,
+            sink,
+            seq: 0,
+            done: false,
+        })
+    }
+
+    fn bus_error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        while let Some(m) = bus.pop() {
+            if let gst::MessageView::Error(err) = m.view() {
+                return Some(format!(
+                    "{} ({})",
+                    err.error(),
+                    err.debug().map(|d| d.to_string()).unwrap_or_default()
+                ));
+            }
+        }
+        None
+    }
+}
+
+impl Iterator for VideoReader {
+    type Item = anyhow::Result<Frame>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.sink.pull_sample() {
+            Ok(sample) => {
+                let f = pipeline::frame_from_sample(&sample, self.seq).map_err(anyhow::Error::from);
+                self.seq += 1;
+                Some(f)
+            }
+            Err(_) => {
+                self.done = true;
+                // end of stream, or an error (corrupt file): tell them apart
+                self.bus_error().map(|e| {
+                    Err(anyhow::anyhow!(
+                        "decoding failed after {} frames: {e}",
+                        self.seq
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl Drop for VideoReader {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

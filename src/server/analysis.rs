@@ -1,0 +1,199 @@
+//! The analysis stage: takes frames from the camera queue in batches across cameras, runs the
+//! person detector once per batch, and feeds each camera's tracker. Tracker events go out on a
+//! channel to the re-id stage. One dedicated OS thread; a slow detector makes the camera queues
+//! drop their oldest frames instead of building up latency.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{debug, info_span, warn};
+
+use crate::config::TrackSettings;
+use crate::detect::Detector;
+use crate::ingest::{AnalysisQueue, CameraId, Ingest};
+use crate::track::{TrackEvent, Tracker};
+
+/// Stage metrics (monotonic counters).
+#[derive(Debug, Default)]
+pub struct AnalysisMetrics {
+    pub batches: AtomicU64,
+    pub frames: AtomicU64,
+    pub detections: AtomicU64,
+    /// Nanoseconds spent in the detector.
+    pub detect_ns: AtomicU64,
+    /// Nanoseconds spent in the trackers.
+    pub track_ns: AtomicU64,
+    pub detector_errors: AtomicU64,
+    pub tracklets_started: AtomicU64,
+    pub tracklets_ended: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalysisSnapshot {
+    pub batches: u64,
+    pub frames: u64,
+    pub detections: u64,
+    pub mean_batch: f64,
+    pub detect_ms_per_frame: f64,
+    pub track_ms_per_frame: f64,
+    pub detector_errors: u64,
+    pub tracklets_started: u64,
+    pub tracklets_ended: u64,
+}
+
+impl AnalysisMetrics {
+    pub fn snapshot(&self) -> AnalysisSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let frames = l(&self.frames).max(1) as f64;
+        AnalysisSnapshot {
+            batches: l(&self.batches),
+            frames: l(&self.frames),
+            detections: l(&self.detections),
+            mean_batch: l(&self.frames) as f64 / l(&self.batches).max(1) as f64,
+            detect_ms_per_frame: l(&self.detect_ns) as f64 / 1e6 / frames,
+            track_ms_per_frame: l(&self.track_ns) as f64 / 1e6 / frames,
+            detector_errors: l(&self.detector_errors),
+            tracklets_started: l(&self.tracklets_started),
+            tracklets_ended: l(&self.tracklets_ended),
+        }
+    }
+}
+
+/// A tracker event with the camera it belongs to.
+#[derive(Debug, Clone)]
+pub struct CameraTrackEvent {
+    pub camera: CameraId,
+    pub event: TrackEvent,
+}
+
+pub struct Analysis {
+    pub metrics: Arc<AnalysisMetrics>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Trackers idle this long (camera removed or dead) are flushed: their tracklets end.
+const IDLE_FLUSH: Duration = Duration::from_secs(30);
+
+impl Analysis {
+    pub fn start(
+        queue: Arc<AnalysisQueue>,
+        ingest: Arc<Ingest>,
+        mut detector: Box<dyn Detector>,
+        track: TrackSettings,
+        events: crossbeam_channel::Sender<CameraTrackEvent>,
+    ) -> Analysis {
+        let metrics = Arc::new(AnalysisMetrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (metrics.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("analysis".into())
+            .spawn(move || {
+                let mut trackers: HashMap<CameraId, (Tracker, Instant)> = HashMap::new();
+                let send = |camera: &CameraId, ev: TrackEvent, m: &AnalysisMetrics| {
+                    match &ev {
+                        TrackEvent::Started(t) => {
+                            m.tracklets_started.fetch_add(1, Ordering::Relaxed);
+                            info_span!("camera", id = %camera)
+                                .in_scope(|| debug!(track = t.id, "tracklet started"));
+                        }
+                        TrackEvent::Ended(t) => {
+                            m.tracklets_ended.fetch_add(1, Ordering::Relaxed);
+                            info_span!("camera", id = %camera).in_scope(|| {
+                                debug!(
+                                    track = t.id,
+                                    boxes = t.len(),
+                                    secs = t.duration().as_secs_f64(),
+                                    "tracklet ended"
+                                )
+                            });
+                        }
+                        TrackEvent::Updated(_) => {}
+                    }
+                    let _ = events.try_send(CameraTrackEvent {
+                        camera: camera.clone(),
+                        event: ev,
+                    });
+                };
+                while !s.load(Ordering::SeqCst) {
+                    let batch = queue.pop_batch(detector.max_batch(), Duration::from_millis(200));
+                    if batch.is_empty() {
+                        if queue.is_closed() {
+                            break;
+                        }
+                    } else {
+                        let frames: Vec<&crate::frame::Frame> =
+                            batch.iter().map(|(_, f)| f).collect();
+                        let t0 = Instant::now();
+                        let dets = match detector.detect(&frames) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                m.detector_errors.fetch_add(1, Ordering::Relaxed);
+                                warn!(error = %e, "detector failed on a batch; frames skipped");
+                                continue;
+                            }
+                        };
+                        m.detect_ns
+                            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        m.batches.fetch_add(1, Ordering::Relaxed);
+                        m.frames.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        let t1 = Instant::now();
+                        for ((camera, frame), d) in batch.iter().zip(dets) {
+                            ingest.mark_analysed(camera);
+                            m.detections.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            let (tr, seen) = trackers.entry(camera.clone()).or_insert_with(|| {
+                                (Tracker::new(camera, track.clone()), Instant::now())
+                            });
+                            *seen = Instant::now();
+                            let size = (frame.width as f32, frame.height as f32);
+                            for ev in tr.update(Some(frame), frame.seq, frame.pts, size, &d) {
+                                send(camera, ev, &m);
+                            }
+                        }
+                        m.track_ns
+                            .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    }
+                    let idle: Vec<CameraId> = trackers
+                        .iter()
+                        .filter(|(_, (_, seen))| seen.elapsed() > IDLE_FLUSH)
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    for c in idle {
+                        if let Some((mut tr, _)) = trackers.remove(&c) {
+                            for ev in tr.flush() {
+                                send(&c, ev, &m);
+                            }
+                        }
+                    }
+                }
+                for (c, (mut tr, _)) in trackers {
+                    for ev in tr.flush() {
+                        send(&c, ev, &m);
+                    }
+                }
+            })
+            .expect("spawn analysis thread");
+        Analysis {
+            metrics,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Analysis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,354 @@
+//! A ByteTrack-style multi-object tracker for one camera: constant-velocity Kalman prediction,
+//! IoU association in two rounds (high-score detections first, then low-score ones to keep tracks
+//! alive through occlusion), track birth after `min_hits` matched frames and death after
+//! `max_misses` missed ones. Each confirmed track builds a [`Tracklet`] with its best crops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::assign::assign;
+use super::kalman::Kalman;
+use super::quality::{geometric_quality, quality};
+use super::tracklet::{Crop, Detection, TrackedBox, Tracklet};
+use crate::config::TrackSettings;
+use crate::frame::{BBox, Frame};
+
+/// What a tracker update reports.
+#[derive(Debug, Clone)]
+pub enum TrackEvent {
+    /// A track was confirmed (it becomes a tracklet with this id).
+    Started(Tracklet),
+    /// A confirmed tracklet grew; emitted every `update_every` frames (for re-embedding).
+    Updated(Tracklet),
+    /// A tracklet ended (missed for `max_misses` frames, or the tracker was flushed).
+    Ended(Tracklet),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tentative,
+    Tracked,
+    Lost,
+}
+
+struct Track {
+    kf: Kalman,
+    phase: Phase,
+    confirmed: bool,
+    hits: u32,
+    misses: u32,
+    frames_since_update_event: u32,
+    tracklet: Tracklet,
+}
+
+/// A box of a confirmed track in the current frame (for MOTChallenge output and overlays).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActiveBox {
+    pub id: u64,
+    /// Kalman-filtered box after this frame's update.
+    pub bbox: BBox,
+    pub score: f32,
+}
+
+pub struct Tracker {
+    s: TrackSettings,
+    camera: String,
+    tracks: Vec<Track>,
+    next_id: u64,
+    /// Emit `Updated` for a confirmed tracklet at most every this many frames.
+    pub update_every: u32,
+    active: Vec<ActiveBox>,
+}
+
+fn iou_cost(tracks: &[&Track], dets: &[Detection]) -> Vec<f32> {
+    let mut c = Vec::with_capacity(tracks.len() * dets.len());
+    for t in tracks {
+        let tb = t.kf.bbox();
+        for d in dets {
+            c.push(1.0 - tb.iou(&d.bbox));
+        }
+    }
+    c
+}
+
+impl Tracker {
+    pub fn new(camera: &str, s: TrackSettings) -> Tracker {
+        Tracker {
+            s,
+            camera: camera.to_string(),
+            tracks: Vec::new(),
+            next_id: 1,
+            update_every: 25,
+            active: Vec::new(),
+        }
+    }
+
+    /// Confirmed tracks matched in the last frame.
+    pub fn active(&self) -> &[ActiveBox] {
+        &self.active
+    }
+
+    /// Number of tracks being followed (tentative, tracked or lost).
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    /// Processes one frame's detections. `frame` supplies pixels for crops and the time; pass
+    /// `None` to track boxes only (e.g. from a detection file), with `seq`/`pts` given.
+    pub fn update(
+        &mut self,
+        frame: Option<&Frame>,
+        seq: u64,
+        pts: Duration,
+        size: (f32, f32),
+        dets: &[Detection],
+    ) -> Vec<TrackEvent> {
+        let mut events = Vec::new();
+        for t in &mut self.tracks {
+            if t.phase == Phase::Lost {
+                // a lost track keeps drifting with its velocity, but stops growing or shrinking
+                t.kf.mean[7] = 0.0;
+            }
+            t.kf.predict();
+        }
+        let (high, low): (Vec<usize>, Vec<usize>) = (0..dets.len())
+            .filter(|&i| dets[i].score >= self.s.low_score)
+            .partition(|&i| dets[i].score >= self.s.high_score);
+        let mut det_used = vec![false; dets.len()];
+        let mut matched_track = vec![false; self.tracks.len()];
+
+        // 1. high-score detections vs confirmed tracks (tracked and lost)
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].phase != Phase::Tentative)
+            .collect();
+        let high_dets: Vec<Detection> = high.iter().map(|&i| dets[i]).collect();
+        let cost = iou_cost(
+            &pool.iter().map(|&i| &self.tracks[i]).collect::<Vec<_>>(),
+            &high_dets,
+        );
+        let (pairs, _, _) = assign(&cost, pool.len(), high.len(), 1.0 - self.s.match_iou);
+        for (r, c) in pairs {
+            self.apply_match(pool[r], dets[high[c]], frame, seq, pts, size, dets);
+            matched_track[pool[r]] = true;
+            det_used[high[c]] = true;
+        }
+        // 2. low-score detections vs still unmatched tracked (not lost) tracks
+        let rest: Vec<usize> = pool
+            .iter()
+            .copied()
+            .filter(|&i| !matched_track[i] && self.tracks[i].phase == Phase::Tracked)
+            .collect();
+        let low_dets: Vec<Detection> = low.iter().map(|&i| dets[i]).collect();
+        let cost = iou_cost(
+            &rest.iter().map(|&i| &self.tracks[i]).collect::<Vec<_>>(),
+            &low_dets,
+        );
+        let (pairs, _, _) = assign(&cost, rest.len(), low.len(), 0.5);
+        for (r, c) in pairs {
+            self.apply_match(rest[r], dets[low[c]], frame, seq, pts, size, dets);
+            matched_track[rest[r]] = true;
+            det_used[low[c]] = true;
+        }
+        // 3. tentative tracks vs remaining high-score detections
+        let tentative: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].phase == Phase::Tentative)
+            .collect();
+        let remaining: Vec<usize> = high.iter().copied().filter(|&i| !det_used[i]).collect();
+        let rem_dets: Vec<Detection> = remaining.iter().map(|&i| dets[i]).collect();
+        let cost = iou_cost(
+            &tentative
+                .iter()
+                .map(|&i| &self.tracks[i])
+                .collect::<Vec<_>>(),
+            &rem_dets,
+        );
+        let (pairs, _, _) = assign(
+            &cost,
+            tentative.len(),
+            remaining.len(),
+            1.0 - self.s.match_iou,
+        );
+        for (r, c) in pairs {
+            self.apply_match(
+                tentative[r],
+                dets[remaining[c]],
+                frame,
+                seq,
+                pts,
+                size,
+                dets,
+            );
+            matched_track[tentative[r]] = true;
+            det_used[remaining[c]] = true;
+        }
+        // confirmations
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            if matched_track[i] && !t.confirmed && t.hits >= self.s.min_hits {
+                t.confirmed = true;
+                t.tracklet.id = self.next_id;
+                self.next_id += 1;
+                events.push(TrackEvent::Started(t.tracklet.clone()));
+            }
+        }
+        // misses
+        let mut keep = Vec::with_capacity(self.tracks.len());
+        for (i, mut t) in std::mem::take(&mut self.tracks).into_iter().enumerate() {
+            if matched_track[i] {
+                keep.push(t);
+                continue;
+            }
+            t.misses += 1;
+            t.hits = 0;
+            match t.phase {
+                Phase::Tentative => {} // never confirmed: forgotten
+                _ if t.misses > self.s.max_misses => events.push(TrackEvent::Ended(t.tracklet)),
+                _ => {
+                    t.phase = Phase::Lost;
+                    keep.push(t);
+                }
+            }
+        }
+        self.tracks = keep;
+        // births
+        for (i, d) in dets.iter().enumerate() {
+            if det_used[i] || d.score < self.s.new_track_score {
+                continue;
+            }
+            let mut t = Track {
+                kf: Kalman::new(&d.bbox),
+                phase: Phase::Tentative,
+                confirmed: false,
+                hits: 1,
+                misses: 0,
+                frames_since_update_event: 0,
+                tracklet: Tracklet {
+                    camera: self.camera.clone(),
+                    id: 0,
+                    start: pts,
+                    end: pts,
+                    boxes: Vec::new(),
+                    crops: Vec::new(),
+                },
+            };
+            record(&mut t.tracklet, &self.s, frame, seq, pts, size, *d, dets);
+            if self.s.min_hits <= 1 {
+                t.confirmed = true;
+                t.phase = Phase::Tracked;
+                t.tracklet.id = self.next_id;
+                self.next_id += 1;
+                events.push(TrackEvent::Started(t.tracklet.clone()));
+            }
+            self.tracks.push(t);
+        }
+        // periodic updates of growing tracklets, and the active boxes of this frame
+        self.active.clear();
+        for t in &mut self.tracks {
+            if t.confirmed && t.misses == 0 {
+                self.active.push(ActiveBox {
+                    id: t.tracklet.id,
+                    bbox: t.kf.bbox(),
+                    score: t.tracklet.boxes.last().map(|b| b.score).unwrap_or(0.0),
+                });
+                t.frames_since_update_event += 1;
+                if t.frames_since_update_event >= self.update_every {
+                    t.frames_since_update_event = 0;
+                    events.push(TrackEvent::Updated(t.tracklet.clone()));
+                }
+            }
+        }
+        events
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_match(
+        &mut self,
+        ti: usize,
+        d: Detection,
+        frame: Option<&Frame>,
+        seq: u64,
+        pts: Duration,
+        size: (f32, f32),
+        all: &[Detection],
+    ) {
+        let t = &mut self.tracks[ti];
+        t.kf.update(&d.bbox);
+        t.hits += 1;
+        t.misses = 0;
+        if t.phase == Phase::Lost || t.hits >= self.s.min_hits {
+            t.phase = Phase::Tracked;
+        }
+        record(&mut t.tracklet, &self.s, frame, seq, pts, size, d, all);
+    }
+
+    /// Ends every confirmed track (end of stream, camera removed).
+    pub fn flush(&mut self) -> Vec<TrackEvent> {
+        std::mem::take(&mut self.tracks)
+            .into_iter()
+            .filter(|t| t.confirmed)
+            .map(|t| TrackEvent::Ended(t.tracklet))
+            .collect()
+    }
+}
+
+/// Adds a matched detection to a tracklet: its box, and its crop when it ranks among the best K.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tl: &mut Tracklet,
+    s: &TrackSettings,
+    frame: Option<&Frame>,
+    seq: u64,
+    pts: Duration,
+    size: (f32, f32),
+    d: Detection,
+    all: &[Detection],
+) {
+    tl.end = pts;
+    tl.boxes.push(TrackedBox {
+        seq,
+        pts,
+        bbox: d.bbox,
+        score: d.score,
+    });
+    let Some(frame) = frame else { return };
+    if s.crops_per_tracklet == 0 {
+        return;
+    }
+    let overlap = all
+        .iter()
+        .filter(|o| o.bbox != d.bbox)
+        .map(|o| o.bbox.iou(&d.bbox))
+        .fold(0f32, f32::max);
+    let geo = geometric_quality(&d.bbox, d.score, size.0, size.1, overlap);
+    let worst = tl
+        .crops
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.quality.total_cmp(&b.1.quality))
+        .map(|(i, c)| (i, c.quality));
+    let full = tl.crops.len() >= s.crops_per_tracklet;
+    // sharpness only lowers quality, so a crop whose geometric quality cannot beat the worst is skipped
+    if full && worst.is_some_and(|(_, q)| geo <= q) {
+        return;
+    }
+    let q = quality(frame, &d.bbox, geo);
+    if full {
+        let (wi, wq) = worst.expect("full set has a worst crop");
+        if q <= wq {
+            return;
+        }
+        tl.crops.remove(wi);
+    }
+    let crop = Crop {
+        seq,
+        pts,
+        bbox: d.bbox,
+        quality: q,
+        image: Arc::new(frame.crop(&d.bbox)),
+    };
+    let pos = tl.crops.partition_point(|c| c.seq < seq);
+    tl.crops.insert(pos, crop);
+}
