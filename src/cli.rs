@@ -29,6 +29,67 @@ pub enum Command {
     Detect(DetectArgs),
     /// Track people: on a MOTChallenge detection file (tracker only) or on a video (detector + tracker).
     Track(TrackArgs),
+    /// Measure: decoding, the detector, the whole camera pipeline (results for docs/PERFORMANCE.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Decode + colour-convert throughput of one camera pipeline (all frames vs sampled).
+    Decode(BenchDecodeArgs),
+    /// Bare detector time per frame at given batch sizes.
+    Detect(BenchDetectArgs),
+    /// Cameras → tracklets end to end: plumbing overhead and the most real-time cameras.
+    Pipeline(BenchPipelineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDecodeArgs {
+    /// Video file (default: the bundled vtest-h264.mp4).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDetectArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4])]
+    pub batch: Vec<usize>,
+    /// Seconds per batch size.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPipelineArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Analysed frames per second per camera.
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Measured seconds per run (after a warm-up).
+    #[arg(long, default_value_t = 15.0)]
+    pub seconds: f64,
+    /// Stop the real-time search at this many cameras.
+    #[arg(long, default_value_t = 8)]
+    pub max_cameras: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +105,9 @@ pub struct DetectArgs {
     /// Minimum score written (default: detect.score_threshold of the config).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +130,9 @@ pub struct TrackArgs {
     /// With --video: write each tracklet's best crops to DIR/<id>/<frame>.jpg.
     #[arg(long)]
     pub crops: Option<PathBuf>,
+    /// With --video: stop after this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -160,16 +227,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Detect(a) => {
             let cfg = a.config.load()?;
-            let n = crate::offline::detect(&cfg, &a.video, &a.out, a.threshold, false)?;
+            let n =
+                crate::offline::detect(&cfg, &a.video, &a.out, a.threshold, a.max_frames, false)?;
             eprintln!("{n} detections written to {}", a.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Track(a) => {
             let cfg = a.config.load()?;
             let summary = match (&a.video, &a.detections) {
-                (Some(v), _) => {
-                    crate::offline::track_video(&cfg, v, &a.out, a.crops.as_deref(), a.json)?
-                }
+                (Some(v), _) => crate::offline::track_video(
+                    &cfg,
+                    v,
+                    &a.out,
+                    a.crops.as_deref(),
+                    a.max_frames,
+                    a.json,
+                )?,
                 (None, Some(d)) => {
                     anyhow::ensure!(
                         a.crops.is_none(),
@@ -183,6 +256,81 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", crate::offline::render(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(b) => {
+            match b {
+                BenchCommand::Decode(a) => {
+                    let v = a
+                        .video
+                        .unwrap_or_else(|| crate::paths::media("vtest-h264.mp4"));
+                    let r = crate::bench::decode(&v, a.fps, a.width)?;
+                    if a.json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!(
+                            "{}: decode + RGB at width {}: all frames {:.0} frames/s; sampled to {} fps: {:.0} frames/s = {:.1}x real time",
+                            r.video,
+                            r.width,
+                            r.all_frames_fps,
+                            r.analysis_fps,
+                            r.sampled_fps,
+                            r.sampled_speed
+                        );
+                    }
+                }
+                BenchCommand::Detect(a) => {
+                    let cfg = a.config.load()?;
+                    let frames = crate::bench::sample_frames(16, a.width)?;
+                    let mut rs = Vec::new();
+                    for &b in &a.batch {
+                        let r = crate::bench::detect(&cfg, b, a.seconds, &frames)?;
+                        if !a.json {
+                            println!(
+                                "{} batch {}: {:.1} ms/frame ({:.1} frames/s, {} frames)",
+                                r.model, r.batch, r.ms_per_frame, r.frames_per_second, r.frames
+                            );
+                        }
+                        rs.push(r);
+                    }
+                    if a.json {
+                        println!("{}", serde_json::to_string_pretty(&rs)?);
+                    }
+                }
+                BenchCommand::Pipeline(a) => {
+                    let cfg = a.config.load()?;
+                    let r = crate::bench::pipeline(&cfg, a.fps, a.width, a.seconds, a.max_cameras)?;
+                    if a.json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!(
+                            "bare detector (batch {}): {:.1} frames/s; pipeline saturated with {} cameras: {:.1} frames/s (mean batch {:.2}) => plumbing ratio {:.3}",
+                            r.bare_detector.batch,
+                            r.bare_detector.frames_per_second,
+                            r.saturated.cameras,
+                            r.saturated.total_fps,
+                            r.saturated.mean_batch,
+                            r.plumbing_ratio
+                        );
+                        for c in &r.runs {
+                            println!(
+                                "{} cameras at {} fps: slowest {:.2} fps, mean {:.2}, dropped {:.1}%, {}",
+                                c.cameras,
+                                r.analysis_fps,
+                                c.min_camera_fps,
+                                c.mean_camera_fps,
+                                c.drop_rate * 100.0,
+                                if c.real_time {
+                                    "real time"
+                                } else {
+                                    "NOT real time"
+                                }
+                            );
+                        }
+                        println!("most cameras in real time: {}", r.max_real_time_cameras);
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -5,6 +5,7 @@
 //! [`onnx`] reads, inspects and writes the networks; `prune` and `train` make them cheaper and
 //! better on site. See docs/ for operators, integrators and admins.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

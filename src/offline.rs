@@ -76,12 +76,14 @@ pub fn detect(
     video: &Path,
     out: &Path,
     threshold: Option<f32>,
+    max_frames: Option<u64>,
     quiet: bool,
 ) -> anyhow::Result<usize> {
     let mut det = open_detector(cfg, threshold)?;
     let opts = OfflineOptions {
         crops: false,
         quiet,
+        max_frames,
         ..OfflineOptions::default()
     };
     let r = run_offline::run(video, det.as_mut(), opts)?;
@@ -95,6 +97,7 @@ pub fn track_video(
     video: &Path,
     out: &Path,
     crops: Option<&Path>,
+    max_frames: Option<u64>,
     quiet: bool,
 ) -> anyhow::Result<TrackSummary> {
     let mut det = open_detector(cfg, None)?;
@@ -106,6 +109,7 @@ pub fn track_video(
         crops: crops.is_some(),
         quiet,
         camera,
+        max_frames,
         track: cfg.track.clone(),
         ..OfflineOptions::default()
     };

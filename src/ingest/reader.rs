@@ -14,6 +14,7 @@ use crate::config::RtspTransport;
 use crate::frame::Frame;
 
 pub struct VideoReader {
+    path: std::path::PathBuf,
     pipeline: gst::Pipeline,
     sink: gst_app::AppSink,
     seq: u64,
@@ -61,6 +62,7 @@ impl VideoReader {
             anyhow::anyhow!("cannot play {}: {detail}", path.display())
         })?;
         Ok(VideoReader {
+            path: path.to_path_buf(),
             pipeline,
             sink,
             seq: 0,
@@ -90,21 +92,28 @@ impl Iterator for VideoReader {
         if self.done {
             return None;
         }
-        match self.sink.pull_sample() {
-            Ok(sample) => {
+        // an error (unreadable or corrupt file) stops the pipeline without an end-of-stream, so a
+        // blocking pull would wait forever: poll, and look at the bus between polls
+        loop {
+            if let Some(sample) = self
+                .sink
+                .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            {
                 let f = pipeline::frame_from_sample(&sample, self.seq).map_err(anyhow::Error::from);
                 self.seq += 1;
-                Some(f)
+                return Some(f);
             }
-            Err(_) => {
+            if let Some(e) = self.bus_error() {
                 self.done = true;
-                // end of stream, or an error (corrupt file): tell them apart
-                self.bus_error().map(|e| {
-                    Err(anyhow::anyhow!(
-                        "decoding failed after {} frames: {e}",
-                        self.seq
-                    ))
-                })
+                return Some(Err(anyhow::anyhow!(
+                    "{}: decoding failed after {} frames: {e}",
+                    self.path.display(),
+                    self.seq
+                )));
+            }
+            if self.sink.is_eos() {
+                self.done = true;
+                return None;
             }
         }
     }

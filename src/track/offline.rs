@@ -22,6 +22,8 @@ pub struct OfflineOptions {
     pub width: Option<u32>,
     /// Only frames whose time is within [start, end) are processed.
     pub window: Option<(Duration, Duration)>,
+    /// Stop after this many frames.
+    pub max_frames: Option<u64>,
     pub transform: Option<FrameTransform>,
     pub camera: String,
     pub track: TrackSettings,
@@ -36,6 +38,7 @@ impl Default for OfflineOptions {
             fps: None,
             width: None,
             window: None,
+            max_frames: None,
             transform: None,
             camera: "video".into(),
             track: TrackSettings::default(),
@@ -98,7 +101,7 @@ pub fn run(
     let batch = detector.max_batch().max(1);
     let mut pending: Vec<Frame> = Vec::with_capacity(batch);
     let start = std::time::Instant::now();
-    for f in reader {
+    for f in reader.take(opts.max_frames.unwrap_or(u64::MAX) as usize) {
         let f = f?;
         if let Some((a, b)) = opts.window {
             if f.pts < a {

@@ -1,0 +1,254 @@
+//! `crosscam bench …`: the measurements behind docs/PERFORMANCE.md. Each prints a table (or JSON)
+//! with what was measured, on this machine, in one run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, DetectSettings};
+use crate::frame::Frame;
+use crate::ingest::{CameraState, VideoReader};
+use crate::runtime::{self, SessionOptions};
+use crate::server::Server;
+
+#[derive(Debug, Serialize)]
+pub struct DecodeResult {
+    pub video: String,
+    /// Every frame decoded and converted to RGB at the analysis width.
+    pub all_frames_fps: f64,
+    /// Every frame decoded, only `analysis_fps` per second of video converted (videorate first).
+    pub sampled_fps: f64,
+    pub analysis_fps: u32,
+    pub width: u32,
+    /// Seconds of video processed per second of wall time, sampled pipeline (= real-time cameras per core pair).
+    pub sampled_speed: f64,
+}
+
+fn read_all(
+    video: &Path,
+    fps: Option<u32>,
+    width: u32,
+) -> anyhow::Result<(u64, Duration, Duration)> {
+    let t0 = Instant::now();
+    let mut n = 0;
+    let mut last_pts = Duration::ZERO;
+    for f in VideoReader::open(video, fps, Some(width))? {
+        let f = f?;
+        last_pts = f.pts;
+        n += 1;
+    }
+    Ok((n, t0.elapsed(), last_pts))
+}
+
+/// Decode + convert throughput of one camera pipeline on a file.
+pub fn decode(video: &Path, fps: u32, width: u32) -> anyhow::Result<DecodeResult> {
+    let (n_all, t_all, _) = read_all(video, None, width)?;
+    let (n_s, t_s, video_len) = read_all(video, Some(fps), width)?;
+    Ok(DecodeResult {
+        video: video.display().to_string(),
+        all_frames_fps: n_all as f64 / t_all.as_secs_f64(),
+        sampled_fps: n_s as f64 / t_s.as_secs_f64(),
+        analysis_fps: fps,
+        width,
+        sampled_speed: video_len.as_secs_f64() / t_s.as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetectResult {
+    pub model: String,
+    pub batch: usize,
+    pub frames: usize,
+    pub ms_per_frame: f64,
+    pub frames_per_second: f64,
+}
+
+/// `frames` distinct vtest frames at `width`.
+pub fn sample_frames(count: usize, width: u32) -> anyhow::Result<Vec<Frame>> {
+    let v = crate::paths::media("vtest.avi");
+    let frames: Vec<Frame> = VideoReader::open(&v, Some(5), Some(width))?
+        .take(count)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        frames.len() == count,
+        "{} has fewer than {count} frames",
+        v.display()
+    );
+    Ok(frames)
+}
+
+/// Bare detector throughput at `batch` on distinct frames, for about `seconds`.
+pub fn detect(
+    cfg: &Config,
+    batch: usize,
+    seconds: f64,
+    frames: &[Frame],
+) -> anyhow::Result<DetectResult> {
+    let rt = runtime::init(&cfg.runtime)?;
+    let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
+    let ds = DetectSettings {
+        max_batch: batch,
+        ..cfg.detect.clone()
+    };
+    let mut det = crate::detect::open(
+        &manifest,
+        &cfg.models.detector,
+        rt,
+        &ds,
+        SessionOptions::default(),
+    )?;
+    // warm-up
+    det.detect(&frames.iter().take(batch).collect::<Vec<_>>())?;
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    let mut i = 0usize;
+    while t0.elapsed().as_secs_f64() < seconds {
+        let b: Vec<&Frame> = (0..batch)
+            .map(|k| &frames[(i + k) % frames.len()])
+            .collect();
+        i += batch;
+        det.detect(&b)?;
+        done += batch;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(DetectResult {
+        model: cfg.models.detector.clone(),
+        batch,
+        frames: done,
+        ms_per_frame: secs * 1e3 / done as f64,
+        frames_per_second: done as f64 / secs,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CameraRun {
+    pub cameras: usize,
+    pub seconds: f64,
+    /// Analysed frames per second, slowest camera.
+    pub min_camera_fps: f64,
+    pub mean_camera_fps: f64,
+    /// Dropped / delivered frames over all cameras.
+    pub drop_rate: f64,
+    pub total_fps: f64,
+    pub mean_batch: f64,
+    pub real_time: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineResult {
+    pub analysis_fps: u32,
+    pub width: u32,
+    pub bare_detector: DetectResult,
+    /// Saturated run (more cameras than the detector can serve).
+    pub saturated: CameraRun,
+    /// Pipeline detector throughput / bare detector throughput.
+    pub plumbing_ratio: f64,
+    pub runs: Vec<CameraRun>,
+    /// Most cameras kept in real time (every camera ≥ 95 % of its rate, < 5 % dropped).
+    pub max_real_time_cameras: usize,
+}
+
+fn camera_config(cfg: &Config, n: usize, fps: u32, width: u32) -> anyhow::Result<Config> {
+    let video = crate::paths::media("vtest-h264.mp4");
+    let mut text = format!(
+        "[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\n[detect]\nmax_batch = {}\n",
+        cfg.models.manifest.display(),
+        cfg.models.detector,
+        cfg.detect.max_batch
+    );
+    for i in 0..n {
+        text.push_str(&format!("[[cameras]]\nid = \"cam{i}\"\nurl = \"file://{}\"\nrealtime = true\nloop_file = true\n", video.display()));
+    }
+    Ok(Config::parse(
+        &text,
+        &crate::paths::project_root().join("config/bench.toml"),
+    )?)
+}
+
+/// Runs `n` real-time vtest cameras for `seconds` (after a warm-up) and measures them.
+pub fn run_cameras(
+    cfg: &Config,
+    n: usize,
+    fps: u32,
+    width: u32,
+    seconds: f64,
+) -> anyhow::Result<CameraRun> {
+    let c = camera_config(cfg, n, fps, width)?;
+    let server = Server::start(&c, None)?;
+    let t_live = Instant::now();
+    while server
+        .status()
+        .cameras
+        .iter()
+        .any(|s| s.state != CameraState::Live)
+        && t_live.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let s0 = server.status();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let s1 = server.status();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut rates = Vec::new();
+    let (mut dropped, mut delivered) = (0u64, 0u64);
+    for (a, b) in s0.cameras.iter().zip(&s1.cameras) {
+        rates.push((b.analysed - a.analysed) as f64 / secs);
+        dropped += b.dropped - a.dropped;
+        delivered += b.frames_in - a.frames_in;
+    }
+    let batches = (s1.analysis.batches - s0.analysis.batches).max(1) as f64;
+    let frames = (s1.analysis.frames - s0.analysis.frames) as f64;
+    server.shutdown();
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let drop_rate = dropped as f64 / delivered.max(1) as f64;
+    Ok(CameraRun {
+        cameras: n,
+        seconds: secs,
+        min_camera_fps: min,
+        mean_camera_fps: rates.iter().sum::<f64>() / n as f64,
+        drop_rate,
+        total_fps: frames / secs,
+        mean_batch: frames / batches,
+        real_time: min >= 0.95 * fps as f64 && drop_rate < 0.05,
+    })
+}
+
+/// The end-to-end pipeline benchmark: bare detector vs saturated pipeline, then the most cameras
+/// kept in real time.
+pub fn pipeline(
+    cfg: &Config,
+    fps: u32,
+    width: u32,
+    seconds: f64,
+    max_cameras: usize,
+) -> anyhow::Result<PipelineResult> {
+    let frames = sample_frames(16, width)?;
+    let bare = detect(cfg, cfg.detect.max_batch, seconds.min(15.0), &frames)?;
+    let demand = (bare.frames_per_second / fps as f64).ceil() as usize + 2;
+    let saturated = run_cameras(cfg, demand.max(2), fps, width, seconds)?;
+    let plumbing_ratio = saturated.total_fps / bare.frames_per_second;
+    let mut runs = Vec::new();
+    let mut max_rt = 0;
+    for n in 1..=max_cameras {
+        let r = run_cameras(cfg, n, fps, width, seconds)?;
+        let ok = r.real_time;
+        runs.push(r);
+        if ok {
+            max_rt = n;
+        } else {
+            break;
+        }
+    }
+    Ok(PipelineResult {
+        analysis_fps: fps,
+        width,
+        bare_detector: bare,
+        saturated,
+        plumbing_ratio,
+        runs,
+        max_real_time_cameras: max_rt,
+    })
+}
