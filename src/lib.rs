@@ -5,6 +5,7 @@
 //! [`onnx`] reads, inspects and writes the networks; `prune` and `train` make them cheaper and
 //! better on site. See docs/ for operators, integrators and admins.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -14,7 +15,9 @@ pub mod ingest;
 pub mod models;
 pub mod onnx;
 pub mod paths;
+pub mod plot;
 pub mod progress;
+pub mod prune;
 pub mod reid;
 pub mod runtime;
 pub mod track;
