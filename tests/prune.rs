@@ -470,3 +470,178 @@ fn taylor_source_and_retune_hook_drive_an_iterative_run() {
     );
     run(&p.model, &input(1, 64, 32));
 }
+
+/// The tail of a classifier as other exporters write it: a Reshape whose target spells out the
+/// channel count (`[-1, C]` from torch.export, `Concat(N, [C])` from `view(n, C)`), and the
+/// linear layer as `MatMul` + `Add` with a `[in, out]` weight.
+#[test]
+fn linear_heads_and_hard_coded_reshape_targets_follow_pruning() {
+    let spec = ResNetSpec::resnet18()
+        .for_reid()
+        .scaled(0.25)
+        .with_input(64, 32);
+    let c = spec.output_dim();
+    let style = Style {
+        tail: Tail::ReduceMeanShapeChain,
+        ..Style::default()
+    };
+    let base = build(
+        &spec,
+        Head::Classifier { classes: 10 },
+        style,
+        Init::RandomStats,
+        8,
+    );
+    let x = input(2, 64, 32);
+    let mut variants = Vec::new();
+    // (a) view(n, C): the Concat's second piece holds C
+    let mut a = base.clone();
+    a.graph.initializers.insert(
+        "shape.minus1".into(),
+        crosscam::onnx::Tensor::i64(vec![1], vec![c as i64]),
+    );
+    variants.push(("concat", a));
+    // (b) a constant target [-1, C], allowzero = 1
+    let mut b = base.clone();
+    b.graph.initializers.insert(
+        "tgt".into(),
+        crosscam::onnx::Tensor::i64(vec![2], vec![-1, c as i64]),
+    );
+    let view = b
+        .graph
+        .nodes
+        .iter_mut()
+        .find(|n| n.op == "Reshape")
+        .unwrap();
+    view.inputs[1] = "tgt".into();
+    view.set_attr("allowzero", crosscam::onnx::Attr::Int(1));
+    b.graph.remove_dead();
+    variants.push(("constant", b));
+    // (c) MatMul + Add with a transposed weight
+    let mut m = base.clone();
+    let fc = m.graph.nodes.iter().position(|n| n.op == "Gemm").unwrap();
+    let (w, bias) = (
+        m.graph.nodes[fc].inputs[1].clone(),
+        m.graph.nodes[fc].inputs[2].clone(),
+    );
+    let wt = &m.graph.initializers[&w];
+    let (o, i) = (wt.dims[0], wt.dims[1]);
+    let d = wt.f32_data().unwrap();
+    let t: Vec<f32> = (0..i * o).map(|k| d[(k % o) * i + k / o]).collect();
+    m.graph
+        .initializers
+        .insert("fc.wt".into(), crosscam::onnx::Tensor::f32(vec![i, o], t));
+    let pooled = m.graph.nodes[fc].inputs[0].clone();
+    m.graph.nodes[fc] =
+        crosscam::onnx::Node::new("MatMul", "fc.matmul", &[&pooled, "fc.wt"], &["fc.mm"]);
+    m.graph.nodes.push(crosscam::onnx::Node::new(
+        "Add",
+        "fc.add",
+        &["fc.mm", &bias],
+        &["logits"],
+    ));
+    m.graph.remove_dead();
+    variants.push(("matmul", m));
+    let (_, want) = run(&base, &x);
+    for (name, model) in variants {
+        let (_, same) = run(&model, &x);
+        assert!(
+            rel_diff(&want, &same) < 1e-5,
+            "{name}: the variant computes the same network"
+        );
+        let p0 = prune::prune(
+            &model,
+            &PruneOptions::new(Target::Ratio(0.0)),
+            &mut l1(),
+            &mut NoRetune,
+        )
+        .unwrap();
+        assert!(
+            rel_diff(&want, &run(&p0.model, &x).1) <= 1e-5,
+            "{name}: ratio 0"
+        );
+        let p = prune::prune(
+            &model,
+            &PruneOptions::new(Target::Ratio(0.5)),
+            &mut l1(),
+            &mut NoRetune,
+        )
+        .unwrap();
+        let last = p
+            .report
+            .groups
+            .iter()
+            .find(|g| g.name == "layer4.0.conv2")
+            .unwrap();
+        assert!(
+            last.kept < last.total,
+            "{name}: the classifier's input group is pruned"
+        );
+        let (shape, _) = run(&p.model, &x);
+        assert_eq!(shape, vec![2, 10], "{name}");
+    }
+}
+
+#[test]
+fn prune_output_changes_the_embedding_dimension_only_when_asked() {
+    let spec = ResNetSpec::resnet18()
+        .for_reid()
+        .scaled(0.5)
+        .with_input(64, 32);
+    let m = build(&spec, Head::BnNeck, Style::default(), Init::RandomStats, 9);
+    let mut opts = PruneOptions::new(Target::Ratio(0.5));
+    let kept = prune::prune(&m, &opts, &mut l1(), &mut NoRetune).unwrap();
+    assert_eq!(run(&kept.model, &input(1, 64, 32)).0, vec![1, 256]);
+    opts.analyze.prune_outputs = true;
+    let p = prune::prune(&m, &opts, &mut l1(), &mut NoRetune).unwrap();
+    assert_eq!(run(&p.model, &input(1, 64, 32)).0, vec![1, 128]);
+    assert_eq!(
+        p.report.outputs_after,
+        vec![vec!["N".to_string(), "128".to_string()]]
+    );
+}
+
+/// The bundled MobileNetV2 (legacy exporter: depthwise convs, Clip, inverted residuals).
+#[test]
+fn bundled_mobilenetv2_prunes_and_runs() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/mobilenetv2-imagenet.onnx"
+    );
+    let m = Model::load(std::path::Path::new(path)).unwrap();
+    let x = input(1, 224, 224);
+    let (_, want) = run(&m, &x);
+    let p0 = prune::prune(
+        &m,
+        &PruneOptions::new(Target::Ratio(0.0)),
+        &mut l1(),
+        &mut NoRetune,
+    )
+    .unwrap();
+    assert!(rel_diff(&want, &run(&p0.model, &x).1) <= 1e-5);
+    let mut opts = PruneOptions::new(Target::Macs(0.5));
+    opts.scope = Scope::Global;
+    let p = prune::prune(
+        &m,
+        &opts,
+        &mut WeightScorer {
+            criterion: Criterion::Fpgm,
+        },
+        &mut NoRetune,
+    )
+    .unwrap();
+    assert!(
+        (0.45..=0.55).contains(&p.report.macs_fraction),
+        "{}",
+        p.report.macs_fraction
+    );
+    let dw = p
+        .model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.attr_i("group").unwrap_or(1) > 1)
+        .count();
+    assert_eq!(dw, 17, "depthwise convs keep group = channels");
+    assert_eq!(run(&p.model, &x).0, vec![1, 1280]);
+}
