@@ -3,7 +3,9 @@
 //! `bench embed` times several embedding models side by side in one process: every round runs each
 //! model once on the same batch, alternating the order between rounds (A B, B A, …), so that load
 //! from other processes, frequency changes and cache effects fall on all models alike. Reported:
-//! median batch time, crops per second, and each model's speed relative to the first.
+//! median batch time, crops per second, and each model's speed relative to the first — the median
+//! of the per-round time ratios (runs seconds apart share the machine's load), and the ratio of
+//! the medians.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,8 +55,12 @@ pub struct EmbedBenchRow {
     pub min_ms: f64,
     pub max_ms: f64,
     pub crops_per_s: f64,
-    /// crops/s relative to the first model.
+    /// Speed relative to the first model: the median over rounds of (first model's time / this
+    /// model's time) within the same round. Pairing runs that were made seconds apart cancels
+    /// most of the load noise of a shared machine.
     pub speedup: f64,
+    /// Speed relative to the first model from the medians alone (crops/s ratio).
+    pub speedup_of_medians: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -127,13 +133,9 @@ pub fn embed(
     for (i, m) in models.iter().enumerate() {
         let mut t = times[i].clone();
         t.sort_by(|a, b| a.total_cmp(b));
-        let median = if t.is_empty() {
-            f64::NAN
-        } else if t.len() % 2 == 1 {
-            t[t.len() / 2]
-        } else {
-            0.5 * (t[t.len() / 2 - 1] + t[t.len() / 2])
-        };
+        let median = median_of(&t);
+        let mut paired: Vec<f64> = times[0].iter().zip(&times[i]).map(|(r, x)| r / x).collect();
+        paired.sort_by(|a, b| a.total_cmp(b));
         let crops = opts.batch as f64 / (median / 1e3);
         let macs = crate::onnx::info::model_info(m, None)
             .ok()
@@ -149,12 +151,13 @@ pub fn embed(
             min_ms: t.first().copied().unwrap_or(f64::NAN),
             max_ms: t.last().copied().unwrap_or(f64::NAN),
             crops_per_s: crops,
-            speedup: 1.0,
+            speedup: median_of(&paired),
+            speedup_of_medians: 1.0,
         });
     }
     let base = rows[0].crops_per_s;
     for r in &mut rows {
-        r.speedup = r.crops_per_s / base;
+        r.speedup_of_medians = r.crops_per_s / base;
     }
     Ok(EmbedBenchReport {
         device: embedders[0].device.to_string(),
@@ -166,19 +169,30 @@ pub fn embed(
     })
 }
 
+/// The median of sorted values (NaN when empty).
+fn median_of(t: &[f64]) -> f64 {
+    match t.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => t[n / 2],
+        n => 0.5 * (t[n / 2 - 1] + t[n / 2]),
+    }
+}
+
 pub fn render(r: &EmbedBenchReport) -> String {
     let mut s = format!(
         "device {}  batch {}  {} timed rounds (+{} warm-up), models interleaved\n\n",
         r.device, r.batch, r.rounds, r.warmup
     );
-    s.push_str("model                                       GMACs   median ms   min ms   max ms    crops/s   speed-up\n");
+    s.push_str(
+        "model                                       GMACs   median ms   min ms   max ms    crops/s   speed-up (paired / of medians)\n",
+    );
     for row in &r.rows {
         let name = std::path::Path::new(&row.model)
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| row.model.clone());
         s.push_str(&format!(
-            "{:<42} {:>6}  {:>10.1}  {:>7.1}  {:>7.1}  {:>9.1}   {:>6.2}x\n",
+            "{:<42} {:>6}  {:>10.1}  {:>7.1}  {:>7.1}  {:>9.1}   {:>6.2}x / {:.2}x\n",
             name,
             row.macs
                 .map(|m| format!("{:.3}", m as f64 / 1e9))
@@ -187,7 +201,8 @@ pub fn render(r: &EmbedBenchReport) -> String {
             row.min_ms,
             row.max_ms,
             row.crops_per_s,
-            row.speedup
+            row.speedup,
+            row.speedup_of_medians
         ));
     }
     s

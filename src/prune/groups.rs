@@ -480,7 +480,12 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
                     }
                     let s = dims(name)?;
                     if data.contains(name) {
-                        let l = layouts[name];
+                        let l = *layouts.get(name).ok_or_else(|| {
+                            unsupported(
+                                n,
+                                format!("the channels of its input '{name}' are unknown"),
+                            )
+                        })?;
                         if s.len() != os.len() {
                             return Err(unsupported(n, "it broadcasts a data tensor across ranks"));
                         }
@@ -592,7 +597,7 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
             _ => {
                 return Err(unsupported(
                     n,
-                    "the pruner does not know how this op treats channels",
+                    "it is not one of the ops the pruner knows (docs/pruning.md, 'Which models')",
                 ));
             }
         };

@@ -228,7 +228,8 @@ pub fn check_supported(m: &Model) -> Result<(), PruneError> {
                 } else {
                     n.op.clone()
                 },
-                why: "the pruner does not know how this op treats channels".into(),
+                why: "it is not one of the ops the pruner knows (docs/pruning.md, 'Which models')"
+                    .into(),
             });
         }
     }

@@ -34,7 +34,7 @@ pub use strategy::{NoRetune, RetuneHook, Scope, StepInfo, StrategyKind, Target, 
 
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
-    #[error("{node}: the pruner does not support this {op}: {why}")]
+    #[error("{node}: the pruner cannot handle this {op}: {why}")]
     Unsupported {
         node: String,
         op: String,
