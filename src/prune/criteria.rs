@@ -558,6 +558,36 @@ mod tests {
     }
 
     #[test]
+    fn bn_scale_reads_gamma_of_the_groups_batchnorm() {
+        use crate::onnx::resnet::{Head, Init, ResNetSpec, Style, build};
+        let spec = ResNetSpec::resnet18()
+            .for_reid()
+            .scaled(0.25)
+            .with_input(64, 32);
+        let mut m = build(&spec, Head::BnNeck, Style::default(), Init::RandomStats, 1);
+        let gamma = m.graph.initializers.get_mut("layer2.0.bn1.weight").unwrap();
+        let c = gamma.dims[0];
+        // channel i gets |γ| = (c − i), with alternating signs
+        let vals: Vec<f32> = (0..c)
+            .map(|i| (c - i) as f32 * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        *gamma = crate::onnx::Tensor::f32(vec![c], vals);
+        let a = super::super::groups::analyze(&m, &Default::default()).unwrap();
+        let g = a
+            .groups
+            .iter()
+            .find(|g| g.name == "layer2.0.conv1")
+            .unwrap();
+        let s = WeightScorer {
+            criterion: Criterion::BnScale,
+        }
+        .score(&m, &a)
+        .unwrap();
+        let order = argsort(&s[g.id]);
+        assert_eq!(order, (0..c).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
     fn criteria_names_round_trip_through_clap() {
         use clap::ValueEnum;
         for c in Criterion::value_variants() {

@@ -434,6 +434,108 @@ mod tests {
         assert_eq!(none.round(64, 35), 35);
     }
 
+    fn small_analysis() -> (Model, Analysis) {
+        use crate::onnx::resnet::{Head, Init, ResNetSpec, Style, build};
+        let spec = ResNetSpec::resnet18()
+            .for_reid()
+            .scaled(0.25)
+            .with_input(64, 32);
+        let m = super::super::ir::import(&build(
+            &spec,
+            Head::BnNeck,
+            Style::default(),
+            Init::RandomStats,
+            1,
+        ))
+        .unwrap();
+        let a = super::super::groups::analyze(&m, &Default::default()).unwrap();
+        (m, a)
+    }
+
+    #[test]
+    fn global_scope_removes_the_lowest_normalised_scores_first() {
+        let (_, a) = small_analysis();
+        // every group: scores 1..=C, except one inner group whose channels are all equal (after
+        // normalisation each is 1/sqrt(C): higher than the low end of the ramps)
+        let flat = a
+            .groups
+            .iter()
+            .find(|g| g.name == "layer2.0.conv1")
+            .unwrap()
+            .id;
+        let scores: Vec<Vec<f32>> = a
+            .groups
+            .iter()
+            .map(|g| {
+                if g.id == flat {
+                    vec![1.0; g.channels]
+                } else {
+                    (1..=g.channels).map(|v| v as f32).collect()
+                }
+            })
+            .collect();
+        let none = WidthPolicy {
+            min_channels: 1,
+            multiple: 1,
+        };
+        let p = Planner::new(&a, scores, Scope::Global, none).unwrap();
+        let c = p.counts(0.2);
+        let (total, kept) = p.kept(&c);
+        assert_eq!(total - kept, (0.2 * total as f64).round() as usize);
+        assert_eq!(
+            c[flat], a.groups[flat].channels,
+            "the flat group keeps everything"
+        );
+        // ramps lose their lowest channels: the kept ones are the top of each ramp
+        let sel = p.select(&c);
+        for g in a.prunable().filter(|g| g.id != flat) {
+            if let Some(k) = &sel.keep[g.id] {
+                assert_eq!(k.first().copied(), Some(g.channels - k.len()), "{}", g.name);
+            }
+        }
+        // the per-group minimum holds however much is asked
+        let floor = WidthPolicy {
+            min_channels: 4,
+            multiple: 1,
+        };
+        let p = Planner::new(&a, p.scores.clone(), Scope::Global, floor).unwrap();
+        for (g, k) in a.groups.iter().zip(p.counts(0.99)) {
+            if g.prunable() {
+                assert_eq!(k, 4.min(g.channels), "{}", g.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_macs_search_lands_on_the_target() {
+        let (m, a) = small_analysis();
+        let scores: Vec<Vec<f32>> = a.groups.iter().map(|g| vec![1.0; g.channels]).collect();
+        let cost = CostModel::new(&m, &a);
+        let full = crate::onnx::cost::cost(&m, &a.shapes).macs as f64;
+        assert!(
+            (cost.total - full).abs() < 1.0,
+            "analytic {} vs counted {full}",
+            cost.total
+        );
+        for scope in [Scope::Layer, Scope::Global] {
+            let p = Planner::new(
+                &a,
+                scores.clone(),
+                scope,
+                WidthPolicy {
+                    min_channels: 1,
+                    multiple: 1,
+                },
+            )
+            .unwrap();
+            for f in [0.3, 0.5, 0.8] {
+                let (_, counts) = ratio_for_macs(&p, &cost, f).unwrap();
+                let got = cost.macs(&counts) / cost.total;
+                assert!((got - f).abs() < 0.02, "{scope:?} {f}: {got}");
+            }
+        }
+    }
+
     #[test]
     fn targets_are_validated() {
         assert!(Target::Macs(0.0).validate().is_err());
