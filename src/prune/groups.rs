@@ -341,7 +341,6 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
                 Some(lx)
             }
             "PRelu" => {
-                let slope_name = n.input(1).unwrap_or_default().to_string();
                 let slope = weight(1)?;
                 if let Some(axis) = channel_axis(slope, xs.len()) {
                     roles.push((
@@ -353,7 +352,6 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
                         },
                     ));
                 }
-                let _ = slope_name;
                 Some(lx)
             }
             _ if UNARY_PASS_THROUGH.contains(&op) => Some(lx),
