@@ -645,3 +645,88 @@ fn bundled_mobilenetv2_prunes_and_runs() {
     assert_eq!(dw, 17, "depthwise convs keep group = channels");
     assert_eq!(run(&p.model, &x).0, vec![1, 1280]);
 }
+
+/// A VGG-style head: Flatten of a whole feature map into a linear layer, so each channel owns
+/// H×W consecutive input features of the Gemm. Dead channels removed → same output.
+#[test]
+fn flattened_feature_maps_slice_the_linear_layer_per_channel() {
+    use crosscam::onnx::{Attr, Dim, Graph, Node, Tensor, ValueInfo};
+    let (c, hw, classes) = (16usize, 4 * 4, 5usize);
+    let mut g = Graph::default();
+    g.inputs.push(ValueInfo {
+        name: "input".into(),
+        elem_type: 1,
+        shape: Some(vec![
+            Dim::Named("N".into()),
+            Dim::Fixed(3),
+            Dim::Fixed(4),
+            Dim::Fixed(4),
+        ]),
+    });
+    // channels 0, 2, 4, … are dead (zero filter and bias)
+    let w: Vec<f32> = (0..c * 27)
+        .map(|i| {
+            if (i / 27) % 2 == 0 {
+                0.0
+            } else {
+                ((i * 37 % 19) as f32 - 9.0) / 10.0
+            }
+        })
+        .collect();
+    let b: Vec<f32> = (0..c)
+        .map(|i| if i % 2 == 0 { 0.0 } else { 0.1 * i as f32 })
+        .collect();
+    let fc: Vec<f32> = (0..classes * c * hw)
+        .map(|i| ((i * 13 % 17) as f32 - 8.0) / 20.0)
+        .collect();
+    g.initializers
+        .insert("w".into(), Tensor::f32(vec![c, 3, 3, 3], w));
+    g.initializers.insert("b".into(), Tensor::f32(vec![c], b));
+    g.initializers
+        .insert("fc.w".into(), Tensor::f32(vec![classes, c * hw], fc));
+    g.initializers.insert(
+        "fc.b".into(),
+        Tensor::f32(vec![classes], vec![0.5; classes]),
+    );
+    g.nodes.push(
+        Node::new("Conv", "conv", &["input", "w", "b"], &["a"])
+            .with_attr("pads", Attr::Ints(vec![1; 4])),
+    );
+    g.nodes.push(Node::new("Relu", "relu", &["a"], &["r"]));
+    g.nodes
+        .push(Node::new("Flatten", "flatten", &["r"], &["f"]).with_attr("axis", Attr::Int(1)));
+    g.nodes.push(
+        Node::new("Gemm", "fc", &["f", "fc.w", "fc.b"], &["logits"])
+            .with_attr("transB", Attr::Int(1)),
+    );
+    g.outputs.push(ValueInfo {
+        name: "logits".into(),
+        elem_type: 1,
+        shape: Some(vec![Dim::Named("N".into()), Dim::Fixed(classes as i64)]),
+    });
+    let m = Model {
+        ir_version: 8,
+        opset: 17,
+        other_opsets: vec![],
+        producer_name: "test".into(),
+        producer_version: String::new(),
+        metadata: vec![],
+        graph: g,
+    };
+    let x = input(3, 4, 4);
+    let (_, want) = run(&m, &x);
+    let p = prune::prune(
+        &m,
+        &PruneOptions::new(Target::Ratio(0.5)),
+        &mut l1(),
+        &mut NoRetune,
+    )
+    .unwrap();
+    assert_eq!(
+        p.model.graph.initializers["fc.w"].dims,
+        vec![classes, c / 2 * hw]
+    );
+    let (shape, got) = run(&p.model, &x);
+    assert_eq!(shape, vec![3, classes]);
+    assert!(rel_diff(&want, &got) <= 1e-5, "{}", rel_diff(&want, &got));
+}
