@@ -244,6 +244,7 @@ pub struct PruneArgs {
     /// Channel importance criterion.
     #[arg(long, value_enum, required = true)]
     pub criterion: Option<crate::prune::Criterion>,
+    /// Reach the target at once, or in --steps steps (re-scoring after each).
     #[arg(long, value_enum, default_value_t = crate::prune::StrategyKind::OneShot)]
     pub strategy: crate::prune::StrategyKind,
     /// Steps of the iterative strategy.
