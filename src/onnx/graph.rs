@@ -257,10 +257,17 @@ impl Node {
 }
 
 impl Model {
+    /// Reads a model file. Initializers stored as external data (what PyTorch's torch.export-based
+    /// exporter writes by default: `model.onnx` + `model.onnx.data`) are read from their files next
+    /// to the model.
     pub fn load(path: &Path) -> Result<Model, OnnxError> {
         let bytes =
             std::fs::read(path).map_err(|e| OnnxError::Io(path.display().to_string(), e))?;
-        Model::from_bytes(&bytes).map_err(|e| e.in_file(path))
+        let mut p = proto::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| OnnxError::Decode(e.to_string()).in_file(path))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        load_external_data(&mut p, dir).map_err(|e| e.in_file(path))?;
+        Model::from_proto(p).map_err(|e| e.in_file(path))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, OnnxError> {
@@ -549,6 +556,72 @@ impl Graph {
             .find(|c| !taken.contains(c.as_str()))
             .expect("unbounded")
     }
+}
+
+/// Moves the bytes of externally stored initializers into `raw_data`. Locations must be relative
+/// paths inside `dir` (the ONNX rule), so a model cannot make crosscam read arbitrary files.
+fn load_external_data(p: &mut proto::ModelProto, dir: &Path) -> Result<(), OnnxError> {
+    let Some(g) = p.graph.as_mut() else {
+        return Ok(());
+    };
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    for t in &mut g.initializer {
+        if t.external_data.is_empty() && t.data_location != Some(1) {
+            continue;
+        }
+        let name = t.name.clone().unwrap_or_default();
+        let bad = |msg: String| OnnxError::Invalid(format!("initializer '{name}': {msg}"));
+        let get = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(k))
+                .and_then(|e| e.value.clone())
+        };
+        let location =
+            get("location").ok_or_else(|| bad("external data without a location".into()))?;
+        let rel = Path::new(&location);
+        if rel.is_absolute()
+            || rel.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        {
+            return Err(bad(format!(
+                "external data location '{location}' is not a relative path inside the model's folder"
+            )));
+        }
+        let num = |k: &str| -> Result<Option<usize>, OnnxError> {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| bad(format!("bad {k} '{v}'")))
+                })
+                .transpose()
+        };
+        let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
+        if !files.contains_key(&location) {
+            let path = dir.join(rel);
+            let data =
+                std::fs::read(&path).map_err(|e| OnnxError::Io(path.display().to_string(), e))?;
+            files.insert(location.clone(), data);
+        }
+        let data = &files[&location];
+        let end = match length {
+            Some(l) => offset.checked_add(l),
+            None => Some(data.len()),
+        };
+        let bytes = end
+            .filter(|&e| e <= data.len() && offset <= e)
+            .map(|e| data[offset..e].to_vec())
+            .ok_or_else(|| bad(format!("external data beyond the end of '{location}'")))?;
+        t.raw_data = Some(bytes);
+        t.external_data.clear();
+        t.data_location = None;
+    }
+    Ok(())
 }
 
 /// The tensor a `Constant` node produces, whichever of its value attributes it uses.
@@ -845,6 +918,63 @@ mod tests {
             tensor_from_proto(&p).unwrap(),
             Tensor::f32(vec![2], vec![1.5, 2.5])
         );
+    }
+
+    #[test]
+    fn external_data_is_read_from_the_models_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            elem_type: 1,
+            shape: None,
+        });
+        g.outputs.push(ValueInfo {
+            name: "y".into(),
+            elem_type: 1,
+            shape: None,
+        });
+        g.nodes.push(Node::new("Add", "add", &["x", "w"], &["y"]));
+        g.initializers
+            .insert("w".into(), Tensor::f32(vec![2], vec![1.5, -2.0]));
+        let m = Model {
+            ir_version: 8,
+            opset: 17,
+            other_opsets: vec![],
+            producer_name: String::new(),
+            producer_version: String::new(),
+            metadata: vec![],
+            graph: g,
+        };
+        let mut p = m.to_proto();
+        let t = &mut p.graph.as_mut().unwrap().initializer[0];
+        let raw = t.raw_data.take().unwrap();
+        let mut file = vec![0u8; 8];
+        file.extend_from_slice(&raw);
+        std::fs::write(dir.path().join("m.onnx.data"), &file).unwrap();
+        let kv = |k: &str, v: &str| proto::StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        t.external_data = vec![
+            kv("location", "m.onnx.data"),
+            kv("offset", "8"),
+            kv("length", "8"),
+        ];
+        t.data_location = Some(1);
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, p.encode_to_vec()).unwrap();
+        let back = Model::load(&path).unwrap();
+        assert_eq!(
+            back.graph.initializers["w"],
+            Tensor::f32(vec![2], vec![1.5, -2.0])
+        );
+        // a location outside the folder is refused
+        let t = &mut p.graph.as_mut().unwrap().initializer[0];
+        t.external_data[0] = kv("location", "../m.onnx.data");
+        std::fs::write(&path, p.encode_to_vec()).unwrap();
+        let e = Model::load(&path).unwrap_err().to_string();
+        assert!(e.contains("not a relative path"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `crosscam bench …`: the measurements behind docs/PERFORMANCE.md. Each prints a table (or JSON)
-//! with what was measured, on this machine, in one run.
+//! Camera-path benchmarks: decoding, the bare detector, and cameras → tracklets end to end.
+//! Each prints a table (or JSON) of what was measured, on this machine, in one run.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
