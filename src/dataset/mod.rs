@@ -1,0 +1,3 @@
+//! Re-id datasets made from video.
+
+pub mod rng;
