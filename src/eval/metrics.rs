@@ -151,12 +151,20 @@ pub fn score_query(dist: &[f32], query: Label, gallery: &[Label]) -> Option<Quer
     pos.sort_unstable_by(key_cmp);
     // before[k] = negatives ranked after exactly k correct matches (i.e. just before match k)
     let mut before = vec![0usize; pos.len() + 1];
+    let (first, last) = (pos[0], pos[pos.len() - 1]);
     for (i, g) in gallery.iter().enumerate() {
         if g.pid == query.pid || g.pid == JUNK_PID {
             continue; // a correct match, an ignored same-camera match, or junk
         }
         let key = (dist[i], i);
-        let k = pos.partition_point(|p| key_cmp(p, &key).is_lt());
+        // most items rank after the last match (they change nothing) or before the first
+        let k = if key_cmp(&key, &last).is_gt() {
+            continue;
+        } else if key_cmp(&key, &first).is_lt() {
+            0
+        } else {
+            pos.partition_point(|p| key_cmp(p, &key).is_lt())
+        };
         before[k] += 1;
     }
     let mut negatives = 0usize;
