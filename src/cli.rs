@@ -25,6 +25,14 @@ pub enum Command {
     Model(ModelCommand),
     /// Run the demo: the embedded default config (config/demo.toml) until Ctrl-C.
     Demo(DemoArgs),
+    /// Evaluate a re-id model on a dataset (Market-1501 protocol: CMC rank-1/5/10 and mAP).
+    Eval(EvalArgs),
+    /// Inspect re-id datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Benchmarks (results go to docs/PERFORMANCE.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +89,225 @@ pub struct DemoArgs {
     pub seconds: Option<f64>,
 }
 
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The embedding model: an ONNX file ([N,3,H,W] → [N,D]) or a manifest name
+    /// (e.g. mobilenetv2-imagenet).
+    #[arg(long)]
+    pub model: String,
+    /// The dataset folder (Market-1501, DukeMTMC-reID, MSMT17 or CUHK03-NP layout).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Dataset layout: auto, market1501, dukemtmc-reid, msmt17, cuhk03-np,
+    /// cuhk03-np-detected, cuhk03-np-labeled.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Print one JSON object (rank1, rank5, rank10, mAP as fractions, num_query, num_gallery,
+    /// num_skipped_query, model_macs, …) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write query.npy, gallery.npy (float32 [n, D], L2-normalised) and query.csv,
+    /// gallery.csv (path,pid,camid) into this folder.
+    #[arg(long)]
+    pub save_features: Option<PathBuf>,
+    /// Apply k-reciprocal re-ranking (Zhong et al. 2017) before scoring.
+    #[arg(long)]
+    pub rerank: bool,
+    /// Re-ranking k1 (size of the k-reciprocal neighbourhood).
+    #[arg(long, default_value_t = 20)]
+    pub rerank_k1: usize,
+    /// Re-ranking k2 (neighbours averaged by local query expansion).
+    #[arg(long, default_value_t = 6)]
+    pub rerank_k2: usize,
+    /// Re-ranking lambda (weight of the original distance).
+    #[arg(long, default_value_t = 0.3)]
+    pub rerank_lambda: f32,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = crate::eval::model::DEFAULT_BATCH)]
+    pub batch: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetCommand {
+    /// Detect a dataset's layout and count its images, identities and cameras per split.
+    Info(DatasetInfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DatasetInfoArgs {
+    /// The dataset folder.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Dataset layout (see `crosscam eval --help`).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time the re-id metrics alone (CMC + mAP, no model) on random features.
+    Eval(BenchEvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEvalArgs {
+    #[arg(long, default_value_t = 3000)]
+    pub query: usize,
+    #[arg(long, default_value_t = 15000)]
+    pub gallery: usize,
+    #[arg(long, default_value_t = 512)]
+    pub dim: usize,
+    /// Timed runs (the best is reported as best_seconds).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Queries per matrix product.
+    #[arg(long, default_value_t = crate::eval::metrics::DEFAULT_BLOCK)]
+    pub block: usize,
+    /// Include k-reciprocal re-ranking (default parameters).
+    #[arg(long)]
+    pub rerank: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `crosscam eval`.
+fn run_eval(a: EvalArgs) -> Result<ExitCode> {
+    use crate::eval::{Dataset, Format, MetricOptions, RerankParams, model};
+    let format = Format::parse(&a.format)?;
+    let ds = Dataset::load(&a.dataset, format)?;
+    let rt = crate::runtime::init(&crate::config::RuntimeSettings::default())?;
+    let manifest = crate::models::Manifest::bundled()?;
+    let mut embedder = crate::reid::Embedder::open(
+        &a.model,
+        &manifest,
+        rt,
+        crate::runtime::SessionOptions::default(),
+    )
+    .with_context(|| format!("cannot open the model {}", a.model))?;
+    let model_path = match manifest.get(&a.model) {
+        Ok(entry) => manifest.file_of(entry),
+        Err(_) => PathBuf::from(&a.model),
+    };
+    let input = [3, embedder.spec.height as i64, embedder.spec.width as i64];
+    let model_macs = match crate::onnx::info::model_info(&model_path, Some(&input)) {
+        Ok(i) if i.macs_complete => Some(i.macs),
+        Ok(i) => {
+            tracing::warn!(
+                "the MACs of {} are incomplete ({}): model_macs is left empty",
+                model_path.display(),
+                i.shape_gap.unwrap_or_default()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot count the MACs of {}: {e}", model_path.display());
+            None
+        }
+    };
+    let opts = model::ModelEvalOptions {
+        batch: a.batch,
+        metrics: MetricOptions {
+            rerank: a.rerank.then_some(RerankParams {
+                k1: a.rerank_k1,
+                k2: a.rerank_k2,
+                lambda: a.rerank_lambda,
+            }),
+            ..MetricOptions::default()
+        },
+        save_features: a.save_features.clone(),
+        quiet: a.json,
+    };
+    let report = model::evaluate_model(&mut embedder, &a.model, model_macs, &ds, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", model::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_dataset_info(a: DatasetInfoArgs) -> Result<ExitCode> {
+    use crate::eval::dataset::{Dataset, Format, Split, SplitCounts};
+    let ds = Dataset::load(&a.dataset, Format::parse(&a.format)?)?;
+    let counts: Vec<(Split, SplitCounts)> = Split::ALL
+        .iter()
+        .map(|&s| (s, SplitCounts::of(ds.items(s))))
+        .collect();
+    if a.json {
+        let mut v = serde_json::json!({
+            "dataset": ds.root.display().to_string(),
+            "format": ds.format.name(),
+            "pseudo_labels": ds.pseudo_labels(),
+        });
+        for (s, c) in &counts {
+            v[serde_json::to_value(s)?.as_str().unwrap_or("split")] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} ({}{})",
+            ds.root.display(),
+            ds.format,
+            if ds.pseudo_labels() {
+                ", pseudo-labels"
+            } else {
+                ""
+            }
+        );
+        println!("split     images  identities  cameras  from");
+        for (s, c) in &counts {
+            println!(
+                "{:<8} {:>7} {:>11} {:>8}  {}",
+                format!("{s:?}").to_lowercase(),
+                c.images,
+                c.ids,
+                c.cameras,
+                ds.source(*s).display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_eval(a: BenchEvalArgs) -> Result<ExitCode> {
+    let opts = crate::eval::MetricOptions {
+        threads: a.threads,
+        block: a.block,
+        rerank: a.rerank.then(crate::eval::RerankParams::default),
+        ..Default::default()
+    };
+    let r = crate::eval::bench::run(a.query, a.gallery, a.dim, a.repeat, &opts, a.seed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "metrics of {} queries x {} gallery, {}-d{}: best {:.2} s of {} runs ({}), {} threads, blocks of {}",
+            r.num_query,
+            r.num_gallery,
+            r.dim,
+            if r.rerank { ", re-ranked" } else { "" },
+            r.best_seconds,
+            r.seconds.len(),
+            r.seconds
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.threads,
+            r.block
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -119,6 +346,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::demo::run(&cfg, a.seconds)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(a) => run_eval(a),
+        Command::Dataset(DatasetCommand::Info(a)) => run_dataset_info(a),
+        Command::Bench(BenchCommand::Eval(a)) => run_bench_eval(a),
     }
 }
 

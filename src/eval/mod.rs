@@ -1,12 +1,16 @@
 //! Evaluation of re-id models: the Market-1501 protocol metrics (CMC rank-k, mAP) with optional
-//! k-reciprocal re-ranking, and NumPy `.npy` feature export.
+//! k-reciprocal re-ranking, readers and a writer for the public dataset layouts, NumPy `.npy`
+//! feature export, and `crosscam eval` (embed a dataset with a model and score it).
 //! See docs/evaluation.md.
 
 pub mod bench;
+pub mod dataset;
 pub mod metrics;
+pub mod model;
 pub mod npy;
 pub mod rerank;
 
+pub use dataset::{Dataset, DatasetError, Format, Item, Split};
 pub use metrics::{Label, MetricOptions, Metrics, evaluate, evaluate_distances};
 pub use rerank::RerankParams;
 
