@@ -27,7 +27,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Evaluate a re-id model on a dataset (Market-1501 protocol: CMC rank-1/5/10 and mAP).
     Eval(EvalArgs),
-    /// Inspect re-id datasets.
+    /// Build re-id datasets from video, and inspect datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
     /// Benchmarks (results go to docs/PERFORMANCE.md).
@@ -129,8 +129,133 @@ pub struct EvalArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DatasetCommand {
+    /// Make a re-id dataset (Market-1501 layout, pseudo-identities from tracklets) from video.
+    Build(DatasetBuildArgs),
     /// Detect a dataset's layout and count its images, identities and cameras per split.
     Info(DatasetInfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DatasetBuildArgs {
+    /// Input video; repeat for several. Without --cameras each video is one camera.
+    #[arg(long = "video", required = true)]
+    pub videos: Vec<PathBuf>,
+    /// Output folder: bounding_box_train/, query/, bounding_box_test/ and dataset.json go here.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Virtual cameras: "NAME=START-END[,KEY=VALUE...];..." (keys: video, every, until,
+    /// brightness, contrast, cast=R:G:B, blur, scale), e.g.
+    /// "c1=0-40s;c2=40-80s,brightness=0.7,blur=1.5", or a TOML file. See docs/evaluation.md.
+    #[arg(long)]
+    pub cameras: Option<String>,
+    /// Clean boxes (inside the frame, not overlapped, tall enough) a tracklet needs.
+    #[arg(long, default_value_t = crate::dataset::filter::DEFAULT_MIN_TRACK_LEN)]
+    pub min_track_len: usize,
+    /// Boxes lower than this many pixels are not used.
+    #[arg(long, default_value_t = 32.0)]
+    pub min_box_height: f32,
+    /// IoU above which two tracklets' boxes in one frame overlap.
+    #[arg(long, default_value_t = 0.3)]
+    pub overlap_iou: f32,
+    /// Tracklets with a larger share of overlapped boxes are dropped.
+    #[arg(long, default_value_t = 0.3)]
+    pub max_overlapped: f32,
+    /// Share of identities in the test set (query + gallery); train and test never share one.
+    #[arg(long, default_value_t = 0.5)]
+    pub test_fraction: f64,
+    /// Crops kept per identity and camera, spread evenly over time.
+    #[arg(long, default_value_t = 10)]
+    pub crops_per_camera: usize,
+    /// Query crops per test identity and camera.
+    #[arg(long, default_value_t = 1)]
+    pub queries_per_camera: usize,
+    /// Gallery crops of another camera closer than this (seconds) to a query are left out.
+    #[arg(long, default_value_t = 2.0)]
+    pub query_gap: f64,
+    /// Smallest box IoU for linking tracklets of two virtual cameras as one person.
+    #[arg(long, default_value_t = 0.5)]
+    pub link_iou: f32,
+    /// Longest pause (seconds) between tracklets of two cameras that are linked.
+    #[arg(long, default_value_t = 0.5)]
+    pub link_gap: f64,
+    /// Crops the tracker keeps per tracklet (the builder samples from them).
+    #[arg(long, default_value_t = 32)]
+    pub track_crops: usize,
+    /// Person detector (manifest name or ONNX file).
+    #[arg(long, default_value = "nanodet-416")]
+    pub detector: String,
+    /// Frames analysed per second of video (default: every frame).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Seed of the train/test split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// JPEG quality of the crops.
+    #[arg(long, default_value_t = 95)]
+    pub jpeg_quality: u8,
+    /// Replace the splits and dataset.json of a dataset already in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the build report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DatasetBuildArgs {
+    /// The builder's options from the flags.
+    pub fn options(&self) -> crate::dataset::BuildOptions {
+        use crate::dataset::build::{LinkOptions, SplitOptions};
+        let d = crate::dataset::BuildOptions::default();
+        crate::dataset::BuildOptions {
+            filter: crate::dataset::FilterOptions {
+                min_len: self.min_track_len,
+                min_height: self.min_box_height,
+                overlap_iou: self.overlap_iou,
+                max_overlapped: self.max_overlapped,
+                ..d.filter
+            },
+            link: LinkOptions {
+                iou: self.link_iou,
+                max_gap_s: self.link_gap,
+                ..d.link
+            },
+            split: SplitOptions {
+                test_fraction: self.test_fraction,
+                max_crops_per_camera: self.crops_per_camera,
+                queries_per_camera: self.queries_per_camera,
+                query_gap_s: self.query_gap,
+                seed: self.seed,
+            },
+            jpeg_quality: self.jpeg_quality,
+            replace: self.force,
+        }
+    }
+
+    /// The whole request: checked cameras and options.
+    pub fn request(&self) -> Result<crate::dataset::BuildRequest> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.test_fraction),
+            "--test-fraction must lie in [0, 1], got {}",
+            self.test_fraction
+        );
+        anyhow::ensure!(
+            self.crops_per_camera > 0,
+            "--crops-per-camera must be at least 1"
+        );
+        for v in &self.videos {
+            anyhow::ensure!(v.is_file(), "--video {}: no such file", v.display());
+        }
+        let cameras =
+            crate::dataset::cameras::from_arg(self.cameras.as_deref(), self.videos.len())?;
+        Ok(crate::dataset::BuildRequest {
+            videos: self.videos.clone(),
+            cameras,
+            out: self.out.clone(),
+            options: self.options(),
+            crops_per_track: self.track_crops.max(self.crops_per_camera),
+            quiet: self.json,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +355,21 @@ fn run_eval(a: EvalArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", model::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `crosscam dataset build` with `source` doing detection + tracking.
+pub fn run_dataset_build(
+    a: &DatasetBuildArgs,
+    source: &mut dyn crate::dataset::TrackletSource,
+) -> Result<ExitCode> {
+    let req = a.request()?;
+    let report = crate::dataset::build_dataset(&req, source)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::dataset::build::render(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -347,6 +487,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(a) => run_eval(a),
+        Command::Dataset(DatasetCommand::Build(a)) => {
+            // check the flags and cameras before saying what is missing
+            a.request()?;
+            // TODO(tracker): `run_dataset_build(&a, &mut source)` with `source` a
+            // crate::dataset::TrackletSource running the detector + tracker.
+            anyhow::bail!(
+                "crosscam dataset build needs the detector + tracker, which are not wired in yet"
+            )
+        }
         Command::Dataset(DatasetCommand::Info(a)) => run_dataset_info(a),
         Command::Bench(BenchCommand::Eval(a)) => run_bench_eval(a),
     }
