@@ -285,6 +285,9 @@ pub struct BenchEvalArgs {
     pub gallery: usize,
     #[arg(long, default_value_t = 512)]
     pub dim: usize,
+    /// Per-dimension noise around the identity centres (1 = easy, 3 = hard at 512-d).
+    #[arg(long, default_value_t = 3.0)]
+    pub noise: f32,
     /// Timed runs (the best is reported as best_seconds).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
@@ -424,12 +427,12 @@ fn run_bench_eval(a: BenchEvalArgs) -> Result<ExitCode> {
         rerank: a.rerank.then(crate::eval::RerankParams::default),
         ..Default::default()
     };
-    let r = crate::eval::bench::run(a.query, a.gallery, a.dim, a.repeat, &opts, a.seed)?;
+    let r = crate::eval::bench::run(a.query, a.gallery, a.dim, a.noise, a.repeat, &opts, a.seed)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "metrics of {} queries x {} gallery, {}-d{}: best {:.2} s of {} runs ({}), {} threads, blocks of {}",
+            "metrics of {} queries x {} gallery, {}-d{}: best {:.2} s of {} runs ({}), {} threads, blocks of {} (rank-1 {:.3}, mAP {:.3})",
             r.num_query,
             r.num_gallery,
             r.dim,
@@ -442,7 +445,9 @@ fn run_bench_eval(a: BenchEvalArgs) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", "),
             r.threads,
-            r.block
+            r.block,
+            r.rank1,
+            r.map
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -206,10 +206,10 @@ fn nearest(row: &[f32], k: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
     if k < idx.len() && k > 0 {
         idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
     }
-    idx.sort_unstable_by(cmp);
-    idx
+    let mut top = idx[..k.min(idx.len())].to_vec(); // a copy: `idx` holds the whole row
+    top.sort_unstable_by(cmp);
+    top
 }
 
 /// The k-reciprocal neighbours of `i`: items in its top k+1 that have `i` in their own top k+1.
