@@ -114,19 +114,24 @@ pub fn gaussian_blur(img: &RgbImage, sigma: f32) -> RgbImage {
     let sum: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= sum);
     let src = img.as_raw();
-    // horizontal pass into f32, vertical pass back to u8
+    // horizontal pass into f32 (each row padded by clamping, then one multiply-add sweep per
+    // kernel tap), vertical pass back to u8 the same way over rows
+    let r = radius as usize;
     let mut tmp = vec![0f32; w * h * 3];
+    let mut pad = vec![0f32; (w + 2 * r) * 3];
     for y in 0..h {
         let row = &src[y * w * 3..(y + 1) * w * 3];
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (k, &kv) in kernel.iter().enumerate() {
-                let sx = (x as isize + k as isize - radius).clamp(0, w as isize - 1) as usize;
-                for c in 0..3 {
-                    acc[c] += kv * row[sx * 3 + c] as f32;
-                }
+        for (px, p) in pad.chunks_exact_mut(3).enumerate() {
+            let sx = px.saturating_sub(r).min(w - 1);
+            for c in 0..3 {
+                p[c] = row[sx * 3 + c] as f32;
             }
-            tmp[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&acc);
+        }
+        let out = &mut tmp[y * w * 3..(y + 1) * w * 3];
+        for (k, &kv) in kernel.iter().enumerate() {
+            for (o, &p) in out.iter_mut().zip(&pad[k * 3..k * 3 + w * 3]) {
+                *o += kv * p;
+            }
         }
     }
     let mut out = RgbImage::new(w as u32, h as u32);
