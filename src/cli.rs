@@ -153,13 +153,13 @@ pub struct DatasetBuildArgs {
     pub min_track_len: usize,
     /// Boxes lower than this many pixels are not used.
     #[arg(long, default_value_t = 32.0)]
-    pub min_box_height: f32,
+    pub min_box_height: f64,
     /// IoU above which two tracklets' boxes in one frame overlap.
     #[arg(long, default_value_t = 0.3)]
-    pub overlap_iou: f32,
+    pub overlap_iou: f64,
     /// Tracklets with a larger share of overlapped boxes are dropped.
     #[arg(long, default_value_t = 0.3)]
-    pub max_overlapped: f32,
+    pub max_overlapped: f64,
     /// Share of identities in the test set (query + gallery); train and test never share one.
     #[arg(long, default_value_t = 0.5)]
     pub test_fraction: f64,
@@ -174,7 +174,7 @@ pub struct DatasetBuildArgs {
     pub query_gap: f64,
     /// Smallest box IoU for linking tracklets of two virtual cameras as one person.
     #[arg(long, default_value_t = 0.5)]
-    pub link_iou: f32,
+    pub link_iou: f64,
     /// Longest pause (seconds) between tracklets of two cameras that are linked.
     #[arg(long, default_value_t = 0.5)]
     pub link_gap: f64,

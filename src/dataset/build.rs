@@ -48,7 +48,7 @@ pub struct CameraTracklets {
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkOptions {
     /// Smallest IoU (source-frame pixels) for two tracklets to be the same person.
-    pub iou: f32,
+    pub iou: f64,
     /// Longest time between one tracklet's end and another's start for them to be linked.
     pub max_gap_s: f64,
     /// Boxes of two cameras at most this far apart in time count as the same moment.
@@ -343,7 +343,7 @@ pub fn plan(
             } else {
                 handover_iou(b, a, &opts.link)
             };
-            if let Some(s) = score.filter(|&s| s >= opts.link.iou) {
+            if let Some(s) = score.filter(|&s| s as f64 >= opts.link.iou) {
                 edges.push((s, i, j));
             }
         }

@@ -14,13 +14,13 @@ pub struct FilterOptions {
     /// Clean boxes (inside the frame, not overlapped, tall enough) a tracklet needs.
     pub min_len: usize,
     /// Boxes lower than this (pixels of the tracked frame) are too small to be useful crops.
-    pub min_height: f32,
+    pub min_height: f64,
     /// A box within this many pixels of the frame border is cut by the edge.
-    pub edge_margin: f32,
+    pub edge_margin: f64,
     /// A box whose IoU with another tracklet's box in the same frame exceeds this is overlapped.
-    pub overlap_iou: f32,
+    pub overlap_iou: f64,
     /// Tracklets with a larger share of overlapped boxes are dropped.
-    pub max_overlapped: f32,
+    pub max_overlapped: f64,
     /// Clean crops a tracklet needs.
     pub min_crops: usize,
 }
@@ -72,6 +72,8 @@ pub fn filter_tracklets(
     opts: &FilterOptions,
 ) -> (Vec<Tracklet>, FilterReport) {
     let (w, h) = (frame_size.0 as f32, frame_size.1 as f32);
+    let (overlap_iou, edge_margin) = (opts.overlap_iou as f32, opts.edge_margin as f32);
+    let min_height = opts.min_height as f32;
     let mut by_frame: HashMap<u64, Vec<(usize, crate::frame::BBox)>> = HashMap::new();
     for (i, t) in tracklets.iter().enumerate() {
         for b in &t.boxes {
@@ -79,14 +81,12 @@ pub fn filter_tracklets(
         }
     }
     let overlapped = |i: usize, seq: u64, b: &crate::frame::BBox| {
-        by_frame.get(&seq).is_some_and(|v| {
-            v.iter()
-                .any(|(j, o)| *j != i && b.iou(o) > opts.overlap_iou)
-        })
+        by_frame
+            .get(&seq)
+            .is_some_and(|v| v.iter().any(|(j, o)| *j != i && b.iou(o) > overlap_iou))
     };
-    let clean_box = |b: &crate::frame::BBox| {
-        !b.touches_edge(w, h, opts.edge_margin) && b.height() >= opts.min_height
-    };
+    let clean_box =
+        |b: &crate::frame::BBox| !b.touches_edge(w, h, edge_margin) && b.height() >= min_height;
     let mut report = FilterReport {
         tracklets_in: tracklets.len(),
         ..Default::default()
@@ -99,7 +99,7 @@ pub fn filter_tracklets(
             .iter()
             .filter(|b| overlapped(i, b.seq, &b.bbox))
             .count();
-        if t.boxes.is_empty() || n_over as f32 > opts.max_overlapped * t.boxes.len() as f32 {
+        if t.boxes.is_empty() || n_over as f64 > opts.max_overlapped * t.boxes.len() as f64 {
             report.dropped_overlapped += !t.boxes.is_empty() as usize;
             report.dropped_short += t.boxes.is_empty() as usize;
             continue;
