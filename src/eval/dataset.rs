@@ -250,6 +250,17 @@ impl Dataset {
                 let dir = match sub {
                     Cuhk03Subset::Detected => root.join("detected"),
                     Cuhk03Subset::Labeled => root.join("labeled"),
+                    // `--format cuhk03-np` on the cuhk03-np folder: the detected subset first
+                    Cuhk03Subset::Here if !root.join(QUERY_DIR).is_dir() => {
+                        match ["detected", "labeled"]
+                            .iter()
+                            .map(|s| root.join(s))
+                            .find(|d| d.is_dir())
+                        {
+                            Some(d) => d,
+                            None => root.to_path_buf(),
+                        }
+                    }
                     Cuhk03Subset::Here => root.to_path_buf(),
                 };
                 if !dir.is_dir() {
@@ -951,6 +962,9 @@ mod tests {
         assert_eq!(Dataset::load(&c, None).unwrap().gallery.len(), 2);
         let lab = Format::parse("cuhk03-np-labeled").unwrap();
         assert_eq!(Dataset::load(&c, lab).unwrap().query.len(), 2);
+        // plain `cuhk03-np` on the parent folder takes the detected subset
+        let any = Format::parse("cuhk03-np").unwrap();
+        assert_eq!(Dataset::load(&c, any).unwrap().gallery.len(), 2);
         // pointing at the subset folder itself
         assert_eq!(
             detect(&c.join("labeled")).unwrap(),
