@@ -3,11 +3,13 @@
 //! Data flow (one module per stage): [`ingest`] camera pipelines → `detect` persons →
 //! `track` per camera → `reid` embeddings → `gallery` identities across cameras → `store`.
 //! [`onnx`] reads, inspects and writes the networks; `prune` and `train` make them cheaper and
-//! better on site. See docs/ for operators, integrators and admins.
+//! better on site. [`eval`] scores re-id models on datasets, which [`dataset`] builds from
+//! video. See docs/ for operators, integrators and admins.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod demo;
 pub mod detect;
 pub mod doctor;

@@ -272,6 +272,11 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// The built-in defaults: bundled models and manifest, no cameras, data in `<root>/data`.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Config::parse("", &crate::paths::project_root().join("crosscam.toml"))
+    }
+
     /// Parses and validates `text` as if read from `path` (relative paths resolve against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

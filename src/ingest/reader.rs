@@ -25,6 +25,17 @@ impl VideoReader {
     /// Opens `path`; `fps` keeps that many frames per second of video (None = every frame);
     /// `width` scales frames (None = source size).
     pub fn open(path: &Path, fps: Option<u32>, width: Option<u32>) -> anyhow::Result<VideoReader> {
+        VideoReader::open_from(path, fps, width, std::time::Duration::ZERO)
+    }
+
+    /// Like [`VideoReader::open`], starting at `start` (an accurate seek; frame times stay the
+    /// times in the file).
+    pub fn open_from(
+        path: &Path,
+        fps: Option<u32>,
+        width: Option<u32>,
+        start: std::time::Duration,
+    ) -> anyhow::Result<VideoReader> {
         gst::init()?;
         anyhow::ensure!(
             path.is_file(),
@@ -45,7 +56,12 @@ impl VideoReader {
         sink.set_drop(false);
         sink.set_max_buffers(4);
         sink.set_sync(false);
-        pipeline.set_state(gst::State::Playing).map_err(|e| {
+        let target = if start.is_zero() {
+            gst::State::Playing
+        } else {
+            gst::State::Paused
+        };
+        pipeline.set_state(target).map_err(|e| {
             let detail = pipeline
                 .bus()
                 .and_then(|b| {
@@ -61,6 +77,22 @@ impl VideoReader {
                 .unwrap_or_else(|| e.to_string());
             anyhow::anyhow!("cannot play {}: {detail}", path.display())
         })?;
+        if !start.is_zero() {
+            // seeking needs the pipeline prerolled
+            let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+            res.map_err(|_| anyhow::anyhow!("cannot open {} for seeking", path.display()))?;
+            pipeline
+                .seek_simple(
+                    gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                    gst::ClockTime::from_nseconds(start.as_nanos() as u64),
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot seek {} to {:?}: {e}", path.display(), start)
+                })?;
+            pipeline
+                .set_state(gst::State::Playing)
+                .map_err(|e| anyhow::anyhow!("cannot play {}: {e}", path.display()))?;
+        }
         Ok(VideoReader {
             path: path.to_path_buf(),
             pipeline,

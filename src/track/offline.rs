@@ -82,7 +82,8 @@ pub fn run(
     detector: &mut dyn Detector,
     mut opts: OfflineOptions,
 ) -> anyhow::Result<OfflineRun> {
-    let reader = VideoReader::open(video, opts.fps, opts.width)?;
+    let start_at = opts.window.map(|(a, _)| a).unwrap_or_default();
+    let reader = VideoReader::open_from(video, opts.fps, opts.width, start_at)?;
     if !opts.crops {
         opts.track.crops_per_tracklet = 0;
     }

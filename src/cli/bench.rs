@@ -1,0 +1,249 @@
+//! `crosscam bench …`: the measurements behind docs/PERFORMANCE.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::ConfigArg;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Decode + colour-convert throughput of one camera pipeline (all frames vs sampled).
+    Decode(BenchDecodeArgs),
+    /// Bare detector time per frame at given batch sizes.
+    Detect(BenchDetectArgs),
+    /// Cameras → tracklets end to end: plumbing overhead and the most real-time cameras.
+    Pipeline(BenchPipelineArgs),
+    /// Time embedding models side by side in one run (interleaved rounds) and print crops/s and
+    /// the speed-up relative to the first model.
+    Embed(BenchEmbedArgs),
+    /// Time the re-id metrics alone (CMC + mAP, no model) on random features.
+    Eval(BenchEvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDecodeArgs {
+    /// Video file (default: the bundled vtest-h264.mp4).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDetectArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4])]
+    pub batch: Vec<usize>,
+    /// Seconds per batch size.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPipelineArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Analysed frames per second per camera.
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Measured seconds per run (after a warm-up).
+    #[arg(long, default_value_t = 15.0)]
+    pub seconds: f64,
+    /// Stop the real-time search at this many cameras.
+    #[arg(long, default_value_t = 8)]
+    pub max_cameras: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEmbedArgs {
+    /// An embedding ONNX model; repeat for each model to compare (the first is the reference).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    /// Crops per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed rounds (each runs every model once, alternating the order).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// Untimed warm-up rounds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Intra-op threads per session (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEvalArgs {
+    #[arg(long, default_value_t = 3000)]
+    pub query: usize,
+    #[arg(long, default_value_t = 15000)]
+    pub gallery: usize,
+    #[arg(long, default_value_t = 512)]
+    pub dim: usize,
+    /// Per-dimension noise around the identity centres (1 = easy, 3 = hard at 512-d).
+    #[arg(long, default_value_t = 3.0)]
+    pub noise: f32,
+    /// Timed runs (the best is reported as best_seconds).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Queries per matrix product.
+    #[arg(long, default_value_t = crate::eval::metrics::DEFAULT_BLOCK)]
+    pub block: usize,
+    /// Include k-reciprocal re-ranking (default parameters).
+    #[arg(long)]
+    pub rerank: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Eval(a) => return run_bench_eval(a),
+        BenchCommand::Decode(a) => {
+            let v = a
+                .video
+                .unwrap_or_else(|| crate::paths::media("vtest-h264.mp4"));
+            let r = crate::bench::decode(&v, a.fps, a.width)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{}: decode + RGB at width {}: all frames {:.0} frames/s; sampled to {} fps: {:.0} frames/s = {:.1}x real time",
+                    r.video,
+                    r.width,
+                    r.all_frames_fps,
+                    r.analysis_fps,
+                    r.sampled_fps,
+                    r.sampled_speed
+                );
+            }
+        }
+        BenchCommand::Detect(a) => {
+            let cfg = a.config.load()?;
+            let frames = crate::bench::sample_frames(16, a.width)?;
+            let mut rs = Vec::new();
+            for &b in &a.batch {
+                let r = crate::bench::detect(&cfg, b, a.seconds, &frames)?;
+                if !a.json {
+                    println!(
+                        "{} batch {}: {:.1} ms/frame ({:.1} frames/s, {} frames)",
+                        r.model, r.batch, r.ms_per_frame, r.frames_per_second, r.frames
+                    );
+                }
+                rs.push(r);
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rs)?);
+            }
+        }
+        BenchCommand::Pipeline(a) => {
+            let cfg = a.config.load()?;
+            let r = crate::bench::pipeline(&cfg, a.fps, a.width, a.seconds, a.max_cameras)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "bare detector (batch {}): {:.1} frames/s; pipeline saturated with {} cameras: {:.1} frames/s (mean batch {:.2}) => plumbing ratio {:.3}",
+                    r.bare_detector.batch,
+                    r.bare_detector.frames_per_second,
+                    r.saturated.cameras,
+                    r.saturated.total_fps,
+                    r.saturated.mean_batch,
+                    r.plumbing_ratio
+                );
+                for c in &r.runs {
+                    println!(
+                        "{} cameras at {} fps: slowest {:.2} fps, mean {:.2}, dropped {:.1}%, {}",
+                        c.cameras,
+                        r.analysis_fps,
+                        c.min_camera_fps,
+                        c.mean_camera_fps,
+                        c.drop_rate * 100.0,
+                        if c.real_time {
+                            "real time"
+                        } else {
+                            "NOT real time"
+                        }
+                    );
+                }
+                println!("most cameras in real time: {}", r.max_real_time_cameras);
+            }
+        }
+        BenchCommand::Embed(a) => {
+            let rt = crate::runtime::init(&crate::config::RuntimeSettings::default())?;
+            let opts = crate::bench::EmbedBenchOptions {
+                batch: a.batch,
+                rounds: a.rounds,
+                warmup: a.warmup,
+                threads: a.threads,
+                quiet: a.json,
+            };
+            let r = crate::bench::embed(rt, &a.models, &opts)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::render(&r));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_eval(a: BenchEvalArgs) -> Result<ExitCode> {
+    let opts = crate::eval::MetricOptions {
+        threads: a.threads,
+        block: a.block,
+        rerank: a.rerank.then(crate::eval::RerankParams::default),
+        ..Default::default()
+    };
+    let r = crate::eval::bench::run(a.query, a.gallery, a.dim, a.noise, a.repeat, &opts, a.seed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "metrics of {} queries x {} gallery, {}-d{}: best {:.2} s of {} runs ({}), {} threads, blocks of {} (rank-1 {:.3}, mAP {:.3})",
+            r.num_query,
+            r.num_gallery,
+            r.dim,
+            if r.rerank { ", re-ranked" } else { "" },
+            r.best_seconds,
+            r.seconds.len(),
+            r.seconds
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.threads,
+            r.block,
+            r.rank1,
+            r.map
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

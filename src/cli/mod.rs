@@ -1,0 +1,105 @@
+//! Command-line interface: argument definitions (clap) and dispatch into the library, one file
+//! per group of subcommands. `main.rs` only parses and calls [`run`].
+
+mod bench;
+mod eval;
+mod prune;
+mod system;
+mod video;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+pub use eval::DatasetBuildArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "crosscam", version, about = "Real-time cross-camera person re-identification server", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that this machine can run crosscam (GStreamer, ONNX Runtime, models, GPU, data dir).
+    Doctor(system::DoctorArgs),
+    /// Inspect or build models.
+    #[command(subcommand)]
+    Model(system::ModelCommand),
+    /// Run the demo: the embedded default config (config/demo.toml) until Ctrl-C.
+    Demo(system::DemoArgs),
+    /// Detect people in every frame of a video; write MOTChallenge detection lines.
+    Detect(video::DetectArgs),
+    /// Track people: on a MOTChallenge detection file (tracker only) or on a video (detector + tracker).
+    Track(video::TrackArgs),
+    /// Prune a re-id network (structured channel pruning), or sweep criteria and ratios.
+    Prune(Box<prune::PruneCmd>),
+    /// Evaluate a re-id model on a dataset (Market-1501 protocol: CMC rank-1/5/10 and mAP).
+    Eval(eval::EvalArgs),
+    /// Build re-id datasets from video, and inspect datasets.
+    #[command(subcommand)]
+    Dataset(eval::DatasetCommand),
+    /// Measure: embedding models side by side, decoding, the detector, the camera pipeline, the
+    /// re-id metrics (results for docs/PERFORMANCE.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Config file (TOML). Default: built-in defaults (`crosscam demo`: config/demo.toml).
+    #[arg(long, short = 'c', env = "CROSSCAM_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The given config file, or the built-in defaults (bundled models, no cameras).
+    pub fn load(&self) -> Result<Config> {
+        match &self.config {
+            Some(path) => Ok(Config::load(path)?),
+            None => Ok(Config::defaults()?),
+        }
+    }
+
+    /// The given config file, or `default` (a file of the installation).
+    pub fn load_or(&self, default: &str) -> Result<Config> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| crate::paths::project_root().join(default));
+        Ok(Config::load(&path)?)
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Doctor(a) => system::doctor(a),
+        Command::Model(m) => system::model(m),
+        Command::Demo(a) => system::demo(a),
+        Command::Detect(a) => video::detect(a),
+        Command::Track(a) => video::track(a),
+        Command::Prune(a) => prune::run(*a),
+        Command::Eval(a) => eval::run_eval(a),
+        Command::Dataset(d) => eval::dataset(d),
+        Command::Bench(b) => bench::run(b),
+    }
+}
+
+/// Sets up logging: `RUST_LOG` if set, else `default` (the config's `server.log`).
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    // ONNX Runtime logs every graph transformation at info level: keep it to warnings
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},ort=warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

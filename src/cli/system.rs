@@ -1,0 +1,174 @@
+//! `crosscam doctor`, `crosscam model …`, `crosscam demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::ConfigArg;
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON object `{ok, checks: [{name, ok, detail, required}]}` instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Input/output tensors, opset, op counts, parameters and MACs of an ONNX model.
+    Info(ModelInfoArgs),
+    /// Write a freshly initialised torchvision-style ResNet as ONNX (a starting point for
+    /// training, a smaller comparator network, or a model to benchmark and prune).
+    Build(ModelBuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelInfoArgs {
+    /// The ONNX file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input size to count MACs for, CxHxW (default: the model's declared size; batch is 1).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Print JSON (`macs`, `params`, `inputs`, `outputs`, …).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelBuildArgs {
+    /// resnet18, resnet34 or resnet50.
+    #[arg(long)]
+    pub arch: String,
+    /// Re-id layout: 256x128 input, last stride 1.
+    #[arg(long)]
+    pub reid: bool,
+    /// Input size CxHxW (overrides the default 224x224, or 256x128 with --reid).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// `features` (pooled), `bnneck` (pooled + BatchNorm) or `classifier:N` (N classes).
+    #[arg(long, default_value = "bnneck")]
+    pub head: String,
+    /// Multiply every width by this (rounded to multiples of 8).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f64,
+    /// Fold BatchNorm into the conv biases (as PyTorch's exporter does in eval mode).
+    #[arg(long)]
+    pub fuse_bn: bool,
+    /// Random BatchNorm statistics instead of the identity (for tests and benchmarks).
+    #[arg(long)]
+    pub random_stats: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the model.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+}
+
+/// `crosscam doctor`.
+pub fn doctor(a: DoctorArgs) -> Result<ExitCode> {
+    let cfg = a.config.load()?;
+    let report = crate::doctor::run(&cfg);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::doctor::render(&report));
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `crosscam model …`.
+pub fn model(cmd: ModelCommand) -> Result<ExitCode> {
+    match cmd {
+        ModelCommand::Info(a) => model_info(a),
+        ModelCommand::Build(a) => run_model_build(a),
+    }
+}
+
+fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
+    let input = a
+        .input
+        .as_deref()
+        .map(crate::onnx::info::parse_input_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let info = crate::onnx::info::model_info(&a.model, input.as_deref())
+        .with_context(|| format!("cannot describe {}", a.model.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", crate::onnx::info::render(&info));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `crosscam demo`.
+pub fn demo(a: DemoArgs) -> Result<ExitCode> {
+    let cfg = a.config.load_or("config/demo.toml")?;
+    crate::demo::run(&cfg, a.seconds)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_model_build(a: ModelBuildArgs) -> Result<ExitCode> {
+    use crate::onnx::resnet::{Head, Init, ResNetSpec, Style, build};
+    let mut spec = ResNetSpec::by_name(&a.arch)
+        .with_context(|| format!("unknown --arch {:?} (resnet18, resnet34, resnet50)", a.arch))?;
+    if a.reid {
+        spec = spec.for_reid();
+    }
+    if let Some(i) = &a.input {
+        let chw = crate::onnx::info::parse_input_size(i).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            chw[0] == 3,
+            "a ResNet takes 3 input channels, not {}",
+            chw[0]
+        );
+        spec = spec.with_input(chw[1] as usize, chw[2] as usize);
+    }
+    anyhow::ensure!(
+        a.width > 0.0 && a.width.is_finite(),
+        "--width must be positive"
+    );
+    if a.width != 1.0 {
+        spec = spec.scaled(a.width);
+    }
+    let head = match a.head.as_str() {
+        "features" => Head::Features,
+        "bnneck" => Head::BnNeck,
+        h => match h.strip_prefix("classifier:").map(str::parse::<usize>) {
+            Some(Ok(classes)) if classes > 0 => Head::Classifier { classes },
+            _ => anyhow::bail!("--head must be features, bnneck or classifier:N, not {h:?}"),
+        },
+    };
+    let init = if a.random_stats {
+        Init::RandomStats
+    } else {
+        Init::Training
+    };
+    let style = Style {
+        fuse_bn: a.fuse_bn,
+        ..Style::default()
+    };
+    build(&spec, head, style, init, a.seed)
+        .save(&a.out)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!("written: {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,273 @@
+//! `crosscam eval`: embeds a dataset's query and gallery images with a model, scores them with the
+//! Market-1501 protocol, and optionally saves the features (`.npy` + `.csv`) so the numbers can be
+//! checked with other tools. Nothing is cached: every run embeds every image.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ndarray::Array2;
+use serde::Serialize;
+
+use super::dataset::{Dataset, Item, Split};
+use super::metrics::{Label, MetricOptions, evaluate};
+use super::npy;
+use super::rerank::RerankParams;
+use crate::progress::Progress;
+use crate::reid::Embedder;
+
+/// Crops per inference batch unless told otherwise.
+pub const DEFAULT_BATCH: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct ModelEvalOptions {
+    /// Images per inference batch (also how many are decoded and held at once).
+    pub batch: usize,
+    pub metrics: MetricOptions,
+    /// Folder for `query.npy`, `gallery.npy`, `query.csv`, `gallery.csv`.
+    pub save_features: Option<PathBuf>,
+    /// No progress lines (for `--json`).
+    pub quiet: bool,
+}
+
+impl Default for ModelEvalOptions {
+    fn default() -> Self {
+        ModelEvalOptions {
+            batch: DEFAULT_BATCH,
+            metrics: MetricOptions::default(),
+            save_features: None,
+            quiet: false,
+        }
+    }
+}
+
+/// What `crosscam eval --json` prints. Rates are fractions in [0, 1].
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub rank1: f64,
+    pub rank5: f64,
+    pub rank10: f64,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    pub num_query: usize,
+    pub num_gallery: usize,
+    /// Queries with at least one valid match (the ones CMC and mAP average over).
+    pub num_valid_query: usize,
+    /// Queries left out: no gallery image of the same person from another camera (or pid −1/0).
+    pub num_skipped_query: usize,
+    /// Multiply-accumulates of one embedding at the model's input size (null when the model has
+    /// layers whose cost cannot be counted).
+    pub model_macs: Option<u64>,
+    pub model: String,
+    pub dataset: String,
+    pub format: String,
+    /// True for crosscam-built datasets (pseudo-identities from tracklets).
+    pub pseudo_labels: bool,
+    pub feature_dim: usize,
+    pub rerank: Option<RerankParams>,
+    /// CMC for ranks 1..=20.
+    pub cmc: Vec<f64>,
+    pub device: String,
+    pub embed_seconds: f64,
+    pub metric_seconds: f64,
+}
+
+/// Embeds `items` in batches (L2-normalised rows, in item order).
+pub fn embed_items(
+    embedder: &mut Embedder,
+    items: &[Item],
+    batch: usize,
+    progress: &mut Progress,
+) -> Result<Array2<f32>> {
+    let batch = batch.max(1);
+    let mut out: Option<Array2<f32>> = None;
+    let mut row = 0;
+    for chunk in items.chunks(batch) {
+        let images = chunk
+            .iter()
+            .map(|it| {
+                image::open(&it.path)
+                    .map(|i| i.to_rgb8())
+                    .with_context(|| format!("cannot read image {}", it.path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let e = embedder.embed_images(&images).with_context(|| {
+            format!(
+                "embedding failed on the batch starting with {}",
+                chunk[0].path.display()
+            )
+        })?;
+        let all = out.get_or_insert_with(|| Array2::zeros((items.len(), e.ncols())));
+        anyhow::ensure!(
+            e.ncols() == all.ncols(),
+            "the model's output width changed from {} to {}",
+            all.ncols(),
+            e.ncols()
+        );
+        all.slice_mut(ndarray::s![row..row + e.nrows(), ..])
+            .assign(&e);
+        row += e.nrows();
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(out.unwrap_or_else(|| Array2::zeros((0, embedder.spec.dim))))
+}
+
+/// Embeds and scores a dataset's query and gallery sets with `embedder`.
+pub fn evaluate_model(
+    embedder: &mut Embedder,
+    model_name: &str,
+    model_macs: Option<u64>,
+    ds: &Dataset,
+    opts: &ModelEvalOptions,
+) -> Result<EvalReport> {
+    for split in [Split::Query, Split::Gallery] {
+        anyhow::ensure!(
+            !ds.items(split).is_empty(),
+            "the dataset has no {} images ({} is missing or empty)",
+            match split {
+                Split::Query => "query",
+                _ => "gallery",
+            },
+            ds.source(split).display()
+        );
+    }
+    let t0 = Instant::now();
+    let total = (ds.query.len() + ds.gallery.len()) as u64;
+    let mut progress = Progress::new("embedding", total).quiet(opts.quiet);
+    let qf = embed_items(embedder, &ds.query, opts.batch, &mut progress)?;
+    let gf = embed_items(embedder, &ds.gallery, opts.batch, &mut progress)?;
+    progress.finish();
+    let embed_seconds = t0.elapsed().as_secs_f64();
+    if let Some(dir) = &opts.save_features {
+        save_features(dir, &ds.query, &qf, &ds.gallery, &gf)?;
+    }
+    let t1 = Instant::now();
+    let ql: Vec<Label> = ds.query.iter().map(Item::label).collect();
+    let gl: Vec<Label> = ds.gallery.iter().map(Item::label).collect();
+    let m = evaluate(qf.view(), gf.view(), &ql, &gl, &opts.metrics)?;
+    Ok(EvalReport {
+        rank1: m.rank(1),
+        rank5: m.rank(5),
+        rank10: m.rank(10),
+        map: m.map,
+        num_query: m.num_query,
+        num_gallery: m.num_gallery,
+        num_valid_query: m.num_valid_query,
+        num_skipped_query: m.num_skipped_query,
+        model_macs,
+        model: model_name.to_string(),
+        dataset: ds.root.display().to_string(),
+        format: ds.format.name().to_string(),
+        pseudo_labels: ds.pseudo_labels(),
+        feature_dim: qf.ncols(),
+        rerank: opts.metrics.rerank,
+        cmc: m.cmc.iter().take(20).copied().collect(),
+        device: embedder.device.to_string(),
+        embed_seconds,
+        metric_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes `query.npy`, `gallery.npy` (float32 [n, D]) and `query.csv`, `gallery.csv`
+/// (`path,pid,camid`, one row per feature row, same order) into `dir`.
+pub fn save_features(
+    dir: &Path,
+    query: &[Item],
+    qf: &Array2<f32>,
+    gallery: &[Item],
+    gf: &Array2<f32>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, items, f) in [("query", query, qf), ("gallery", gallery, gf)] {
+        npy::write_f32(&dir.join(format!("{name}.npy")), f.view())?;
+        let p = dir.join(format!("{name}.csv"));
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?,
+        );
+        let mut write = || -> std::io::Result<()> {
+            writeln!(w, "path,pid,camid")?;
+            for it in items {
+                writeln!(
+                    w,
+                    "{},{},{}",
+                    csv_field(&it.path.to_string_lossy()),
+                    it.pid,
+                    it.camid
+                )?;
+            }
+            w.flush()
+        };
+        write().with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The human-readable report.
+pub fn render(r: &EvalReport) -> String {
+    let mut s = String::new();
+    let macs = r
+        .model_macs
+        .map(|m| format!("{:.3} GMACs", m as f64 / 1e9))
+        .unwrap_or_else(|| "MACs unknown".into());
+    s.push_str(&format!(
+        "model    {} ({macs}, {}-d features, {})\n",
+        r.model, r.feature_dim, r.device
+    ));
+    s.push_str(&format!(
+        "dataset  {} ({}{})\n",
+        r.dataset,
+        r.format,
+        if r.pseudo_labels {
+            ", pseudo-labels"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(&format!(
+        "queries  {} ({} scored, {} skipped: no match in another camera)   gallery {}\n",
+        r.num_query, r.num_valid_query, r.num_skipped_query, r.num_gallery
+    ));
+    if let Some(p) = &r.rerank {
+        s.push_str(&format!(
+            "re-ranking  k-reciprocal, k1 {} k2 {} lambda {}\n",
+            p.k1, p.k2, p.lambda
+        ));
+    }
+    s.push_str("\n  rank-1   rank-5  rank-10      mAP\n");
+    s.push_str(&format!(
+        "  {:5.1}%   {:5.1}%   {:5.1}%   {:5.1}%\n",
+        100.0 * r.rank1,
+        100.0 * r.rank5,
+        100.0 * r.rank10,
+        100.0 * r.map
+    ));
+    s.push_str(&format!(
+        "\nembedding {:.1} s, metrics {:.2} s\n",
+        r.embed_seconds, r.metric_seconds
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(
+            csv_field("/d/q/0001_c1s1_000001_00.jpg"),
+            "/d/q/0001_c1s1_000001_00.jpg"
+        );
+        assert_eq!(csv_field("/d/a,b \"x\".jpg"), "\"/d/a,b \"\"x\"\".jpg\"");
+    }
+}
