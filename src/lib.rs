@@ -18,3 +18,4 @@ pub mod progress;
 pub mod reid;
 pub mod runtime;
 pub mod track;
+pub mod train;

@@ -27,7 +27,11 @@ impl Progress {
             done: 0,
             start: Instant::now(),
             last: None,
-            every: if tty { Duration::from_millis(200) } else { Duration::from_secs(5) },
+            every: if tty {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            },
             tty,
             quiet: false,
             note: String::new(),
@@ -67,9 +71,16 @@ impl Progress {
         let rate = self.done as f64 / secs;
         let mut s = format!("{}  {}", self.label, self.done);
         if self.total > 0 {
-            s.push_str(&format!("/{} ({:.0}%)", self.total, 100.0 * self.done as f64 / self.total as f64));
+            s.push_str(&format!(
+                "/{} ({:.0}%)",
+                self.total,
+                100.0 * self.done as f64 / self.total as f64
+            ));
         }
-        s.push_str(&format!("  {rate:.1}/s  elapsed {}", fmt_duration(self.start.elapsed())));
+        s.push_str(&format!(
+            "  {rate:.1}/s  elapsed {}",
+            fmt_duration(self.start.elapsed())
+        ));
         if self.total > 0 && self.done > 0 && self.done < self.total {
             let eta = Duration::from_secs_f64((self.total - self.done) as f64 / rate.max(1e-9));
             s.push_str(&format!("  ETA {}", fmt_duration(eta)));
