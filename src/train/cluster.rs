@@ -96,7 +96,8 @@ pub fn jaccard_distances(dist: &Square, cfg: JaccardConfig) -> Square {
             .filter(|&j| rank[j][..k].contains(&i))
             .collect()
     };
-    let half = (k1 as f64 / 2.0).round() as usize;
+    // numpy's `around` (ties to even), as the reference implementation rounds k1/2
+    let half = (k1 as f64 / 2.0).round_ties_even() as usize;
     let r_full: Vec<Vec<usize>> = (0..n).map(|i| reciprocal(i, k1)).collect();
     let r_half: Vec<Vec<usize>> = (0..n).map(|i| reciprocal(i, half)).collect();
     let mut v = Square::zeros(n);
@@ -227,6 +228,64 @@ mod tests {
         });
         assert_eq!(l[0], l[1]);
         assert_ne!(l[0], l[3]);
+    }
+
+    #[test]
+    fn jaccard_distances_match_the_spcl_reference() {
+        // expected: SpCL / Cluster-Contrast `compute_jaccard_distance` (numpy transliteration of
+        // the reference, run once offline) on these 10 unit vectors with k1 = 4, k2 = 2
+        let raw: [[f32; 3]; 10] = [
+            [1.0, 0.1, 0.0],
+            [0.9, 0.2, 0.1],
+            [1.0, -0.1, 0.2],
+            [0.1, 1.0, 0.0],
+            [0.0, 0.9, 0.3],
+            [0.2, 1.0, -0.2],
+            [0.0, 0.1, 1.0],
+            [0.3, 0.3, 0.9],
+            [0.7, 0.7, 0.1],
+            [-0.2, 0.1, 1.0],
+        ];
+        let rows: Vec<f32> = raw.iter().flatten().copied().collect();
+        let want: [[f32; 10]; 10] = [
+            [
+                0.0, 0.0, 0.184632, 0.895571, 0.952486, 0.895571, 1.0, 1.0, 0.365989, 1.0,
+            ],
+            [
+                0.0, 0.0, 0.184632, 0.895571, 0.952486, 0.895571, 1.0, 1.0, 0.365989, 1.0,
+            ],
+            [
+                0.184632, 0.184632, 0.0, 0.953217, 0.953217, 0.953217, 1.0, 1.0, 0.491349, 1.0,
+            ],
+            [
+                0.895571, 0.895571, 0.953217, 0.0, 0.223501, 0.0, 1.0, 0.963792, 0.776178, 1.0,
+            ],
+            [
+                0.952486, 0.952486, 0.953217, 0.223501, 0.0, 0.223501, 0.964069, 0.925161,
+                0.845676, 0.964069,
+            ],
+            [
+                0.895571, 0.895571, 0.953217, 0.0, 0.223501, 0.0, 1.0, 0.963792, 0.776178, 1.0,
+            ],
+            [1.0, 1.0, 1.0, 1.0, 0.964069, 1.0, 0.0, 0.176286, 1.0, 0.0],
+            [
+                1.0, 1.0, 1.0, 0.963792, 0.925161, 0.963792, 0.176286, 0.0, 1.0, 0.176286,
+            ],
+            [
+                0.365989, 0.365989, 0.491349, 0.776178, 0.845676, 0.776178, 1.0, 1.0, 0.0, 1.0,
+            ],
+            [1.0, 1.0, 1.0, 1.0, 0.964069, 1.0, 0.0, 0.176286, 1.0, 0.0],
+        ];
+        let got = jaccard_distances(&cosine_distances(&rows, 3), JaccardConfig { k1: 4, k2: 2 });
+        for (i, row) in want.iter().enumerate() {
+            for (j, &w) in row.iter().enumerate() {
+                assert!(
+                    (got.get(i, j) - w).abs() < 1e-5,
+                    "({i},{j}): {} vs {w}",
+                    got.get(i, j)
+                );
+            }
+        }
     }
 
     #[test]
