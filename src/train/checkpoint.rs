@@ -102,16 +102,23 @@ pub fn save(
         fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| ck(&tmp, e))?;
-    write_synced(&tmp.join(STATE), &json)?;
-    write_tensors(&tmp)?;
-    for f in [MODEL, OPTIM] {
-        let p = tmp.join(f);
-        if p.exists() {
-            fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io(&p, e))?;
+    let written = (|| {
+        let json = serde_json::to_vec_pretty(state).map_err(|e| ck(&tmp, e))?;
+        write_synced(&tmp.join(STATE), &json)?;
+        write_tensors(&tmp)?;
+        for f in [MODEL, OPTIM] {
+            let p = tmp.join(f);
+            if p.exists() {
+                fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io(&p, e))?;
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     if fin.exists() {
         fs::remove_dir_all(&fin).map_err(|e| io(&fin, e))?;
@@ -185,4 +192,53 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState, TrainError> {
         ));
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::resnet::ResNetSpec;
+
+    fn state(step: u64) -> CheckpointState {
+        CheckpointState {
+            format: FORMAT,
+            step,
+            steps_per_epoch: 4,
+            config: TrainConfig::default(),
+            layout: NetLayout::from_spec(&ResNetSpec::resnet18().scaled(0.125), true),
+            norm: Normalize::IMAGENET.into(),
+            classes: Some(3),
+            projection: None,
+            labels: vec![0, 1, 2],
+            losses: vec![1.0; step as usize],
+        }
+    }
+
+    #[test]
+    fn latest_survives_half_written_checkpoints_and_old_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(latest(root).unwrap(), None);
+        for step in [2, 4, 6] {
+            save(root, &state(step), 2, |d| {
+                fs::write(d.join(MODEL), b"m").map_err(|e| io(d, e))
+            })
+            .unwrap();
+        }
+        let names: Vec<PathBuf> = list(root).unwrap();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(latest(root).unwrap().unwrap().ends_with("step-000000006"));
+        assert_eq!(load_state(&root.join("step-000000006")).unwrap(), state(6));
+        // a crash while writing step 8: a .tmp directory, LATEST unchanged
+        fs::create_dir_all(root.join("step-000000008.tmp")).unwrap();
+        assert!(latest(root).unwrap().unwrap().ends_with("step-000000006"));
+        // a failing writer leaves the previous checkpoint as the latest, and no debris
+        let err = save(root, &state(10), 2, |d| Err(ck(d, "disk full")));
+        assert!(err.is_err());
+        assert!(!root.join("step-000000010.tmp").exists());
+        assert!(latest(root).unwrap().unwrap().ends_with("step-000000006"));
+        // LATEST lost: the newest complete directory is found
+        fs::remove_file(root.join(LATEST)).unwrap();
+        assert!(latest(root).unwrap().unwrap().ends_with("step-000000006"));
+    }
 }
