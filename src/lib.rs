@@ -27,3 +27,4 @@ pub mod reid;
 pub mod runtime;
 pub mod server;
 pub mod track;
+pub mod train;

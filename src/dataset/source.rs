@@ -56,7 +56,7 @@ impl TrackletSource for DetectorSource {
         let mut frame_size = (0, 0);
         let mut next_id = 1;
         for w in camera.segments(duration) {
-            let transform = camera.transform.clone();
+            let transform = camera.transform;
             let opts = OfflineOptions {
                 fps: self.fps,
                 window: Some((w.start, w.end.unwrap_or(duration))),
