@@ -26,5 +26,6 @@ pub mod prune;
 pub mod reid;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod track;
 pub mod train;

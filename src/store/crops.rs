@@ -1,0 +1,103 @@
+//! Person crops on disk: `<data_dir>/crops/<camera>/<tracklet>/<seq>.jpg`, written atomically, and
+//! deleted by age and by disk budget (oldest first).
+
+use std::path::PathBuf;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{now_ms, Result, Store, StoreError};
+
+/// How long crops are kept and how much disk they may use.
+#[derive(Debug, Clone, Copy)]
+pub struct CropRetention {
+    /// Crops older than this are deleted (None: no age limit).
+    pub max_age_ms: Option<i64>,
+    /// Oldest crops are deleted while the total exceeds this (None: no budget).
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionReport {
+    pub deleted: usize,
+    pub freed_bytes: u64,
+    pub remaining_bytes: u64,
+}
+
+pub(super) fn save(store: &Store, tracklet: i64, camera: &str, crops: &[crate::track::Crop]) -> Result<usize> {
+    let dir: PathBuf = store.data_dir.join("crops").join(camera).join(tracklet.to_string());
+    let mut written = 0;
+    for c in crops {
+        let exists: bool = store
+            .conn()
+            .query_row("SELECT EXISTS(SELECT 1 FROM crops WHERE tracklet = ?1 AND seq = ?2)", params![tracklet, c.seq as i64], |r| r.get(0))
+            .map_err(|e| store.err(e))?;
+        if exists {
+            continue;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let path = dir.join(format!("{:08}.jpg", c.seq));
+        let tmp = dir.join(format!(".{:08}.jpg.part", c.seq));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(c.image.as_ref())
+            .map_err(|e| StoreError::Invalid(format!("cannot encode a crop of tracklet {tracklet}: {e}")))?;
+        std::fs::write(&tmp, &bytes).map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
+        store
+            .conn()
+            .execute(
+                "INSERT INTO crops (tracklet, seq, path, quality, bytes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![tracklet, c.seq as i64, path.display().to_string(), c.quality, bytes.len() as i64, now_ms()],
+            )
+            .map_err(|e| store.err(e))?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionReport> {
+    let mut rep = RetentionReport::default();
+    let mut victims: Vec<(i64, String, i64)> = Vec::new();
+    if let Some(age) = r.max_age_ms {
+        let mut st = store.conn().prepare("SELECT id, path, bytes FROM crops WHERE created_ms < ?1").map_err(|e| store.err(e))?;
+        let rows = st
+            .query_map(params![now_ms() - age], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(|e| store.err(e))?;
+        for row in rows {
+            victims.push(row.map_err(|e| store.err(e))?);
+        }
+    }
+    let total: i64 = store.conn().query_row("SELECT COALESCE(SUM(bytes), 0) FROM crops", [], |r| r.get(0)).map_err(|e| store.err(e))?;
+    let mut remaining = total as u64 - victims.iter().map(|v| v.2 as u64).sum::<u64>();
+    if let Some(budget) = r.max_bytes
+        && remaining > budget
+    {
+        let mut st = store.conn().prepare("SELECT id, path, bytes FROM crops ORDER BY created_ms, id").map_err(|e| store.err(e))?;
+        let rows = st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(|e| store.err(e))?;
+        for row in rows {
+            let row: (i64, String, i64) = row.map_err(|e| store.err(e))?;
+            if remaining <= budget {
+                break;
+            }
+            if victims.iter().any(|v| v.0 == row.0) {
+                continue;
+            }
+            remaining -= row.2 as u64;
+            victims.push(row);
+        }
+    }
+    for (id, path, bytes) in victims {
+        // the row goes first: a crash in between leaves an orphan file, never a row without a file
+        store.conn().execute("DELETE FROM crops WHERE id = ?1", params![id]).map_err(|e| store.err(e))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io(path, e)),
+        }
+        rep.deleted += 1;
+        rep.freed_bytes += bytes as u64;
+    }
+    rep.remaining_bytes = remaining;
+    Ok(rep)
+}

@@ -1,0 +1,63 @@
+//! Schema migrations: numbered, applied in order inside transactions, the version kept in
+//! SQLite's `user_version`. A database from a newer crosscam is refused rather than damaged.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started_ms INTEGER NOT NULL);
+     CREATE TABLE cameras (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL, created_ms INTEGER NOT NULL,
+        state TEXT, state_detail TEXT, state_ms INTEGER);
+     CREATE TABLE tracklets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        camera TEXT NOT NULL, run INTEGER NOT NULL REFERENCES runs(id), track_id INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, boxes INTEGER NOT NULL,
+        quality REAL NOT NULL, ended INTEGER NOT NULL,
+        UNIQUE (camera, run, track_id));
+     CREATE INDEX tracklets_time ON tracklets (end_ms);
+     CREATE TABLE descriptors (
+        tracklet INTEGER NOT NULL REFERENCES tracklets(id) ON DELETE CASCADE,
+        model TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+        PRIMARY KEY (tracklet, model));
+     CREATE TABLE identities (
+        id INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+        retired_ms INTEGER, merged_into INTEGER REFERENCES identities(id), label TEXT);
+     CREATE TABLE sightings (
+        tracklet INTEGER PRIMARY KEY REFERENCES tracklets(id) ON DELETE CASCADE,
+        identity INTEGER NOT NULL REFERENCES identities(id),
+        similarity REAL, margin REAL, decision TEXT NOT NULL, model TEXT NOT NULL,
+        created_ms INTEGER NOT NULL);
+     CREATE INDEX sightings_identity ON sightings (identity);
+     CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, kept INTEGER NOT NULL,
+        other INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, similarity REAL,
+        created_ms INTEGER NOT NULL);
+     CREATE TABLE crops (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tracklet INTEGER NOT NULL REFERENCES tracklets(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL, path TEXT NOT NULL, quality REAL NOT NULL, bytes INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL, UNIQUE (tracklet, seq));
+     CREATE INDEX crops_age ON crops (created_ms);",
+];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub enum MigrateError {
+    Sql(rusqlite::Error),
+    TooNew(i64),
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(MigrateError::Sql)?;
+    if current > VERSION {
+        return Err(MigrateError::TooNew(current));
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(MigrateError::Sql)?;
+        tx.execute_batch(m).map_err(MigrateError::Sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(MigrateError::Sql)?;
+        tx.commit().map_err(MigrateError::Sql)?;
+    }
+    Ok(())
+}
