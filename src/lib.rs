@@ -14,6 +14,7 @@ pub mod demo;
 pub mod detect;
 pub mod doctor;
 pub mod eval;
+pub mod events;
 pub mod frame;
 pub mod ingest;
 pub mod models;

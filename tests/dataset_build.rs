@@ -109,6 +109,7 @@ impl TrackletSource for Script {
                             pts: pts(k),
                             bbox: scaled(k),
                             score: 0.8,
+                            wall_ms: 0,
                         })
                         .collect(),
                     crops: frames

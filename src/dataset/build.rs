@@ -692,6 +692,7 @@ pub(crate) mod tests {
                     pts: pts(k),
                     bbox: f(k),
                     score: 0.9,
+                    wall_ms: 0,
                 })
                 .collect(),
             crops: (first..end)

@@ -2,5 +2,6 @@
 //! batching across cameras, and tracklet descriptors.
 
 pub mod embedder;
+pub mod service;
 
 pub use embedder::{Embedder, EmbedderSpec, l2_normalize_rows};

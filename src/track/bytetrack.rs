@@ -312,6 +312,7 @@ fn record(
         pts,
         bbox: d.bbox,
         score: d.score,
+        wall_ms: frame.map_or(0, |f| f.wall_ms),
     });
     let Some(frame) = frame else { return };
     if s.crops_per_tracklet == 0 {

@@ -23,6 +23,8 @@ pub struct TrackedBox {
     pub bbox: BBox,
     /// Detection score (0 for frames where the track was only predicted).
     pub score: f32,
+    /// Wall-clock capture time, ms since the Unix epoch (0 when unknown, e.g. offline tools).
+    pub wall_ms: i64,
 }
 
 /// A stored person crop with its quality score (higher is better).
@@ -56,6 +58,11 @@ impl Tracklet {
     pub fn is_empty(&self) -> bool {
         self.boxes.is_empty()
     }
+    /// Wall-clock time of the first and last box (ms since the Unix epoch; 0 when unknown).
+    pub fn wall_span_ms(&self) -> (i64, i64) {
+        (self.boxes.first().map_or(0, |b| b.wall_ms), self.boxes.last().map_or(0, |b| b.wall_ms))
+    }
+
     pub fn duration(&self) -> Duration {
         self.end.saturating_sub(self.start)
     }

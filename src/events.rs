@@ -1,0 +1,149 @@
+//! The process's one typed event stream: camera states, tracklets, identities. Stages publish;
+//! any number of subscribers read (the JSON-lines writer of `crosscam serve --events`, and later
+//! the WebSocket API). A subscriber that falls behind loses the oldest events and is told how many.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::ingest::CameraState;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    CameraState {
+        t_ms: i64,
+        camera: String,
+        state: CameraState,
+        detail: String,
+    },
+    TrackletStarted {
+        t_ms: i64,
+        camera: String,
+        /// Tracker id within the camera's current run.
+        track: u64,
+    },
+    TrackletEnded {
+        t_ms: i64,
+        camera: String,
+        track: u64,
+        /// Row id in the store.
+        tracklet: i64,
+        start_ms: i64,
+        end_ms: i64,
+        boxes: usize,
+    },
+    IdentityCreated {
+        t_ms: i64,
+        identity: i64,
+        camera: String,
+        tracklet: i64,
+    },
+    IdentityLinked {
+        t_ms: i64,
+        identity: i64,
+        camera: String,
+        tracklet: i64,
+        similarity: f32,
+        margin: f32,
+        /// The runner-up identity was almost as similar: an operator may want to check.
+        uncertain: bool,
+    },
+    IdentityMerged {
+        t_ms: i64,
+        kept: i64,
+        absorbed: i64,
+        reason: String,
+    },
+    IdentitySplit {
+        t_ms: i64,
+        from: i64,
+        to: i64,
+        tracklets: Vec<i64>,
+    },
+    IdentityRetired {
+        t_ms: i64,
+        identity: i64,
+    },
+}
+
+/// Cloneable publisher.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> EventBus {
+        let (tx, _) = broadcast::channel(capacity.max(16));
+        EventBus { tx }
+    }
+
+    /// Publishes to every current subscriber (none listening is fine).
+    pub fn publish(&self, e: Event) {
+        let _ = self.tx.send(e);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+/// Writes events as JSON lines to `target` (a file path, or `-` for stdout) on its own thread
+/// until the bus is dropped. Returns the thread.
+pub fn write_json_lines(bus: &EventBus, target: &Path) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut rx = bus.subscribe();
+    let mut out: Box<dyn Write + Send> = if target == Path::new("-") {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(target)
+                .map_err(|e| anyhow::anyhow!("cannot open the events file {}: {e}", target.display()))?,
+        )
+    };
+    Ok(std::thread::Builder::new().name("events".into()).spawn(move || {
+        loop {
+            match rx.blocking_recv() {
+                Ok(e) => {
+                    if let Ok(line) = serde_json::to_string(&e) {
+                        // one line per event, flushed so a reader (or a crash) sees whole lines
+                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "event writer fell behind; events lost");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_as_tagged_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ev.jsonl");
+        let bus = EventBus::new(64);
+        let t = write_json_lines(&bus, &p).unwrap();
+        bus.publish(Event::IdentityCreated { t_ms: 5, identity: 1, camera: "a".into(), tracklet: 9 });
+        bus.publish(Event::CameraState { t_ms: 6, camera: "a".into(), state: CameraState::Live, detail: String::new() });
+        drop(bus);
+        t.join().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["type"], "identity_created");
+        assert_eq!(lines[0]["identity"], 1);
+        assert_eq!(lines[1]["state"], "live");
+    }
+}
