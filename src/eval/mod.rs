@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod linking;
 pub mod metrics;
 pub mod model;
 pub mod mot;

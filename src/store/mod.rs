@@ -129,6 +129,30 @@ pub struct MergeRow {
     pub created_ms: i64,
 }
 
+const BOX_BYTES: usize = 36;
+
+fn pack_boxes(t: &crate::track::Tracklet) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.boxes.len() * BOX_BYTES);
+    for b in &t.boxes {
+        out.extend((b.pts.as_millis() as i64).to_le_bytes());
+        out.extend(b.wall_ms.to_le_bytes());
+        for v in [b.bbox.x1, b.bbox.y1, b.bbox.x2, b.bbox.y2, b.score] {
+            out.extend(v.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn unpack_boxes(blob: &[u8]) -> Vec<(i64, crate::frame::BBox)> {
+    blob.chunks_exact(BOX_BYTES)
+        .map(|c| {
+            let i = |k: usize| i64::from_le_bytes(c[k..k + 8].try_into().expect("8 bytes"));
+            let f = |k: usize| f32::from_le_bytes(c[k..k + 4].try_into().expect("4 bytes"));
+            (i(0), crate::frame::BBox::new(f(16), f(20), f(24), f(28)))
+        })
+        .collect()
+}
+
 fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -197,30 +221,37 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts or updates a tracklet (unique per camera, run and tracker id); returns its row id.
-    #[allow(clippy::too_many_arguments)]
-    pub fn upsert_tracklet(
-        &self,
-        camera: &str,
-        run: i64,
-        track_id: u64,
-        start_ms: i64,
-        end_ms: i64,
-        boxes: usize,
-        quality: f32,
-        ended: bool,
-    ) -> Result<i64> {
+    /// Inserts or updates a tracklet (unique per camera, run and tracker id) with all its boxes;
+    /// returns its row id. Times are wall-clock ms (stream time when the wall clock is unknown).
+    pub fn upsert_tracklet(&self, run: i64, t: &crate::track::Tracklet, quality: f32, ended: bool) -> Result<i64> {
+        let (w0, w1) = t.wall_span_ms();
+        let (start_ms, end_ms) = if w0 > 0 { (w0, w1) } else { (t.start.as_millis() as i64, t.end.as_millis() as i64) };
         self.conn
             .query_row(
-                "INSERT INTO tracklets (camera, run, track_id, start_ms, end_ms, boxes, quality, ended)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO tracklets (camera, run, track_id, start_ms, end_ms, boxes, quality, ended, track)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(camera, run, track_id) DO UPDATE SET
-                   end_ms = excluded.end_ms, boxes = excluded.boxes, quality = excluded.quality, ended = excluded.ended
+                   end_ms = excluded.end_ms, boxes = excluded.boxes, quality = excluded.quality,
+                   ended = excluded.ended, track = excluded.track
                  RETURNING id",
-                params![camera, run, track_id as i64, start_ms, end_ms, boxes as i64, quality, ended],
+                params![t.camera, run, t.id as i64, start_ms, end_ms, t.boxes.len() as i64, quality, ended, pack_boxes(t)],
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))
+    }
+
+    /// Every tracklet's boxes: (row id, camera, [(stream-time ms, box)]).
+    pub fn tracklet_boxes(&self) -> Result<Vec<(i64, String, Vec<(i64, crate::frame::BBox)>)>> {
+        let mut st = self.conn.prepare("SELECT id, camera, track FROM tracklets ORDER BY id").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let blob: Option<Vec<u8>> = r.get(2)?;
+                Ok((r.get(0)?, r.get(1)?, unpack_boxes(blob.as_deref().unwrap_or_default())))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 
     /// Stores (replaces) a tracklet's descriptor for `model`.

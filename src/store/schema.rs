@@ -39,9 +39,15 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL, path TEXT NOT NULL, quality REAL NOT NULL, bytes INTEGER NOT NULL,
         created_ms INTEGER NOT NULL, UNIQUE (tracklet, seq));
      CREATE INDEX crops_age ON crops (created_ms);",
+    // 2: every box of a tracklet (timelines, overlays, offline scoring), packed little-endian:
+    //    pts_ms i64, wall_ms i64, x1 y1 x2 y2 score f32
+    "ALTER TABLE tracklets ADD COLUMN track BLOB;",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[cfg(test)]
+pub const MIGRATIONS_FOR_TESTS: &[&str] = MIGRATIONS;
 
 pub enum MigrateError {
     Sql(rusqlite::Error),

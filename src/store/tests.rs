@@ -11,20 +11,42 @@ fn crop(seq: u64) -> crate::track::Crop {
     }
 }
 
+fn tracklet(camera: &str, id: u64, start_ms: i64, end_ms: i64) -> crate::track::Tracklet {
+    let b = |ms: i64| crate::track::TrackedBox {
+        seq: ms as u64 / 100,
+        pts: std::time::Duration::from_millis(ms as u64),
+        bbox: crate::frame::BBox::new(1.0, 2.0, 30.0, 80.0),
+        score: 0.9,
+        wall_ms: 1_700_000_000_000 + ms,
+    };
+    crate::track::Tracklet {
+        camera: camera.into(),
+        id,
+        start: std::time::Duration::from_millis(start_ms as u64),
+        end: std::time::Duration::from_millis(end_ms as u64),
+        boxes: vec![b(start_ms), b(end_ms)],
+        crops: vec![],
+    }
+}
+
 #[test]
 fn sightings_merges_and_splits_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
     let run = s.begin_run().unwrap();
     s.upsert_camera("a", "A", "rtsp://x").unwrap();
-    let t1 = s.upsert_tracklet("a", run, 1, 1000, 2000, 10, 0.7, false).unwrap();
-    // upsert keeps the row and updates it
-    assert_eq!(s.upsert_tracklet("a", run, 1, 1000, 3000, 15, 0.8, true).unwrap(), t1);
-    let t2 = s.upsert_tracklet("a", run, 2, 5000, 6000, 8, 0.6, true).unwrap();
+    let t1 = s.upsert_tracklet(run, &tracklet("a", 1, 1000, 2000), 0.7, false).unwrap();
+    // upsert keeps the row and updates it (boxes included)
+    assert_eq!(s.upsert_tracklet(run, &tracklet("a", 1, 1000, 3000), 0.8, true).unwrap(), t1);
+    let t2 = s.upsert_tracklet(run, &tracklet("a", 2, 5000, 6000), 0.6, true).unwrap();
+    let boxes = s.tracklet_boxes().unwrap();
+    assert_eq!(boxes[0].2, vec![(1000, crate::frame::BBox::new(1.0, 2.0, 30.0, 80.0)), (3000, crate::frame::BBox::new(1.0, 2.0, 30.0, 80.0))]);
     s.save_descriptor(t1, "m", &[0.6, 0.8]).unwrap();
     s.save_descriptor(t2, "m", &[1.0, 0.0]).unwrap();
     s.record_sighting(t1, 1, None, None, Decision::New, "m", 3000).unwrap();
     s.record_sighting(t2, 2, None, None, Decision::New, "m", 6000).unwrap();
+    let live = s.live_tracklets("m").unwrap();
+    assert_eq!(live[0].start_ms, 1_700_000_001_000, "wall-clock times are stored");
     assert_eq!(s.max_identity().unwrap(), 2);
     s.merge_identities(1, 2, "linker", "repeated mutual best match", Some(0.83)).unwrap();
     let ids = s.identities(false).unwrap();
@@ -47,7 +69,7 @@ fn reopening_keeps_everything_and_refuses_newer_schemas() {
     {
         let mut s = Store::open(dir.path()).unwrap();
         let run = s.begin_run().unwrap();
-        let t = s.upsert_tracklet("a", run, 1, 0, 1, 1, 0.1, true).unwrap();
+        let t = s.upsert_tracklet(run, &tracklet("a", 1, 0, 1), 0.1, true).unwrap();
         s.record_sighting(t, 7, Some(0.9), Some(0.2), Decision::Linked, "m", 1).unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
@@ -65,7 +87,7 @@ fn crops_are_written_once_and_retained_by_budget() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let run = s.begin_run().unwrap();
-    let t = s.upsert_tracklet("cam", run, 1, 0, 1, 1, 0.1, true).unwrap();
+    let t = s.upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true).unwrap();
     assert_eq!(s.save_crops(t, "cam", &[crop(1), crop(2), crop(3)]).unwrap(), 3);
     assert_eq!(s.save_crops(t, "cam", &[crop(3), crop(4)]).unwrap(), 1);
     let files = s.crops_of(t).unwrap();
@@ -79,4 +101,23 @@ fn crops_are_written_once_and_retained_by_budget() {
     assert!(!files[0].0.exists() && !files[1].0.exists(), "the oldest go first");
     let rep = s.enforce_crop_retention(&CropRetention { max_age_ms: Some(-1), max_bytes: None }).unwrap();
     assert_eq!((rep.deleted, rep.remaining_bytes), (2, 0));
+}
+
+#[test]
+fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut c = rusqlite::Connection::open(dir.path().join("crosscam.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(super::schema::MIGRATIONS_FOR_TESTS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.execute("INSERT INTO runs (started_ms) VALUES (1)", []).unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let v: i64 = s.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, super::schema::VERSION);
+    assert_eq!(s.begin_run().unwrap(), 2, "rows of version 1 survive");
+    s.upsert_tracklet(2, &tracklet("a", 1, 0, 100), 0.5, true).unwrap();
+    assert_eq!(s.tracklet_boxes().unwrap()[0].2.len(), 2);
 }

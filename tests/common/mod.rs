@@ -25,8 +25,13 @@ pub struct TestCamera {
 
 impl TestCamera {
     pub fn start(credentials: Option<(&str, &str)>) -> TestCamera {
+        TestCamera::serve(&crosscam::paths::media("vtest-h264.mp4"), credentials)
+    }
+
+    /// Serves `media` (an H.264 MP4) instead of the bundled clip.
+    pub fn serve(media: &std::path::Path, credentials: Option<(&str, &str)>) -> TestCamera {
         gst::init().unwrap();
-        let media = crosscam::paths::media("vtest-h264.mp4");
+        let media = media.to_path_buf();
         assert!(
             media.is_file(),
             "{} missing: run make setup",
@@ -145,6 +150,42 @@ impl Drop for TestCamera {
             let _ = t.join();
         }
     }
+}
+
+/// Cuts `[start, end)` seconds of `src` into an H.264 MP4 at `out` (timestamps from 0), optionally
+/// through `videobalance` with the given properties (another camera's colour response).
+pub fn cut_clip(src: &std::path::Path, start: f64, end: f64, balance: Option<&str>, out: &std::path::Path) {
+    gst::init().unwrap();
+    let text = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {} x264enc key-int-max=10 bframes=0 speed-preset=ultrafast bitrate=1500 \
+         ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        src.display(),
+        balance.map(|b| format!("videobalance {b} ! videoconvert !")).unwrap_or_default(),
+        out.display()
+    );
+    let p = gst::parse::launch(&text).unwrap().downcast::<gst::Pipeline>().unwrap();
+    p.set_state(gst::State::Paused).unwrap();
+    let (res, _, _) = p.state(gst::ClockTime::from_seconds(10));
+    res.unwrap();
+    p.seek(
+        1.0,
+        gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+        gst::SeekType::Set,
+        gst::ClockTime::from_nseconds((start * 1e9) as u64),
+        gst::SeekType::Set,
+        gst::ClockTime::from_nseconds((end * 1e9) as u64),
+    )
+    .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("cutting {}: {}", src.display(), e.error()),
+            _ => {}
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
 }
 
 /// Polls `f` every 50 ms until it is true or `timeout` passes; returns the time it took.
