@@ -25,6 +25,7 @@ pub mod plot;
 pub mod progress;
 pub mod prune;
 pub mod reid;
+pub mod report;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -33,6 +33,8 @@ pub enum Command {
     Model(system::ModelCommand),
     /// Run the demo: the embedded default config (config/demo.toml) until Ctrl-C.
     Demo(system::DemoArgs),
+    /// Draw the identity timeline of a data directory (one row per identity, bars per camera) as SVG.
+    Timeline(system::TimelineArgs),
     /// Detect people in every frame of a video; write MOTChallenge detection lines.
     Detect(video::DetectArgs),
     /// Track people: on a MOTChallenge detection file (tracker only) or on a video (detector + tracker).
@@ -82,6 +84,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(a) => system::doctor(a),
         Command::Model(m) => system::model(m),
         Command::Demo(a) => system::demo(a),
+        Command::Timeline(a) => system::timeline(a),
         Command::Detect(a) => video::detect(a),
         Command::Track(a) => video::track(a),
         Command::Prune(a) => prune::run(*a),

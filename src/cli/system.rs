@@ -172,3 +172,36 @@ fn run_model_build(a: ModelBuildArgs) -> Result<ExitCode> {
     println!("written: {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Debug)]
+pub struct TimelineArgs {
+    /// The server's data directory (holding crosscam.db).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The SVG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only identities seen by at least this many cameras.
+    #[arg(long, default_value_t = 1)]
+    pub min_cameras: usize,
+    /// At most this many identities (the earliest first).
+    #[arg(long, default_value_t = 60)]
+    pub max_rows: usize,
+}
+
+/// `crosscam timeline`: the identity timeline of a data directory as a picture.
+pub fn timeline(a: TimelineArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        a.data.join("crosscam.db").is_file(),
+        "{} holds no crosscam.db: give the server's data directory (server.data_dir)",
+        a.data.display()
+    );
+    let store = crate::store::Store::open(&a.data)?;
+    let sightings = store.sightings()?;
+    let opts = crate::report::TimelineOptions { min_cameras: a.min_cameras, max_rows: a.max_rows };
+    let title = format!("crosscam identities ({} sightings)", sightings.len());
+    std::fs::write(&a.out, crate::report::timeline_svg(&sightings, &opts, &title))
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
