@@ -42,6 +42,10 @@ pub struct Config {
     #[serde(default)]
     pub track: TrackSettings,
     #[serde(default)]
+    pub reid: crate::reid::ReidSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
@@ -153,6 +157,31 @@ impl Default for IngestSettings {
             connect_timeout_ms: 15_000,
             rtsp_latency_ms: 200,
             queue_depth: 2,
+        }
+    }
+}
+
+/// What the store keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Person crops older than this many hours are deleted (0 = kept until the disk budget).
+    pub crop_max_age_hours: f64,
+    /// Crops may use at most this many MiB; the oldest go first (0 = no budget).
+    pub crop_max_mib: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { crop_max_age_hours: 24.0 * 30.0, crop_max_mib: 2048 }
+    }
+}
+
+impl StoreSettings {
+    pub fn retention(&self) -> crate::store::CropRetention {
+        crate::store::CropRetention {
+            max_age_ms: (self.crop_max_age_hours > 0.0).then(|| (self.crop_max_age_hours * 3.6e6) as i64),
+            max_bytes: (self.crop_max_mib > 0).then(|| self.crop_max_mib * 1024 * 1024),
         }
     }
 }
