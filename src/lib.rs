@@ -15,6 +15,7 @@ pub mod detect;
 pub mod doctor;
 pub mod eval;
 pub mod frame;
+pub mod gallery;
 pub mod ingest;
 pub mod models;
 pub mod offline;

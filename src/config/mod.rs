@@ -5,12 +5,14 @@
 //! environment variables that are not set. Relative paths are resolved against the directory of
 //! the config file, so a config works from any working directory.
 
+mod gallery;
 mod locate;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use gallery::{GallerySettings, IndexChoice, LinkingSettings, PairSettings};
 pub use locate::{KeyPath, Seg};
 
 /// A configuration error, already phrased for the person who wrote the file.
@@ -41,6 +43,10 @@ pub struct Config {
     pub detect: DetectSettings,
     #[serde(default)]
     pub track: TrackSettings,
+    #[serde(default)]
+    pub gallery: GallerySettings,
+    #[serde(default)]
+    pub linking: LinkingSettings,
     #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where the file was read from (not a key).
@@ -345,6 +351,11 @@ impl Config {
                 ),
             ));
         }
+        self.gallery.validate().map_err(|(k, m)| err(k, m))?;
+        let camera_ids: Vec<&str> = self.cameras.iter().map(|c| c.id.as_str()).collect();
+        self.linking
+            .validate(&camera_ids)
+            .map_err(|(k, m)| err(k, m))?;
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let at = |k: &str| KeyPath::new().key("cameras").index(i).key(k);
