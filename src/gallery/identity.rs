@@ -54,7 +54,9 @@ pub struct Sighting {
     pub tracklet: u64,
     pub start_ms: TimeMs,
     pub end_ms: TimeMs,
-    /// Latest descriptor (unit vector): used to re-decide uncertain links and by splits.
+    /// Latest descriptor (unit vector), used by splits and to rebuild prototypes. Empty while
+    /// the identity holds a prototype of this tracklet with the same vector (no second copy):
+    /// read it with [`Identity::descriptor_of`].
     pub descriptor: Vec<f32>,
     pub quality: f32,
     pub link: LinkKind,
@@ -133,6 +135,80 @@ impl Identity {
             .filter(|p| except.is_none_or(|k| !(p.tracklet == k.tracklet && p.camera == k.camera)))
             .map(|p| (dot(q, &p.vector), p))
             .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.id.cmp(&a.1.id)))
+    }
+
+    /// The latest descriptor of a remembered tracklet.
+    pub fn descriptor_of(&self, key: &TrackletKey) -> Option<&[f32]> {
+        let s = self.sighting(key)?;
+        if !s.descriptor.is_empty() {
+            return Some(&s.descriptor);
+        }
+        self.prototypes
+            .iter()
+            .find(|p| p.tracklet == key.tracklet && p.camera == key.camera)
+            .map(|p| p.vector.as_slice())
+    }
+
+    /// Keeps one copy of each vector: a sighting whose prototype holds the same vector drops
+    /// its own copy, and gets it back when that prototype is `dropped`.
+    pub fn settle_descriptors(&mut self, dropped: Vec<Prototype>) {
+        for p in dropped {
+            if let Some(s) = self.sightings.iter_mut().find(|s| {
+                s.tracklet == p.tracklet && s.camera == p.camera && s.descriptor.is_empty()
+            }) {
+                s.descriptor = p.vector;
+            }
+        }
+        let protos = &self.prototypes;
+        for s in &mut self.sightings {
+            if !s.descriptor.is_empty()
+                && protos.iter().any(|p| {
+                    p.tracklet == s.tracklet && p.camera == s.camera && p.vector == s.descriptor
+                })
+            {
+                s.descriptor = Vec::new();
+            }
+        }
+    }
+
+    /// Bytes held by this record (vectors, strings, list slots), computed from its sizes.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let protos: usize = self
+            .prototypes
+            .iter()
+            .map(|p| p.vector.capacity() * 4 + p.camera.capacity())
+            .sum::<usize>()
+            + self.prototypes.capacity() * size_of::<Prototype>();
+        let sightings: usize = self
+            .sightings
+            .iter()
+            .map(|s| s.descriptor.capacity() * 4 + s.camera.capacity())
+            .sum::<usize>()
+            + self.sightings.capacity() * size_of::<Sighting>();
+        // B-tree nodes: about one key + value per entry plus a third for node overhead
+        let cameras: usize = self
+            .cameras
+            .keys()
+            .map(|k| k.capacity() + (size_of::<String>() + size_of::<CameraSeen>()) * 4 / 3)
+            .sum();
+        let evidence: usize = self
+            .evidence
+            .values()
+            .map(|e| {
+                64 + e
+                    .tracklets
+                    .iter()
+                    .map(|k| k.camera.capacity() + 48)
+                    .sum::<usize>()
+            })
+            .sum();
+        size_of::<Identity>()
+            + protos
+            + sightings
+            + cameras
+            + evidence
+            + self.cannot_link.len() * 16
     }
 
     pub fn sighting(&self, key: &TrackletKey) -> Option<&Sighting> {
@@ -250,13 +326,13 @@ impl Identity {
 /// Adds `p` to `protos` keeping at most `cap`: when over, drops first a prototype below
 /// `min_quality` (an identity's first prototype is admitted whatever its quality), else the one
 /// most similar to the others (ties: the older, then the lower id), so that the set covers
-/// different views. Returns the ids dropped — possibly `p.id` itself when it adds nothing.
+/// different views. Returns the prototypes dropped — possibly `p` itself when it adds nothing.
 pub fn add_prototype(
     protos: &mut Vec<Prototype>,
     p: Prototype,
     cap: usize,
     min_quality: f32,
-) -> Vec<u64> {
+) -> Vec<Prototype> {
     protos.push(p);
     let mut dropped = Vec::new();
     while protos.len() > cap.max(1) {
@@ -271,7 +347,7 @@ pub fn add_prototype(
             })
             .map(|(i, _)| i);
         let victim = weak.unwrap_or_else(|| most_redundant(protos));
-        dropped.push(protos.remove(victim).id);
+        dropped.push(protos.remove(victim));
     }
     dropped
 }
@@ -317,13 +393,14 @@ mod tests {
         add_prototype(&mut ps, proto(2, [0.0, 1.0], 0.9), 3, 0.3);
         add_prototype(&mut ps, proto(3, [1.0, 1.0], 0.9), 3, 0.3);
         // full: the low-quality first prototype goes first
+        let ids = |d: Vec<Prototype>| d.into_iter().map(|p| p.id).collect::<Vec<_>>();
         assert_eq!(
-            add_prototype(&mut ps, proto(4, [1.0, 0.05], 0.9), 3, 0.3),
+            ids(add_prototype(&mut ps, proto(4, [1.0, 0.05], 0.9), 3, 0.3)),
             vec![1]
         );
         // a near-duplicate of 4: one of the two (the older) is dropped, the spread survives
         let d = add_prototype(&mut ps, proto(5, [1.0, 0.06], 0.9), 3, 0.3);
-        assert_eq!(d, vec![4]);
+        assert_eq!(ids(d), vec![4]);
         let ids: Vec<u64> = ps.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![2, 3, 5]);
     }

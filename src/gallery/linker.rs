@@ -55,6 +55,18 @@ pub struct GalleryStats {
     pub index_stored: usize,
 }
 
+/// Bytes held by the gallery, computed from its sizes (allocator overhead not included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryMemory {
+    /// The index (vectors, graph links, id maps).
+    pub index: usize,
+    /// Identity records: prototype vectors, remembered tracklets, per-camera state.
+    pub identities: usize,
+    /// Prototype → identity and tracklet → identity maps.
+    pub maps: usize,
+    pub per_identity: f64,
+}
+
 /// A feasible candidate identity, exactly scored.
 #[derive(Debug, Clone)]
 pub(crate) struct Scored {
@@ -160,6 +172,30 @@ impl Linker {
             index: self.index.kind(),
             index_live: self.index.len(),
             index_stored: self.index.stored(),
+        }
+    }
+
+    /// Memory use, computed (walks the whole HNSW graph: for statistics, not every query).
+    pub fn memory(&self) -> GalleryMemory {
+        let index = self.index.memory_bytes();
+        let identities = self
+            .identities
+            .values()
+            .map(Identity::memory_bytes)
+            .sum::<usize>()
+            + self.identities.len() * 48;
+        let maps = self.owner.capacity() * 17
+            + self.tracklets.capacity() * (std::mem::size_of::<TrackletKey>() + 9)
+            + self
+                .tracklets
+                .keys()
+                .map(|k| k.camera.capacity())
+                .sum::<usize>();
+        GalleryMemory {
+            index,
+            identities,
+            maps,
+            per_identity: (index + identities + maps) as f64 / self.identities.len().max(1) as f64,
         }
     }
 
@@ -597,15 +633,19 @@ impl Linker {
         }
         self.tracklets.insert(key.clone(), id);
         self.touch(id);
+        let mut dropped = Vec::new();
         if link.is_certain() {
-            self.refresh_prototype(id, &key, q, obs.end_ms, obs.quality)?;
+            dropped = self.refresh_prototype(id, &key, q, obs.end_ms, obs.quality)?;
+        }
+        if let Some(ident) = self.identities.get_mut(&id) {
+            ident.settle_descriptors(dropped);
         }
         Ok(())
     }
 
     /// Replaces the tracklet's prototype with `q` (a growing tracklet's newer descriptor), or
     /// adds one — when the quality is good enough, or the identity has none yet, or it is no
-    /// worse than the one it replaces.
+    /// worse than the one it replaces. Returns the prototypes of other tracklets it dropped.
     pub(crate) fn refresh_prototype(
         &mut self,
         id: IdentityId,
@@ -613,7 +653,7 @@ impl Linker {
         q: &[f32],
         time_ms: TimeMs,
         quality: f32,
-    ) -> Result<(), GalleryError> {
+    ) -> Result<Vec<Prototype>, GalleryError> {
         let min_q = self.gallery.min_prototype_quality;
         let cap = self.gallery.prototypes_per_identity;
         let Some(ident) = self.identities.get_mut(&id) else {
@@ -627,7 +667,7 @@ impl Linker {
             || ident.prototypes.is_empty()
             || own.is_some_and(|i| ident.prototypes[i].quality <= quality);
         if !wanted {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut drop = Vec::new();
         if let Some(i) = own {
@@ -635,7 +675,7 @@ impl Linker {
         }
         let pid = self.next_prototype;
         self.next_prototype += 1;
-        drop.extend(add_prototype(
+        let others = add_prototype(
             &mut ident.prototypes,
             Prototype {
                 id: pid,
@@ -647,7 +687,8 @@ impl Linker {
             },
             cap,
             min_q,
-        ));
+        );
+        drop.extend(others.iter().map(|p| p.id));
         for d in &drop {
             if *d != pid {
                 self.index.remove(*d);
@@ -658,6 +699,6 @@ impl Linker {
             self.index.insert(pid, q)?;
             self.owner.insert(pid, id);
         }
-        Ok(())
+        Ok(others.into_iter().filter(|p| p.id != pid).collect())
     }
 }

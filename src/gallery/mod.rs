@@ -41,7 +41,7 @@ pub use exact::ExactIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use identity::{CameraSeen, Evidence, Identity, LinkKind, Prototype, Sighting};
 pub use index::{Filter, GalleryIndex, Hit, IndexKind};
-pub use linker::{Effects, GalleryStats, Linker};
+pub use linker::{Effects, GalleryMemory, GalleryStats, Linker};
 pub use persist::{GallerySnapshot, IndexRestore, RestoreReport, StoredTracklet};
 pub use rules::{Conflict, Rules, Span};
 pub use vector::unit;

@@ -304,9 +304,12 @@ impl Linker {
                 self.tracklets.remove(&key);
             }
         }
-        for d in dropped {
-            self.index.remove(d);
-            self.owner.remove(&d);
+        for d in &dropped {
+            self.index.remove(d.id);
+            self.owner.remove(&d.id);
+        }
+        if let Some(k) = self.identities.get_mut(&kept) {
+            k.settle_descriptors(dropped);
         }
         self.touch(kept);
         self.gone(absorbed);
@@ -409,7 +412,7 @@ impl Linker {
             .cloned()
             .partition(|s| from_set(&s.camera, s.tracklet));
         let has_appearance = |protos: &[Prototype], sightings: &[Sighting]| {
-            !protos.is_empty() || !sightings.is_empty()
+            !protos.is_empty() || sightings.iter().any(|s| !s.descriptor.is_empty())
         };
         if !has_appearance(&staying, &staying_s) {
             return Err(GalleryError::Refused(format!(
@@ -495,7 +498,9 @@ impl Linker {
                 .then_with(|| a.key().cmp(&b.key()))
         });
         let mut out = Vec::new();
-        for s in by_quality {
+        // a sighting's descriptor is empty only while its own prototype exists, and prototypes
+        // move with their tracklets: on a side left without any, all descriptors are there
+        for s in by_quality.into_iter().filter(|s| !s.descriptor.is_empty()) {
             let p = Prototype {
                 id: self.next_prototype,
                 vector: s.descriptor.clone(),

@@ -143,9 +143,11 @@ impl Linker {
                 next_prototype = next_prototype.max(p.id + 1);
             }
             for s in &mut ident.sightings {
-                s.descriptor = unit(&s.descriptor, dim).map_err(|e| {
-                    GalleryError::Snapshot(format!("identity {id}, tracklet {}: {e}", s.key()))
-                })?;
+                if !s.descriptor.is_empty() {
+                    s.descriptor = unit(&s.descriptor, dim).map_err(|e| {
+                        GalleryError::Snapshot(format!("identity {id}, tracklet {}: {e}", s.key()))
+                    })?;
+                }
                 if let Some(other) = x.tracklets.insert(s.key(), id) {
                     return Err(GalleryError::Snapshot(format!(
                         "tracklet {} belongs to identities {other} and {id}",

@@ -40,6 +40,37 @@ pub fn clustered_labelled(
     (out, labels)
 }
 
+/// Re-id-like features: `n` views of `people` persons (each view picked at random), the
+/// persons in `looks` groups of similar appearance (think: same uniform). With the spreads used
+/// in the tests (0.8 between persons of a look, 0.6 between views of a person) a view matches
+/// its own person's other views at cosine ≈ 0.74, the same look at ≈ 0.45, anyone else at ≈ 0.
+/// Returns the vectors and each view's person.
+pub fn people(
+    n: usize,
+    dim: usize,
+    people: usize,
+    looks: usize,
+    person_spread: f32,
+    view_spread: f32,
+    seed: u64,
+) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = SplitMix64::new(seed);
+    let looks: Vec<Vec<f32>> = (0..looks.max(1))
+        .map(|_| random_unit(dim, &mut rng))
+        .collect();
+    let persons: Vec<Vec<f32>> = (0..people.max(1))
+        .map(|p| jitter(&looks[p % looks.len()], person_spread, &mut rng))
+        .collect();
+    let mut out = Vec::with_capacity(n * dim);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = rng.below(persons.len());
+        labels.push(p);
+        out.extend(jitter(&persons[p], view_spread, &mut rng));
+    }
+    (out, labels)
+}
+
 /// A unit vector near `base` (noise norm `spread` relative to it).
 pub fn jitter(base: &[f32], spread: f32, rng: &mut SplitMix64) -> Vec<f32> {
     let sigma = spread / (base.len() as f32).sqrt();

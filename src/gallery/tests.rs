@@ -578,6 +578,17 @@ fn prototypes_are_capped_and_low_quality_tracklets_do_not_add_any() {
     );
     assert_eq!(x.index().len(), 4);
     assert_eq!(ident.tracklets_total, 7);
+    // one copy per vector: a sighting keeps its descriptor only while it has no prototype
+    for sg in &ident.sightings {
+        let has_proto = ident.prototypes.iter().any(|p| p.tracklet == sg.tracklet);
+        assert_eq!(
+            sg.descriptor.is_empty(),
+            has_proto,
+            "tracklet {}",
+            sg.tracklet
+        );
+        assert_eq!(ident.descriptor_of(&sg.key()).map(<[f32]>::len), Some(DIM));
+    }
 }
 
 /// Feeds the same observations to two galleries and checks they decide the same.
@@ -681,7 +692,7 @@ fn a_gallery_rebuilt_from_stored_tracklets_keeps_identities() {
                 start_ms: s.start_ms,
                 end_ms: s.end_ms,
                 quality: s.quality,
-                descriptor: s.descriptor.clone(),
+                descriptor: ident.descriptor_of(&s.key()).unwrap().to_vec(),
                 link: s.link,
                 similarity: s.similarity,
             });
