@@ -1,67 +1,122 @@
-//! `crosscam demo`: runs the server on the embedded default config until Ctrl-C (or for a given
-//! time), printing each camera's state and the analysis rates every few seconds.
+//! Running the server until Ctrl-C / SIGTERM: `crosscam serve` (events as JSON lines to a file
+//! or stdout) and `crosscam demo` (the embedded default config, human-readable output).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::config::Config;
+use crate::events::Event;
 use crate::server::Server;
-use crate::track::TrackEvent;
 
-pub fn run(cfg: &Config, seconds: Option<f64>) -> Result<()> {
+pub struct RunOptions<'a> {
+    /// Write every event as a JSON line here (`-` = stdout).
+    pub events: Option<&'a Path>,
+    /// Stop after this long (None: until Ctrl-C / SIGTERM).
+    pub seconds: Option<f64>,
+    /// Print events and camera status for people (the demo).
+    pub narrate: bool,
+}
+
+fn narrate(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::CameraState {
+            camera,
+            state,
+            detail,
+            ..
+        } => {
+            format!(
+                "[{camera}] {state}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            )
+        }
+        Event::IdentityCreated {
+            identity, camera, ..
+        } => format!("[{camera}] new person #{identity}"),
+        Event::IdentityLinked {
+            identity,
+            camera,
+            similarity,
+            uncertain,
+            ..
+        } => format!(
+            "[{camera}] person #{identity} seen again (similarity {similarity:.2}{})",
+            if *uncertain { ", uncertain" } else { "" }
+        ),
+        Event::IdentityMerged {
+            kept,
+            absorbed,
+            reason,
+            ..
+        } => format!("persons #{absorbed} and #{kept} are one: {reason}"),
+        Event::IdentityRetired { identity, .. } => {
+            format!("person #{identity} retired (not seen for a long time)")
+        }
+        _ => return None,
+    })
+}
+
+/// Runs the server on `cfg` until stopped.
+pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
     let server = Server::start(cfg, None)?;
-    eprintln!(
-        "crosscam demo: {} cameras; Ctrl-C to stop",
-        cfg.cameras.len()
-    );
+    let writer = opts
+        .events
+        .map(|p| crate::events::write_json_lines(&server.events, p))
+        .transpose()?;
+    let mut rx = server.events.subscribe();
+    tracing::info!(cameras = cfg.cameras.len(), data = %cfg.server.data_dir.display(), "crosscam running; Ctrl-C to stop");
     let start = Instant::now();
-    let mut last_print = Instant::now();
-    let deadline = seconds.map(Duration::from_secs_f64);
+    let mut last_status = Instant::now();
+    let deadline = opts.seconds.map(Duration::from_secs_f64);
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| start.elapsed() < d) {
-        while let Ok(ev) = server.track_events.try_recv() {
-            match ev.event {
-                TrackEvent::Started(t) => eprintln!("[{}] person {} appeared", ev.camera, t.id),
-                TrackEvent::Ended(t) => eprintln!(
-                    "[{}] person {} left after {:.1} s ({} crops)",
-                    ev.camera,
-                    t.id,
-                    t.duration().as_secs_f64(),
-                    t.crops.len()
-                ),
-                TrackEvent::Updated(_) => {}
+        loop {
+            match rx.try_recv() {
+                Ok(e) => {
+                    if opts.narrate
+                        && let Some(line) = narrate(&e)
+                    {
+                        eprintln!("{line}");
+                    }
+                }
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
             }
         }
-        if last_print.elapsed() >= Duration::from_secs(5) {
-            last_print = Instant::now();
+        if last_status.elapsed() >= Duration::from_secs(if opts.narrate { 10 } else { 60 }) {
+            last_status = Instant::now();
             let st = server.status();
             for c in &st.cameras {
-                eprintln!(
-                    "  {:<10} {:<12} in {:>6}  analysed {:>6}  dropped {:>5}  reconnects {}",
-                    c.id,
-                    c.state.to_string(),
-                    c.frames_in,
-                    c.analysed,
-                    c.dropped,
-                    c.reconnects
-                );
+                tracing::info!(camera = %c.id, state = %c.state, frames_in = c.frames_in, analysed = c.analysed, dropped = c.dropped, reconnects = c.reconnects, "camera");
             }
-            eprintln!(
-                "  detector: {:.1} ms/frame, mean batch {:.2}; tracklets started {} ended {}",
-                st.analysis.detect_ms_per_frame,
-                st.analysis.mean_batch,
-                st.analysis.tracklets_started,
-                st.analysis.tracklets_ended
+            tracing::info!(
+                detect_ms_per_frame = format!("{:.1}", st.analysis.detect_ms_per_frame),
+                embed_ms_per_crop = format!("{:.1}", st.reid.ms_per_crop),
+                identities_created = st.link.created,
+                linked = st.link.linked,
+                uncertain = st.link.uncertain,
+                "pipeline"
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("stopping…");
+    tracing::info!("stopping: finishing open tracklets");
+    let events = server.events.clone();
     server.shutdown();
+    drop(events);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     Ok(())
 }

@@ -93,7 +93,10 @@ impl EventBus {
 
 /// Writes events as JSON lines to `target` (a file path, or `-` for stdout) on its own thread
 /// until the bus is dropped. Returns the thread.
-pub fn write_json_lines(bus: &EventBus, target: &Path) -> anyhow::Result<std::thread::JoinHandle<()>> {
+pub fn write_json_lines(
+    bus: &EventBus,
+    target: &Path,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut rx = bus.subscribe();
     let mut out: Box<dyn Write + Send> = if target == Path::new("-") {
         Box::new(std::io::stdout())
@@ -103,27 +106,31 @@ pub fn write_json_lines(bus: &EventBus, target: &Path) -> anyhow::Result<std::th
                 .create(true)
                 .append(true)
                 .open(target)
-                .map_err(|e| anyhow::anyhow!("cannot open the events file {}: {e}", target.display()))?,
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open the events file {}: {e}", target.display())
+                })?,
         )
     };
-    Ok(std::thread::Builder::new().name("events".into()).spawn(move || {
-        loop {
-            match rx.blocking_recv() {
-                Ok(e) => {
-                    if let Ok(line) = serde_json::to_string(&e) {
-                        // one line per event, flushed so a reader (or a crash) sees whole lines
-                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                            break;
+    Ok(std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || {
+            loop {
+                match rx.blocking_recv() {
+                    Ok(e) => {
+                        if let Ok(line) = serde_json::to_string(&e) {
+                            // one line per event, flushed so a reader (or a crash) sees whole lines
+                            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                                break;
+                            }
                         }
                     }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "event writer fell behind; events lost");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(lost = n, "event writer fell behind; events lost");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
             }
-        }
-    })?)
+        })?)
 }
 
 #[cfg(test)]
@@ -136,12 +143,25 @@ mod tests {
         let p = dir.path().join("ev.jsonl");
         let bus = EventBus::new(64);
         let t = write_json_lines(&bus, &p).unwrap();
-        bus.publish(Event::IdentityCreated { t_ms: 5, identity: 1, camera: "a".into(), tracklet: 9 });
-        bus.publish(Event::CameraState { t_ms: 6, camera: "a".into(), state: CameraState::Live, detail: String::new() });
+        bus.publish(Event::IdentityCreated {
+            t_ms: 5,
+            identity: 1,
+            camera: "a".into(),
+            tracklet: 9,
+        });
+        bus.publish(Event::CameraState {
+            t_ms: 6,
+            camera: "a".into(),
+            state: CameraState::Live,
+            detail: String::new(),
+        });
         drop(bus);
         t.join().unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["type"], "identity_created");
         assert_eq!(lines[0]["identity"], 1);
         assert_eq!(lines[1]["state"], "live");

@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod eval;
 pub mod events;
 pub mod frame;
+pub mod gallery;
 pub mod ingest;
 pub mod models;
 pub mod offline;

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use crate::plot::{esc, nice_ticks};
 use crate::store::{Decision, SightingRow};
 
-const PALETTE: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const PALETTE: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
 
 /// Options for the timeline.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +21,10 @@ pub struct TimelineOptions {
 
 impl Default for TimelineOptions {
     fn default() -> Self {
-        TimelineOptions { min_cameras: 1, max_rows: 60 }
+        TimelineOptions {
+            min_cameras: 1,
+            max_rows: 60,
+        }
     }
 }
 
@@ -43,8 +48,17 @@ pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &s
         .collect();
     rows.sort_by_key(|(id, v)| (v.iter().map(|s| s.start_ms).min().unwrap_or(0), *id));
     rows.truncate(opts.max_rows);
-    let t0 = rows.iter().flat_map(|(_, v)| v.iter().map(|s| s.start_ms)).min().unwrap_or(0);
-    let t1 = rows.iter().flat_map(|(_, v)| v.iter().map(|s| s.end_ms)).max().unwrap_or(t0 + 1000).max(t0 + 1000);
+    let t0 = rows
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|s| s.start_ms))
+        .min()
+        .unwrap_or(0);
+    let t1 = rows
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|s| s.end_ms))
+        .max()
+        .unwrap_or(t0 + 1000)
+        .max(t0 + 1000);
     let secs = (t1 - t0) as f64 / 1000.0;
     let (left, top, row_h, width) = (70.0, 40.0, 14.0, 900.0);
     let plot_w = width - left - 20.0;
@@ -65,11 +79,20 @@ pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &s
     }
     for (i, (id, v)) in rows.iter().enumerate() {
         let y = top + i as f64 * row_h;
-        svg.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">id {id}</text>\n", left - 6.0, y + row_h - 4.0));
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">id {id}</text>\n",
+            left - 6.0,
+            y + row_h - 4.0
+        ));
         for s in v {
-            let c = PALETTE[cameras.iter().position(|c| *c == s.camera).unwrap_or(0) % PALETTE.len()];
+            let c =
+                PALETTE[cameras.iter().position(|c| *c == s.camera).unwrap_or(0) % PALETTE.len()];
             let (x0, x1) = (x(s.start_ms), x(s.end_ms).max(x(s.start_ms) + 2.0));
-            let opacity = if s.decision == Decision::Uncertain { 0.4 } else { 0.9 };
+            let opacity = if s.decision == Decision::Uncertain {
+                0.4
+            } else {
+                0.9
+            };
             svg.push_str(&format!(
                 "<rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{c}\" fill-opacity=\"{opacity}\"><title>{} tracklet {} ({:?}{})</title></rect>\n",
                 y + 2.0,
@@ -83,7 +106,9 @@ pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &s
         }
     }
     let ly = top + rows.len() as f64 * row_h + 34.0;
-    svg.push_str(&format!("<text x=\"{left}\" y=\"{ly:.1}\">seconds</text>\n"));
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{ly:.1}\">seconds</text>\n"
+    ));
     for (k, cam) in cameras.iter().enumerate() {
         let lx = left + 90.0 + k as f64 * 110.0;
         svg.push_str(&format!(
@@ -103,17 +128,47 @@ mod tests {
     use super::*;
 
     fn s(id: i64, cam: &str, a: i64, b: i64, d: Decision) -> SightingRow {
-        SightingRow { tracklet: a, camera: cam.into(), track_id: 1, start_ms: a, end_ms: b, identity: id, similarity: Some(0.8), margin: None, decision: d, model: "m".into(), created_ms: b }
+        SightingRow {
+            tracklet: a,
+            camera: cam.into(),
+            track_id: 1,
+            start_ms: a,
+            end_ms: b,
+            identity: id,
+            similarity: Some(0.8),
+            margin: None,
+            decision: d,
+            model: "m".into(),
+            created_ms: b,
+        }
     }
 
     #[test]
     fn one_row_per_identity_coloured_by_camera() {
-        let rows = [s(1, "a", 0, 4000, Decision::New), s(1, "b", 6000, 9000, Decision::Linked), s(2, "a", 1000, 2000, Decision::Uncertain)];
+        let rows = [
+            s(1, "a", 0, 4000, Decision::New),
+            s(1, "b", 6000, 9000, Decision::Linked),
+            s(2, "a", 1000, 2000, Decision::Uncertain),
+        ];
         let svg = timeline_svg(&rows, &TimelineOptions::default(), "test");
-        assert_eq!(svg.matches("<rect x=").count(), 3 + 2, "3 bars and 2 legend swatches");
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "3 bars and 2 legend swatches"
+        );
         assert!(svg.contains("id 1") && svg.contains("id 2"));
-        assert!(svg.contains("fill-opacity=\"0.4\""), "uncertain links are pale");
-        let multi = timeline_svg(&rows, &TimelineOptions { min_cameras: 2, max_rows: 10 }, "t");
+        assert!(
+            svg.contains("fill-opacity=\"0.4\""),
+            "uncertain links are pale"
+        );
+        let multi = timeline_svg(
+            &rows,
+            &TimelineOptions {
+                min_cameras: 2,
+                max_rows: 10,
+            },
+            "t",
+        );
         assert!(multi.contains("id 1") && !multi.contains("id 2"));
     }
 }

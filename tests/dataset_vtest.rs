@@ -13,7 +13,11 @@ fn vtest_gives_twenty_pseudo_identities_over_two_virtual_cameras() {
         .arg(crosscam::paths::media("vtest.avi"))
         .arg("--out")
         .arg(&out)
-        .args(["--cameras", "c1=0-5s,every=10s; c2=5-10s,every=10s,brightness=0.7,cast=1.1:1.0:0.9", "--json"])
+        .args([
+            "--cameras",
+            "c1=0-5s,every=10s; c2=5-10s,every=10s,brightness=0.7,cast=1.1:1.0:0.9",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -26,11 +30,18 @@ fn vtest_gives_twenty_pseudo_identities_over_two_virtual_cameras() {
     }
     let ds = crosscam::eval::Dataset::load(&out, None).unwrap();
     assert!(!ds.query.is_empty() && !ds.gallery.is_empty());
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("dataset.json")).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset.json")).unwrap()).unwrap();
     assert_eq!(info["labels"], "pseudo");
 
     let o = Command::new(env!("CARGO_BIN_EXE_crosscam"))
-        .args(["eval", "--model", "mobilenetv2-imagenet", "--json", "--dataset"])
+        .args([
+            "eval",
+            "--model",
+            "mobilenetv2-imagenet",
+            "--json",
+            "--dataset",
+        ])
         .arg(&out)
         .output()
         .unwrap();

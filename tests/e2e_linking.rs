@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{cut_clip, wait_for, TestCamera};
+use common::{TestCamera, cut_clip, wait_for};
 use crosscam::config::Config;
-use crosscam::eval::linking::{evaluate, majority, Labelled};
+use crosscam::eval::linking::{Labelled, evaluate, majority};
 use crosscam::frame::BBox;
 use crosscam::ingest::CameraState;
 use crosscam::server::Server;
@@ -28,13 +28,34 @@ const WIDTH: u32 = 640;
 fn ground_truth(cfg: &Config) -> BTreeMap<i64, Vec<(u64, BBox)>> {
     let rt = crosscam::runtime::init(&cfg.runtime).unwrap();
     let manifest = crosscam::models::Manifest::bundled().unwrap();
-    let mut det = crosscam::detect::open(&manifest, "nanodet-416", rt, &cfg.detect, Default::default()).unwrap();
-    let opts = OfflineOptions { fps: Some(5), width: Some(WIDTH), crops: false, quiet: true, track: cfg.track.clone(), ..OfflineOptions::default() };
-    let run = offline::run(&crosscam::paths::media("vtest-h264.mp4"), det.as_mut(), opts).unwrap();
+    let mut det = crosscam::detect::open(
+        &manifest,
+        "nanodet-416",
+        rt,
+        &cfg.detect,
+        Default::default(),
+    )
+    .unwrap();
+    let opts = OfflineOptions {
+        fps: Some(5),
+        width: Some(WIDTH),
+        crops: false,
+        quiet: true,
+        track: cfg.track.clone(),
+        ..OfflineOptions::default()
+    };
+    let run = offline::run(
+        &crosscam::paths::media("vtest-h264.mp4"),
+        det.as_mut(),
+        opts,
+    )
+    .unwrap();
     let mut gt: BTreeMap<i64, Vec<(u64, BBox)>> = BTreeMap::new();
     for t in &run.tracklets {
         for b in &t.boxes {
-            gt.entry((b.pts.as_millis() as i64 + 50) / 100 * 100).or_default().push((t.id, b.bbox));
+            gt.entry((b.pts.as_millis() as i64 + 50) / 100 * 100)
+                .or_default()
+                .push((t.id, b.bbox));
         }
     }
     gt
@@ -46,7 +67,11 @@ fn votes(gt: &BTreeMap<i64, Vec<(u64, BBox)>>, boxes: &[(i64, BBox)], offset_ms:
     for (t, b) in boxes {
         let key = (t + offset_ms + 50) / 100 * 100;
         for k in [key - 100, key, key + 100] {
-            if let Some(best) = gt.get(&k).and_then(|bs| bs.iter().map(|(id, g)| (g.iou(b), *id)).max_by(|a, b| a.0.total_cmp(&b.0))) {
+            if let Some(best) = gt.get(&k).and_then(|bs| {
+                bs.iter()
+                    .map(|(id, g)| (g.iou(b), *id))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+            }) {
                 if best.0 >= 0.5 {
                     v.push(best.1);
                     break;
@@ -63,13 +88,20 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     let (clip_a, clip_b) = (dir.path().join("a.mp4"), dir.path().join("b.mp4"));
     let src = crosscam::paths::media("vtest-h264.mp4");
     cut_clip(&src, 0.0, CUT, None, &clip_a);
-    cut_clip(&src, CUT, 2.0 * CUT, Some("brightness=-0.08 saturation=0.6 hue=0.03"), &clip_b);
+    cut_clip(
+        &src,
+        CUT,
+        2.0 * CUT,
+        Some("brightness=-0.08 saturation=0.6 hue=0.03"),
+        &clip_b,
+    );
     let cam_a = TestCamera::serve(&clip_a, None);
     let root = env!("CARGO_MANIFEST_DIR");
     let data = dir.path().join("data");
     let text = format!(
         "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{root}/models/manifest.toml\"\n\
          [analysis]\nfps = 5\nwidth = {WIDTH}\n\
+         [linking]\nthreshold = 0.75\nmargin = 0.02\n\
          [[cameras]]\nid = \"a\"\nurl = \"{}\"\ntransport = \"tcp\"\n",
         data.display(),
         cam_a.url()
@@ -78,8 +110,17 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     let gt = ground_truth(&cfg);
 
     let server = Server::start(&cfg, None).unwrap();
-    let live = |id: &str| server.ingest.camera_status(id).is_some_and(|s| s.state == CameraState::Live);
-    assert!(wait_for(Duration::from_secs(20), || live("a")).is_some(), "{:?}", server.status());
+    let live = |id: &str| {
+        server
+            .ingest
+            .camera_status(id)
+            .is_some_and(|s| s.state == CameraState::Live)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || live("a")).is_some(),
+        "{:?}",
+        server.status()
+    );
     // camera b comes on when a's clip ends: the people walk on into b's view
     std::thread::sleep(Duration::from_secs_f64(CUT - 1.0));
     let cam_b = TestCamera::serve(&clip_b, None);
@@ -87,7 +128,11 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     b.id = "b".into();
     b.url = cam_b.url();
     server.ingest.add(b).unwrap();
-    assert!(wait_for(Duration::from_secs(20), || live("b")).is_some(), "{:?}", server.status());
+    assert!(
+        wait_for(Duration::from_secs(20), || live("b")).is_some(),
+        "{:?}",
+        server.status()
+    );
     std::thread::sleep(Duration::from_secs_f64(CUT + 2.0));
     let status = server.status();
     server.shutdown();
@@ -97,28 +142,53 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     let store = crosscam::store::Store::open(&data).unwrap();
     let sightings = store.sightings().unwrap();
     let boxes = store.tracklet_boxes().unwrap();
-    assert!(sightings.len() >= 6, "too few linked tracklets: {} ({status:?})", sightings.len());
+    assert!(
+        sightings.len() >= 6,
+        "too few linked tracklets: {} ({status:?})",
+        sightings.len()
+    );
     let mut items = Vec::new();
     let mut best_offsets = BTreeMap::new();
     for cam in ["a", "b"] {
         // the camera's stream time starts near its clip's start: find the exact offset by search
         let base = if cam == "a" { 0 } else { (CUT * 1000.0) as i64 };
-        let cam_boxes: Vec<&(i64, String, Vec<(i64, BBox)>)> = boxes.iter().filter(|(_, c, _)| c == cam).collect();
+        let cam_boxes: Vec<&(i64, String, Vec<(i64, BBox)>)> =
+            boxes.iter().filter(|(_, c, _)| c == cam).collect();
         let offset = (-15..=15)
             .map(|k| base + k * 100)
-            .max_by_key(|&o| cam_boxes.iter().map(|(_, _, bs)| votes(&gt, bs, o).len()).sum::<usize>())
+            .max_by_key(|&o| {
+                cam_boxes
+                    .iter()
+                    .map(|(_, _, bs)| votes(&gt, bs, o).len())
+                    .sum::<usize>()
+            })
             .unwrap();
         best_offsets.insert(cam, offset);
         for (tracklet, _, bs) in cam_boxes {
-            let Some(s) = sightings.iter().find(|s| s.tracklet == *tracklet) else { continue };
+            let Some(s) = sightings.iter().find(|s| s.tracklet == *tracklet) else {
+                continue;
+            };
             if let Some(truth) = majority(&votes(&gt, bs, offset), bs.len().div_ceil(2).max(2)) {
-                items.push(Labelled { camera: cam.into(), identity: s.identity, truth });
+                items.push(Labelled {
+                    camera: cam.into(),
+                    identity: s.identity,
+                    truth,
+                });
             }
         }
     }
     let report = evaluate(&items);
-    eprintln!("offsets {best_offsets:?}\nlink report: {}", serde_json::to_string_pretty(&report).unwrap());
-    assert!(report.linker.true_pairs >= 3, "the cut must leave people seen by both cameras: {report:?}");
+    eprintln!(
+        "offsets {best_offsets:?}\nlink report: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert!(
+        report.linker.true_pairs >= 3,
+        "the cut must leave people seen by both cameras: {report:?}"
+    );
     assert!(report.linker.f1 > report.baseline_all_new.f1, "{report:?}");
-    assert!(report.linker.f1 > report.baseline_one_person.f1, "{report:?}");
+    assert!(
+        report.linker.f1 > report.baseline_one_person.f1,
+        "{report:?}"
+    );
 }

@@ -152,7 +152,10 @@ pub struct PipelineResult {
 fn camera_config(cfg: &Config, n: usize, fps: u32, width: u32) -> anyhow::Result<Config> {
     let video = crate::paths::media("vtest-h264.mp4");
     let mut text = format!(
-        "[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\n[detect]\nmax_batch = {}\n",
+        "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\n[detect]\nmax_batch = {}\n",
+        std::env::temp_dir()
+            .join(format!("crosscam-bench-{}", std::process::id()))
+            .display(),
         cfg.models.manifest.display(),
         cfg.models.detector,
         cfg.detect.max_batch

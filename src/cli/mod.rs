@@ -31,6 +31,8 @@ pub enum Command {
     /// Inspect or build models.
     #[command(subcommand)]
     Model(system::ModelCommand),
+    /// Run the server on a site config until Ctrl-C / SIGTERM.
+    Serve(system::ServeArgs),
     /// Run the demo: the embedded default config (config/demo.toml) until Ctrl-C.
     Demo(system::DemoArgs),
     /// Draw the identity timeline of a data directory (one row per identity, bars per camera) as SVG.
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Doctor(a) => system::doctor(a),
         Command::Model(m) => system::model(m),
+        Command::Serve(a) => system::serve(a),
         Command::Demo(a) => system::demo(a),
         Command::Timeline(a) => system::timeline(a),
         Command::Detect(a) => video::detect(a),

@@ -122,7 +122,14 @@ fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
 /// `crosscam demo`.
 pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     let cfg = a.config.load_or("config/demo.toml")?;
-    crate::demo::run(&cfg, a.seconds)?;
+    crate::demo::run(
+        &cfg,
+        crate::demo::RunOptions {
+            events: None,
+            seconds: a.seconds,
+            narrate: true,
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -198,10 +205,44 @@ pub fn timeline(a: TimelineArgs) -> Result<ExitCode> {
     );
     let store = crate::store::Store::open(&a.data)?;
     let sightings = store.sightings()?;
-    let opts = crate::report::TimelineOptions { min_cameras: a.min_cameras, max_rows: a.max_rows };
+    let opts = crate::report::TimelineOptions {
+        min_cameras: a.min_cameras,
+        max_rows: a.max_rows,
+    };
     let title = format!("crosscam identities ({} sightings)", sightings.len());
-    std::fs::write(&a.out, crate::report::timeline_svg(&sightings, &opts, &title))
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    std::fs::write(
+        &a.out,
+        crate::report::timeline_svg(&sightings, &opts, &title),
+    )
+    .with_context(|| format!("cannot write {}", a.out.display()))?;
     eprintln!("wrote {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The site config (TOML; see config/site.example.toml).
+    #[arg(long, short = 'c', env = "CROSSCAM_CONFIG")]
+    pub config: PathBuf,
+    /// Write every event (camera states, tracklets, identities) as a JSON line to FILE, or `-`
+    /// for stdout.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+}
+
+/// `crosscam serve`.
+pub fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let cfg = crate::config::Config::load(&a.config)?;
+    crate::demo::run(
+        &cfg,
+        crate::demo::RunOptions {
+            events: a.events.as_deref(),
+            seconds: a.seconds,
+            narrate: false,
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

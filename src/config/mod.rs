@@ -5,12 +5,14 @@
 //! environment variables that are not set. Relative paths are resolved against the directory of
 //! the config file, so a config works from any working directory.
 
+mod gallery;
 mod locate;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use gallery::{GallerySettings, IndexChoice, LinkingSettings, PairSettings};
 pub use locate::{KeyPath, Seg};
 
 /// A configuration error, already phrased for the person who wrote the file.
@@ -45,6 +47,10 @@ pub struct Config {
     pub reid: crate::reid::ReidSettings,
     #[serde(default)]
     pub store: StoreSettings,
+    #[serde(default)]
+    pub gallery: GallerySettings,
+    #[serde(default)]
+    pub linking: LinkingSettings,
     #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where the file was read from (not a key).
@@ -173,14 +179,18 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { crop_max_age_hours: 24.0 * 30.0, crop_max_mib: 2048 }
+        StoreSettings {
+            crop_max_age_hours: 24.0 * 30.0,
+            crop_max_mib: 2048,
+        }
     }
 }
 
 impl StoreSettings {
     pub fn retention(&self) -> crate::store::CropRetention {
         crate::store::CropRetention {
-            max_age_ms: (self.crop_max_age_hours > 0.0).then(|| (self.crop_max_age_hours * 3.6e6) as i64),
+            max_age_ms: (self.crop_max_age_hours > 0.0)
+                .then(|| (self.crop_max_age_hours * 3.6e6) as i64),
             max_bytes: (self.crop_max_mib > 0).then(|| self.crop_max_mib * 1024 * 1024),
         }
     }
@@ -374,6 +384,11 @@ impl Config {
                 ),
             ));
         }
+        self.gallery.validate().map_err(|(k, m)| err(k, m))?;
+        let camera_ids: Vec<&str> = self.cameras.iter().map(|c| c.id.as_str()).collect();
+        self.linking
+            .validate(&camera_ids)
+            .map_err(|(k, m)| err(k, m))?;
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let at = |k: &str| KeyPath::new().key("cameras").index(i).key(k);

@@ -145,3 +145,88 @@ fn bundled_configs_are_valid() {
     // the only thing missing on a developer machine is the archived recording
     assert_eq!(e.key, "cameras[2].url", "{e}");
 }
+
+#[test]
+fn gallery_and_linking_sections_parse_with_defaults_and_pairs() {
+    let cfg = parse("").unwrap();
+    assert_eq!(cfg.gallery, GallerySettings::default());
+    assert_eq!(cfg.linking, LinkingSettings::default());
+    let cfg = parse(
+        "[gallery]\nindex = \"hnsw\"\nprototypes_per_identity = 4\n\
+         [linking]\nthreshold = 0.55\n\
+         [[linking.pairs]]\ncameras = [\"a\", \"b\"]\nthreshold = 0.5\nmin_transit_s = 5\nmax_transit_s = 90.5\n\
+         [[linking.pairs]]\ncameras = [\"a\", \"c\"]\noverlapping = true\n\
+         [[cameras]]\nid = \"a\"\nurl = \"test:ball\"\n[[cameras]]\nid = \"b\"\nurl = \"test:ball\"\n\
+         [[cameras]]\nid = \"c\"\nurl = \"test:ball\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.gallery.index, IndexChoice::Hnsw);
+    assert_eq!(cfg.linking.pairs.len(), 2);
+    assert_eq!(cfg.linking.pairs[0].max_transit_s, Some(90.5));
+    assert!(cfg.linking.pairs[1].overlapping);
+}
+
+#[test]
+fn linking_mistakes_name_the_key() {
+    let cams = "[[cameras]]\nid = \"a\"\nurl = \"test:ball\"\n[[cameras]]\nid = \"b\"\nurl = \"test:ball\"\n";
+    let cases = [
+        (
+            "[linking]\nthreshold = 1.5\n",
+            "linking.threshold",
+            "-1 to 1",
+        ),
+        ("[linking]\nmargin = -0.1\n", "linking.margin", "0 to 2"),
+        ("[gallery]\nhnsw_m = 300\n", "gallery.hnsw_m", "2 to 128"),
+        (
+            "[gallery]\nhnsw_ef_search = 8\n",
+            "gallery.hnsw_ef_search",
+            "candidates",
+        ),
+        (
+            "[gallery]\nrebuild_tombstone_ratio = 1.0\n",
+            "gallery.rebuild_tombstone_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "[gallery]\nprototypes_per_identity = 0\n",
+            "gallery.prototypes_per_identity",
+            "1 to 256",
+        ),
+        (
+            "[gallery]\nretention_hours = -1\n",
+            "gallery.retention_hours",
+            "0 = keep forever",
+        ),
+        (
+            "[[linking.pairs]]\ncameras = [\"a\", \"lobbby\"]\n",
+            "linking.pairs[0].cameras",
+            "\"lobbby\" is not configured",
+        ),
+        (
+            "[[linking.pairs]]\ncameras = [\"a\", \"b\"]\nmin_transit_s = 60\nmax_transit_s = 10\n",
+            "linking.pairs[0].max_transit_s",
+            "at least min_transit_s",
+        ),
+        (
+            "[[linking.pairs]]\ncameras = [\"a\", \"b\"]\n[[linking.pairs]]\ncameras = [\"b\", \"a\"]\n",
+            "linking.pairs[1].cameras",
+            "listed twice",
+        ),
+        (
+            "[[linking.pairs]]\ncameras = [\"a\", \"b\"]\noverlapping = true\nmin_transit_s = 3\n",
+            "linking.pairs[0].overlapping",
+            "no transit time",
+        ),
+        (
+            "[[linking.pairs]]\ncameras = [\"a\", \"b\"]\nthreshhold = 0.5\n",
+            "linking.pairs[0]",
+            "unknown key `threshhold`",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let e = parse(&format!("{text}{cams}")).unwrap_err();
+        assert!(e.key.starts_with(key), "{text}: {e}");
+        assert!(e.message.contains(message), "{text}: {e}");
+        assert!(e.line.is_some(), "{text}: {e}");
+    }
+}

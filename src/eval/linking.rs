@@ -37,10 +37,29 @@ pub struct LinkReport {
 }
 
 fn scores(true_pairs: u64, linked_pairs: u64, correct: u64) -> PairScores {
-    let precision = if linked_pairs == 0 { 0.0 } else { correct as f64 / linked_pairs as f64 };
-    let recall = if true_pairs == 0 { 0.0 } else { correct as f64 / true_pairs as f64 };
-    let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-    PairScores { true_pairs, linked_pairs, correct, precision, recall, f1 }
+    let precision = if linked_pairs == 0 {
+        0.0
+    } else {
+        correct as f64 / linked_pairs as f64
+    };
+    let recall = if true_pairs == 0 {
+        0.0
+    } else {
+        correct as f64 / true_pairs as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
+    PairScores {
+        true_pairs,
+        linked_pairs,
+        correct,
+        precision,
+        recall,
+        f1,
+    }
 }
 
 pub fn evaluate(items: &[Labelled]) -> LinkReport {
@@ -73,7 +92,11 @@ pub fn majority(votes: &[u64], min_votes: usize) -> Option<u64> {
     for v in votes {
         *count.entry(*v).or_default() += 1;
     }
-    count.into_iter().filter(|(_, n)| *n >= min_votes).max_by_key(|(id, n)| (*n, std::cmp::Reverse(*id))).map(|(id, _)| id)
+    count
+        .into_iter()
+        .filter(|(_, n)| *n >= min_votes)
+        .max_by_key(|(id, n)| (*n, std::cmp::Reverse(*id)))
+        .map(|(id, _)| id)
 }
 
 #[cfg(test)]
@@ -81,17 +104,30 @@ mod tests {
     use super::*;
 
     fn l(camera: &str, identity: i64, truth: u64) -> Labelled {
-        Labelled { camera: camera.into(), identity, truth }
+        Labelled {
+            camera: camera.into(),
+            identity,
+            truth,
+        }
     }
 
     #[test]
     fn pair_counts_and_baselines() {
         // person 1 in both cameras (linked), person 2 in both (missed), person 3 only in b,
         // and a wrong link of person 3 with person 2's a-tracklet
-        let items = vec![l("a", 1, 1), l("b", 1, 1), l("a", 2, 2), l("b", 5, 2), l("b", 2, 3)];
+        let items = vec![
+            l("a", 1, 1),
+            l("b", 1, 1),
+            l("a", 2, 2),
+            l("b", 5, 2),
+            l("b", 2, 3),
+        ];
         let r = evaluate(&items);
         // cross pairs: 2 (a) × 3 (b) = 6; true: (1,1), (2,2) = 2; linked: (a1,b1), (a2,b2→id2) = 2
-        assert_eq!((r.linker.true_pairs, r.linker.linked_pairs, r.linker.correct), (2, 2, 1));
+        assert_eq!(
+            (r.linker.true_pairs, r.linker.linked_pairs, r.linker.correct),
+            (2, 2, 1)
+        );
         assert!((r.linker.f1 - 0.5).abs() < 1e-9);
         assert_eq!(r.baseline_all_new.f1, 0.0);
         assert!((r.baseline_one_person.precision - 2.0 / 6.0).abs() < 1e-9);

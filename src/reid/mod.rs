@@ -5,3 +5,4 @@ pub mod embedder;
 pub mod service;
 
 pub use embedder::{Embedder, EmbedderSpec, l2_normalize_rows};
+pub use service::{Observation, ReidOutput, ReidSettings, ReidStage};

@@ -5,8 +5,8 @@
 //! embeddings of crops already seen are cached, so only new crops cost inference.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,12 @@ pub struct ReidSettings {
 
 impl Default for ReidSettings {
     fn default() -> Self {
-        ReidSettings { max_batch: 16, max_wait_ms: 50, min_boxes: 5, min_crops: 2 }
+        ReidSettings {
+            max_batch: 16,
+            max_wait_ms: 50,
+            min_boxes: 5,
+            min_crops: 2,
+        }
     }
 }
 
@@ -53,7 +58,10 @@ pub struct Observation {
 /// What the stage emits, in tracker order per camera.
 #[derive(Debug, Clone)]
 pub enum ReidOutput {
-    Started { camera: CameraId, tracklet: Tracklet },
+    Started {
+        camera: CameraId,
+        tracklet: Tracklet,
+    },
     Observed(Observation),
 }
 
@@ -136,34 +144,64 @@ impl ReidStage {
                 let mut oldest: Option<Instant> = None;
                 let wait = Duration::from_millis(settings.max_wait_ms);
                 loop {
-                    let timeout = oldest.map_or(Duration::from_millis(200), |t| wait.saturating_sub(t.elapsed()));
+                    let timeout = oldest.map_or(Duration::from_millis(200), |t| {
+                        wait.saturating_sub(t.elapsed())
+                    });
                     let mut disconnected = false;
                     match input.recv_timeout(timeout) {
                         Ok(ev) => {
                             let camera = ev.camera.clone();
                             let (tracklet, ended) = match ev.event {
                                 TrackEvent::Started(t) => {
-                                    let _ = output.send(ReidOutput::Started { camera, tracklet: t });
+                                    let _ = output.send(ReidOutput::Started {
+                                        camera,
+                                        tracklet: t,
+                                    });
                                     continue;
                                 }
                                 TrackEvent::Updated(t) => (t, false),
                                 TrackEvent::Ended(t) => (t, true),
                             };
                             // a newer snapshot of the same tracklet replaces the waiting one
-                            pending.retain(|p| !(p.camera == camera && p.tracklet.id == tracklet.id));
-                            pending.push(Pending { camera, tracklet, ended });
+                            pending
+                                .retain(|p| !(p.camera == camera && p.tracklet.id == tracklet.id));
+                            pending.push(Pending {
+                                camera,
+                                tracklet,
+                                ended,
+                            });
                             oldest.get_or_insert_with(Instant::now);
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => disconnected = true,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            disconnected = true
+                        }
                     }
                     let new_crops: usize = pending
                         .iter()
-                        .map(|p| p.tracklet.crops.iter().filter(|c| !cache.contains_key(&(p.camera.clone(), p.tracklet.id, c.seq))).count())
+                        .map(|p| {
+                            p.tracklet
+                                .crops
+                                .iter()
+                                .filter(|c| {
+                                    !cache.contains_key(&(p.camera.clone(), p.tracklet.id, c.seq))
+                                })
+                                .count()
+                        })
                         .sum();
-                    let due = oldest.is_some_and(|t| t.elapsed() >= wait) || new_crops >= settings.max_batch || disconnected || s.load(Ordering::SeqCst);
+                    let due = oldest.is_some_and(|t| t.elapsed() >= wait)
+                        || new_crops >= settings.max_batch
+                        || disconnected
+                        || s.load(Ordering::SeqCst);
                     if due && !pending.is_empty() {
-                        describe(&mut embedder, &settings, &mut cache, std::mem::take(&mut pending), &output, &m);
+                        describe(
+                            &mut embedder,
+                            &settings,
+                            &mut cache,
+                            std::mem::take(&mut pending),
+                            &output,
+                            &m,
+                        );
                         oldest = None;
                     }
                     if disconnected || (s.load(Ordering::SeqCst) && pending.is_empty()) {
@@ -172,10 +210,22 @@ impl ReidStage {
                 }
             })
             .expect("spawn reid thread");
-        ReidStage { metrics, stop, thread: Some(thread) }
+        ReidStage {
+            metrics,
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    /// Finishes what is pending and stops.
+    /// Waits for the stage to end on its own: it describes what is pending and exits once its
+    /// input (the analysis) has closed.
+    pub fn finish(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Finishes what is pending and stops, even if the input is still open.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -199,7 +249,9 @@ fn describe(
     m: &ReidMetrics,
 ) {
     // every new crop of every waiting (long enough) tracklet, embedded in batches across cameras
-    let describable = |p: &Pending| p.tracklet.boxes.len() >= s.min_boxes && p.tracklet.crops.len() >= s.min_crops;
+    let describable = |p: &Pending| {
+        p.tracklet.boxes.len() >= s.min_boxes && p.tracklet.crops.len() >= s.min_crops
+    };
     let mut todo: Vec<(CropKey, Arc<image::RgbImage>)> = Vec::new();
     for p in pending.iter().filter(|p| describable(p)) {
         for c in &p.tracklet.crops {
@@ -215,7 +267,8 @@ fn describe(
         let t0 = Instant::now();
         match embedder.embed_images(&images) {
             Ok(e) => {
-                m.embed_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                m.embed_ns
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 m.batches.fetch_add(1, Ordering::Relaxed);
                 m.crops.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 for ((key, _), row) in chunk.iter().zip(e.rows()) {
@@ -235,19 +288,30 @@ fn describe(
                 .tracklet
                 .crops
                 .iter()
-                .filter_map(|c| cache.get(&(p.camera.clone(), p.tracklet.id, c.seq)).map(|e| (e.as_slice(), c.quality)))
+                .filter_map(|c| {
+                    cache
+                        .get(&(p.camera.clone(), p.tracklet.id, c.seq))
+                        .map(|e| (e.as_slice(), c.quality))
+                })
                 .collect();
             weighted_descriptor(&embs)
         } else {
             None
         };
-        let quality = p.tracklet.crops.iter().map(|c| c.quality).sum::<f32>() / p.tracklet.crops.len().max(1) as f32;
+        let quality = p.tracklet.crops.iter().map(|c| c.quality).sum::<f32>()
+            / p.tracklet.crops.len().max(1) as f32;
         if p.ended {
             cache.retain(|k, _| !(k.0 == p.camera && k.1 == p.tracklet.id));
         }
         if descriptor.is_some() || p.ended {
             m.observations.fetch_add(1, Ordering::Relaxed);
-            let _ = output.send(ReidOutput::Observed(Observation { camera: p.camera, tracklet: p.tracklet, ended: p.ended, descriptor, quality }));
+            let _ = output.send(ReidOutput::Observed(Observation {
+                camera: p.camera,
+                tracklet: p.tracklet,
+                ended: p.ended,
+                descriptor,
+                quality,
+            }));
         }
     }
 }
@@ -261,7 +325,10 @@ mod tests {
         let a = [1.0f32, 0.0];
         let b = [0.0f32, 1.0];
         let d = weighted_descriptor(&[(&a, 3.0), (&b, 1.0)]).unwrap();
-        assert!((d[0] - 0.9486833).abs() < 1e-5 && (d[1] - 0.31622776).abs() < 1e-5, "{d:?}");
+        assert!(
+            (d[0] - 0.9486833).abs() < 1e-5 && (d[1] - 0.31622776).abs() < 1e-5,
+            "{d:?}"
+        );
         assert!(weighted_descriptor(&[]).is_none());
     }
 }

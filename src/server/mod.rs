@@ -1,33 +1,49 @@
-//! The server process: wires the stages (cameras → analysis (detect + track) → …) and owns
-//! their life cycle. One `Server` per process; `crosscam demo` and `crosscam serve` run it.
+//! The server process: wires the stages and owns their life cycle.
+//!
+//! ```text
+//! cameras (ingest) → analysis (detect + track) → reid (embed, describe) → link (gallery + store)
+//!                                                                          └→ events
+//! ```
+//! One thread per stage, bounded channels between them; `crosscam serve` and `crosscam demo` run it.
 
 pub mod analysis;
+pub mod link;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::ingest::{CameraStatus, Ingest, StateListener};
+use crate::reid::{Embedder, ReidStage};
 use crate::runtime::{self, SessionOptions};
+use crate::store::Store;
 
 pub use analysis::{Analysis, AnalysisSnapshot, CameraTrackEvent};
+pub use link::{Control, LinkSnapshot, LinkStage};
 
 pub struct Server {
     pub ingest: Arc<Ingest>,
+    /// Every event of the process (camera states, tracklets, identities).
+    pub events: EventBus,
     analysis: Analysis,
-    /// Tracker events (tracklet started / updated / ended) from every camera.
-    pub track_events: crossbeam_channel::Receiver<CameraTrackEvent>,
+    reid: ReidStage,
+    link: LinkStage,
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ServerStatus {
     pub cameras: Vec<CameraStatus>,
     pub analysis: AnalysisSnapshot,
+    pub reid: crate::reid::service::ReidSnapshot,
+    pub link: LinkSnapshot,
 }
 
 impl Server {
-    /// Loads the models, starts the analysis and every enabled camera of `cfg`.
+    /// Opens the store and the models, restores the gallery, starts every stage and every
+    /// enabled camera of `cfg`. `listener` additionally hears every camera state change.
     pub fn start(cfg: &Config, listener: Option<StateListener>) -> anyhow::Result<Server> {
         let rt = runtime::init(&cfg.runtime)?;
         let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
@@ -38,22 +54,74 @@ impl Server {
             &cfg.detect,
             SessionOptions::default(),
         )?;
-        let ingest = Arc::new(Ingest::new(cfg, listener)?);
-        let (tx, rx) = crossbeam_channel::bounded(4096);
+        let mut embedder = Embedder::open(
+            &cfg.models.embedder,
+            &manifest,
+            rt,
+            SessionOptions::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("models.embedder = {:?}: {e:#}", cfg.models.embedder))?;
+        let dim = match embedder.spec.dim {
+            0 => embedder
+                .embed_images(&[image::RgbImage::new(16, 32)])?
+                .ncols(),
+            d => d,
+        };
+        let store = Store::open(&cfg.server.data_dir)?;
+        let run = store.begin_run()?;
+        for c in &cfg.cameras {
+            store.upsert_camera(
+                &c.id,
+                c.name.as_deref().unwrap_or(&c.id),
+                &crate::ingest::camera::redact(&c.url),
+            )?;
+        }
+        let model = cfg.models.embedder.clone();
+        let linker = link::restore_gallery(cfg, &store, &model, dim)?;
+        let events = EventBus::new(4096);
+        let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
+        let user = listener;
+        let listener: StateListener = Arc::new(move |camera: &str, state, detail: &str| {
+            let _ = ctrl_tx.send(Control::CameraState {
+                camera: camera.to_string(),
+                state,
+                detail: detail.to_string(),
+            });
+            if let Some(u) = &user {
+                u(camera, state, detail);
+            }
+        });
+        let ingest = Arc::new(Ingest::new(cfg, Some(listener))?);
+        let (track_tx, track_rx) = crossbeam_channel::bounded(4096);
+        let (reid_tx, reid_rx) = crossbeam_channel::bounded(4096);
         let analysis = Analysis::start(
             ingest.queue(),
             ingest.clone(),
             detector,
             cfg.track.clone(),
-            tx,
+            track_tx,
+        );
+        let reid = ReidStage::start(embedder, cfg.reid.clone(), track_rx, reid_tx);
+        let link = LinkStage::start(
+            cfg,
+            store,
+            linker,
+            events.clone(),
+            run,
+            model,
+            reid_rx,
+            ctrl_rx,
         );
         for c in &cfg.cameras {
             ingest.add(c.clone())?;
         }
         Ok(Server {
             ingest,
+            events,
             analysis,
-            track_events: rx,
+            reid,
+            link,
+            data_dir: cfg.server.data_dir.clone(),
         })
     }
 
@@ -61,11 +129,17 @@ impl Server {
         ServerStatus {
             cameras: self.ingest.status(),
             analysis: self.analysis.metrics.snapshot(),
+            reid: self.reid.metrics.snapshot(),
+            link: self.link.metrics.snapshot(),
         }
     }
 
+    /// Stops the cameras, then lets every stage finish what it holds (open tracklets end and
+    /// are recorded) before returning.
     pub fn shutdown(mut self) {
         self.ingest.shutdown();
         self.analysis.stop();
+        self.reid.finish();
+        self.link.finish();
     }
 }

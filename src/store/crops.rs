@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{now_ms, Result, Store, StoreError};
+use super::{Result, Store, StoreError, now_ms};
 
 /// How long crops are kept and how much disk they may use.
 #[derive(Debug, Clone, Copy)]
@@ -24,13 +24,26 @@ pub struct RetentionReport {
     pub remaining_bytes: u64,
 }
 
-pub(super) fn save(store: &Store, tracklet: i64, camera: &str, crops: &[crate::track::Crop]) -> Result<usize> {
-    let dir: PathBuf = store.data_dir.join("crops").join(camera).join(tracklet.to_string());
+pub(super) fn save(
+    store: &Store,
+    tracklet: i64,
+    camera: &str,
+    crops: &[crate::track::Crop],
+) -> Result<usize> {
+    let dir: PathBuf = store
+        .data_dir
+        .join("crops")
+        .join(camera)
+        .join(tracklet.to_string());
     let mut written = 0;
     for c in crops {
         let exists: bool = store
             .conn()
-            .query_row("SELECT EXISTS(SELECT 1 FROM crops WHERE tracklet = ?1 AND seq = ?2)", params![tracklet, c.seq as i64], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM crops WHERE tracklet = ?1 AND seq = ?2)",
+                params![tracklet, c.seq as i64],
+                |r| r.get(0),
+            )
             .map_err(|e| store.err(e))?;
         if exists {
             continue;
@@ -41,7 +54,9 @@ pub(super) fn save(store: &Store, tracklet: i64, camera: &str, crops: &[crate::t
         let mut bytes = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
             .encode_image(c.image.as_ref())
-            .map_err(|e| StoreError::Invalid(format!("cannot encode a crop of tracklet {tracklet}: {e}")))?;
+            .map_err(|e| {
+                StoreError::Invalid(format!("cannot encode a crop of tracklet {tracklet}: {e}"))
+            })?;
         std::fs::write(&tmp, &bytes).map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         store
@@ -60,21 +75,36 @@ pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionRepor
     let mut rep = RetentionReport::default();
     let mut victims: Vec<(i64, String, i64)> = Vec::new();
     if let Some(age) = r.max_age_ms {
-        let mut st = store.conn().prepare("SELECT id, path, bytes FROM crops WHERE created_ms < ?1").map_err(|e| store.err(e))?;
+        let mut st = store
+            .conn()
+            .prepare("SELECT id, path, bytes FROM crops WHERE created_ms < ?1")
+            .map_err(|e| store.err(e))?;
         let rows = st
-            .query_map(params![now_ms() - age], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map(params![now_ms() - age], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .map_err(|e| store.err(e))?;
         for row in rows {
             victims.push(row.map_err(|e| store.err(e))?);
         }
     }
-    let total: i64 = store.conn().query_row("SELECT COALESCE(SUM(bytes), 0) FROM crops", [], |r| r.get(0)).map_err(|e| store.err(e))?;
+    let total: i64 = store
+        .conn()
+        .query_row("SELECT COALESCE(SUM(bytes), 0) FROM crops", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| store.err(e))?;
     let mut remaining = total as u64 - victims.iter().map(|v| v.2 as u64).sum::<u64>();
     if let Some(budget) = r.max_bytes
         && remaining > budget
     {
-        let mut st = store.conn().prepare("SELECT id, path, bytes FROM crops ORDER BY created_ms, id").map_err(|e| store.err(e))?;
-        let rows = st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(|e| store.err(e))?;
+        let mut st = store
+            .conn()
+            .prepare("SELECT id, path, bytes FROM crops ORDER BY created_ms, id")
+            .map_err(|e| store.err(e))?;
+        let rows = st
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(|e| store.err(e))?;
         for row in rows {
             let row: (i64, String, i64) = row.map_err(|e| store.err(e))?;
             if remaining <= budget {
@@ -89,7 +119,10 @@ pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionRepor
     }
     for (id, path, bytes) in victims {
         // the row goes first: a crash in between leaves an orphan file, never a row without a file
-        store.conn().execute("DELETE FROM crops WHERE id = ?1", params![id]).map_err(|e| store.err(e))?;
+        store
+            .conn()
+            .execute("DELETE FROM crops WHERE id = ?1", params![id])
+            .map_err(|e| store.err(e))?;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

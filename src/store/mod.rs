@@ -12,7 +12,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub use crops::CropRetention;
@@ -27,8 +27,14 @@ pub enum StoreError {
     },
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
-    #[error("database {path} was written by a newer crosscam (schema {found}, this build knows {known}); upgrade crosscam")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "database {path} was written by a newer crosscam (schema {found}, this build knows {known}); upgrade crosscam"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -36,7 +42,10 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub struct Store {
@@ -158,26 +167,42 @@ fn to_blob(v: &[f32]) -> Vec<u8> {
 }
 
 fn from_blob(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 impl Store {
     /// Opens (creating if needed) `<data_dir>/crosscam.db` and brings its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(data_dir.display().to_string(), e))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Io(data_dir.display().to_string(), e))?;
         let path = data_dir.join("crosscam.db");
-        let sql = |e| StoreError::Sqlite { path: path.display().to_string(), source: e };
+        let sql = |e| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source: e,
+        };
         let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
-        let mut s = Store { conn, path: path.clone(), data_dir: data_dir.to_path_buf() };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
+        let mut s = Store {
+            conn,
+            path: path.clone(),
+            data_dir: data_dir.to_path_buf(),
+        };
         schema::migrate(&mut s.conn).map_err(|e| match e {
             schema::MigrateError::Sql(e) => sql(e),
-            schema::MigrateError::TooNew(found) => {
-                StoreError::TooNew { path: path.display().to_string(), found, known: schema::VERSION }
-            }
+            schema::MigrateError::TooNew(found) => StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known: schema::VERSION,
+            },
         })?;
         Ok(s)
     }
@@ -191,12 +216,20 @@ impl Store {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.display().to_string(), source: e }
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source: e,
+        }
     }
 
     /// Starts a new server run (tracker ids restart with each run) and returns its number.
     pub fn begin_run(&self) -> Result<i64> {
-        self.conn.execute("INSERT INTO runs (started_ms) VALUES (?1)", params![now_ms()]).map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO runs (started_ms) VALUES (?1)",
+                params![now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -223,9 +256,19 @@ impl Store {
 
     /// Inserts or updates a tracklet (unique per camera, run and tracker id) with all its boxes;
     /// returns its row id. Times are wall-clock ms (stream time when the wall clock is unknown).
-    pub fn upsert_tracklet(&self, run: i64, t: &crate::track::Tracklet, quality: f32, ended: bool) -> Result<i64> {
+    pub fn upsert_tracklet(
+        &self,
+        run: i64,
+        t: &crate::track::Tracklet,
+        quality: f32,
+        ended: bool,
+    ) -> Result<i64> {
         let (w0, w1) = t.wall_span_ms();
-        let (start_ms, end_ms) = if w0 > 0 { (w0, w1) } else { (t.start.as_millis() as i64, t.end.as_millis() as i64) };
+        let (start_ms, end_ms) = if w0 > 0 {
+            (w0, w1)
+        } else {
+            (t.start.as_millis() as i64, t.end.as_millis() as i64)
+        };
         self.conn
             .query_row(
                 "INSERT INTO tracklets (camera, run, track_id, start_ms, end_ms, boxes, quality, ended, track)
@@ -242,11 +285,18 @@ impl Store {
 
     /// Every tracklet's boxes: (row id, camera, [(stream-time ms, box)]).
     pub fn tracklet_boxes(&self) -> Result<Vec<(i64, String, Vec<(i64, crate::frame::BBox)>)>> {
-        let mut st = self.conn.prepare("SELECT id, camera, track FROM tracklets ORDER BY id").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, camera, track FROM tracklets ORDER BY id")
+            .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
                 let blob: Option<Vec<u8>> = r.get(2)?;
-                Ok((r.get(0)?, r.get(1)?, unpack_boxes(blob.as_deref().unwrap_or_default())))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    unpack_boxes(blob.as_deref().unwrap_or_default()),
+                ))
             })
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -289,7 +339,10 @@ impl Store {
         model: &str,
         seen_ms: i64,
     ) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.display().to_string(), source: e })?;
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source: e,
+        })?;
         tx.execute(
             "INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
             params![identity, seen_ms],
@@ -310,18 +363,39 @@ impl Store {
             )
         })
         .map_err(|e| StoreError::Sqlite { path: self.path.display().to_string(), source: e })?;
-        tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.display().to_string(), source: e })
+        tx.commit().map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source: e,
+        })
     }
 
     /// Moves every sighting of `absorbed` to `kept`, marks `absorbed` merged, and writes the audit
     /// record — all in one transaction.
-    pub fn merge_identities(&mut self, kept: i64, absorbed: i64, actor: &str, reason: &str, similarity: Option<f32>) -> Result<()> {
+    pub fn merge_identities(
+        &mut self,
+        kept: i64,
+        absorbed: i64,
+        actor: &str,
+        reason: &str,
+        similarity: Option<f32>,
+    ) -> Result<()> {
         let path = self.path.display().to_string();
-        let e = |source| StoreError::Sqlite { path: path.clone(), source };
+        let e = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(e)?;
         let t = now_ms();
-        tx.execute("UPDATE sightings SET identity = ?1 WHERE identity = ?2", params![kept, absorbed]).map_err(e)?;
-        tx.execute("UPDATE identities SET merged_into = ?1, retired_ms = ?2 WHERE id = ?3", params![kept, t, absorbed]).map_err(e)?;
+        tx.execute(
+            "UPDATE sightings SET identity = ?1 WHERE identity = ?2",
+            params![kept, absorbed],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "UPDATE identities SET merged_into = ?1, retired_ms = ?2 WHERE id = ?3",
+            params![kept, t, absorbed],
+        )
+        .map_err(e)?;
         tx.execute(
             "UPDATE identities SET last_seen_ms = MAX(last_seen_ms, (SELECT last_seen_ms FROM identities WHERE id = ?2)) WHERE id = ?1",
             params![kept, absorbed],
@@ -336,12 +410,26 @@ impl Store {
     }
 
     /// Moves `tracklets` from `from` to the new identity `to` (operator split), with an audit record.
-    pub fn split_identity(&mut self, from: i64, to: i64, tracklets: &[i64], actor: &str, reason: &str) -> Result<()> {
+    pub fn split_identity(
+        &mut self,
+        from: i64,
+        to: i64,
+        tracklets: &[i64],
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
         let path = self.path.display().to_string();
-        let e = |source| StoreError::Sqlite { path: path.clone(), source };
+        let e = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(e)?;
         let t = now_ms();
-        tx.execute("INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)", params![to, t]).map_err(e)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
+            params![to, t],
+        )
+        .map_err(e)?;
         for tr in tracklets {
             let n = tx
                 .execute(
@@ -350,7 +438,9 @@ impl Store {
                 )
                 .map_err(e)?;
             if n == 0 {
-                return Err(StoreError::Invalid(format!("tracklet {tr} is not a sighting of identity {from}")));
+                return Err(StoreError::Invalid(format!(
+                    "tracklet {tr} is not a sighting of identity {from}"
+                )));
             }
         }
         tx.execute(
@@ -363,14 +453,21 @@ impl Store {
 
     pub fn retire_identity(&self, id: i64, t_ms: i64) -> Result<()> {
         self.conn
-            .execute("UPDATE identities SET retired_ms = ?2 WHERE id = ?1 AND retired_ms IS NULL", params![id, t_ms])
+            .execute(
+                "UPDATE identities SET retired_ms = ?2 WHERE id = ?1 AND retired_ms IS NULL",
+                params![id, t_ms],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Largest identity id ever used (the linker continues after it).
     pub fn max_identity(&self) -> Result<i64> {
-        self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM identities", [], |r| r.get(0)).map_err(|e| self.err(e))
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM identities", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
     }
 
     pub fn identities(&self, include_retired: bool) -> Result<Vec<IdentityRow>> {
@@ -394,7 +491,11 @@ impl Store {
                     retired_ms: r.get(3)?,
                     merged_into: r.get(4)?,
                     sightings: r.get(5)?,
-                    cameras: cams.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                    cameras: cams
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
                 })
             })
             .map_err(|e| self.err(e))?
@@ -493,13 +594,22 @@ impl Store {
     /// The identity a tracklet is linked to, if any.
     pub fn identity_of(&self, tracklet: i64) -> Result<Option<i64>> {
         self.conn
-            .query_row("SELECT identity FROM sightings WHERE tracklet = ?1", params![tracklet], |r| r.get(0))
+            .query_row(
+                "SELECT identity FROM sightings WHERE tracklet = ?1",
+                params![tracklet],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
 
     /// Writes a tracklet's crops that are not stored yet (JPEG files + rows); returns how many.
-    pub fn save_crops(&self, tracklet: i64, camera: &str, crops: &[crate::track::Crop]) -> Result<usize> {
+    pub fn save_crops(
+        &self,
+        tracklet: i64,
+        camera: &str,
+        crops: &[crate::track::Crop],
+    ) -> Result<usize> {
         crops::save(self, tracklet, camera, crops)
     }
 
@@ -510,7 +620,9 @@ impl Store {
             .prepare("SELECT path, quality FROM crops WHERE tracklet = ?1 ORDER BY seq")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(params![tracklet], |r| Ok((PathBuf::from(r.get::<_, String>(0)?), r.get(1)?)))
+            .query_map(params![tracklet], |r| {
+                Ok((PathBuf::from(r.get::<_, String>(0)?), r.get(1)?))
+            })
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;

@@ -55,14 +55,17 @@ pub enum MigrateError {
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(MigrateError::Sql)?;
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(MigrateError::Sql)?;
     if current > VERSION {
         return Err(MigrateError::TooNew(current));
     }
     for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction().map_err(MigrateError::Sql)?;
         tx.execute_batch(m).map_err(MigrateError::Sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(MigrateError::Sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(MigrateError::Sql)?;
         tx.commit().map_err(MigrateError::Sql)?;
     }
     Ok(())

@@ -60,7 +60,10 @@ impl Tracklet {
     }
     /// Wall-clock time of the first and last box (ms since the Unix epoch; 0 when unknown).
     pub fn wall_span_ms(&self) -> (i64, i64) {
-        (self.boxes.first().map_or(0, |b| b.wall_ms), self.boxes.last().map_or(0, |b| b.wall_ms))
+        (
+            self.boxes.first().map_or(0, |b| b.wall_ms),
+            self.boxes.last().map_or(0, |b| b.wall_ms),
+        )
     }
 
     pub fn duration(&self) -> Duration {

@@ -154,16 +154,27 @@ impl Drop for TestCamera {
 
 /// Cuts `[start, end)` seconds of `src` into an H.264 MP4 at `out` (timestamps from 0), optionally
 /// through `videobalance` with the given properties (another camera's colour response).
-pub fn cut_clip(src: &std::path::Path, start: f64, end: f64, balance: Option<&str>, out: &std::path::Path) {
+pub fn cut_clip(
+    src: &std::path::Path,
+    start: f64,
+    end: f64,
+    balance: Option<&str>,
+    out: &std::path::Path,
+) {
     gst::init().unwrap();
     let text = format!(
         "filesrc location=\"{}\" ! decodebin ! videoconvert ! {} x264enc key-int-max=10 bframes=0 speed-preset=ultrafast bitrate=1500 \
          ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location=\"{}\"",
         src.display(),
-        balance.map(|b| format!("videobalance {b} ! videoconvert !")).unwrap_or_default(),
+        balance
+            .map(|b| format!("videobalance {b} ! videoconvert !"))
+            .unwrap_or_default(),
         out.display()
     );
-    let p = gst::parse::launch(&text).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let p = gst::parse::launch(&text)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
     p.set_state(gst::State::Paused).unwrap();
     let (res, _, _) = p.state(gst::ClockTime::from_seconds(10));
     res.unwrap();

@@ -1,0 +1,402 @@
+//! The linking stage: the one thread that owns the store and the gallery. It records every
+//! tracklet (boxes, crops, descriptor), asks the [`Linker`] which identity each described
+//! tracklet is, writes the decision and whatever the linker did (new identities, merges,
+//! retirements) to the store in order, and publishes the matching events. On start the gallery is
+//! rebuilt from the store (using the last index dump when it still fits), so nothing linked before
+//! a crash or a restart is lost and new sightings link to the old identities.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, info_span, warn};
+
+use crate::config::Config;
+use crate::events::{Event, EventBus};
+use crate::gallery::{self, GalleryEvent, IdentityId, LinkKind, Linker};
+use crate::ingest::CameraState;
+use crate::reid::{Observation, ReidOutput};
+use crate::store::{Decision, Store, now_ms};
+
+/// Messages the link stage takes besides tracklets.
+pub enum Control {
+    CameraState {
+        camera: String,
+        state: CameraState,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct LinkMetrics {
+    pub observations: AtomicU64,
+    pub created: AtomicU64,
+    pub linked: AtomicU64,
+    pub uncertain: AtomicU64,
+    pub merged: AtomicU64,
+    pub errors: AtomicU64,
+    pub link_ns: AtomicU64,
+    /// Frame-to-identity latency of the last decision (ms): wall time of the tracklet's last box
+    /// to the moment its identity event was published.
+    pub last_latency_ms: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkSnapshot {
+    pub observations: u64,
+    pub created: u64,
+    pub linked: u64,
+    pub uncertain: u64,
+    pub merged: u64,
+    pub errors: u64,
+    pub ms_per_observation: f64,
+    pub last_latency_ms: u64,
+}
+
+impl LinkMetrics {
+    pub fn snapshot(&self) -> LinkSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LinkSnapshot {
+            observations: l(&self.observations),
+            created: l(&self.created),
+            linked: l(&self.linked),
+            uncertain: l(&self.uncertain),
+            merged: l(&self.merged),
+            errors: l(&self.errors),
+            ms_per_observation: l(&self.link_ns) as f64 / 1e6 / l(&self.observations).max(1) as f64,
+            last_latency_ms: l(&self.last_latency_ms),
+        }
+    }
+}
+
+pub struct LinkStage {
+    pub metrics: Arc<LinkMetrics>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn decision_of(k: LinkKind) -> Decision {
+    match k {
+        LinkKind::New => Decision::New,
+        LinkKind::Linked => Decision::Linked,
+        LinkKind::Uncertain => Decision::Uncertain,
+        LinkKind::Operator => Decision::Operator,
+    }
+}
+
+fn kind_of(d: Decision) -> LinkKind {
+    match d {
+        Decision::New => LinkKind::New,
+        Decision::Linked => LinkKind::Linked,
+        Decision::Uncertain => LinkKind::Uncertain,
+        Decision::Operator => LinkKind::Operator,
+    }
+}
+
+/// The gallery as the store remembers it: rebuilt from every live identity's tracklets.
+pub fn restore_gallery(
+    cfg: &Config,
+    store: &Store,
+    model: &str,
+    dim: usize,
+) -> anyhow::Result<Linker> {
+    let sightings = store.sightings()?;
+    let tracklets: Vec<gallery::StoredTracklet> = store
+        .live_tracklets(model)?
+        .into_iter()
+        .filter(|t| t.descriptor.len() == dim)
+        .map(|t| {
+            let s = sightings.iter().find(|s| s.tracklet == t.tracklet);
+            gallery::StoredTracklet {
+                identity: IdentityId(t.identity as u64),
+                camera: t.camera,
+                tracklet: t.tracklet as u64,
+                start_ms: t.start_ms,
+                end_ms: t.end_ms,
+                quality: t.quality,
+                descriptor: t.descriptor,
+                link: s.map_or(LinkKind::Linked, |s| kind_of(s.decision)),
+                similarity: s.and_then(|s| s.similarity).unwrap_or(1.0),
+            }
+        })
+        .collect();
+    let cannot_link: Vec<(IdentityId, IdentityId)> = store
+        .audit()?
+        .into_iter()
+        .filter(|a| a.kind == "split")
+        .map(|a| (IdentityId(a.kept as u64), IdentityId(a.other as u64)))
+        .collect();
+    let dump = store.data_dir().join("gallery-index");
+    let n = tracklets.len();
+    let (linker, report) = Linker::rebuild(
+        &cfg.gallery,
+        &cfg.linking,
+        dim,
+        tracklets,
+        store.max_identity()? as u64 + 1,
+        &cannot_link,
+        dump.exists().then_some(dump.as_path()),
+    )?;
+    info!(tracklets = n, identities = report.identities, prototypes = report.prototypes, index = ?report.index, secs = report.seconds, "gallery restored from the store");
+    Ok(linker)
+}
+
+struct Ctx {
+    store: Store,
+    linker: Linker,
+    bus: EventBus,
+    run: i64,
+    model: String,
+    metrics: Arc<LinkMetrics>,
+}
+
+impl Ctx {
+    /// Writes and publishes what the gallery did.
+    fn apply(&mut self, events: &[GalleryEvent], seen_ms: i64) -> anyhow::Result<()> {
+        for e in events {
+            match e {
+                GalleryEvent::IdentityCreated {
+                    t_ms,
+                    identity,
+                    camera,
+                    tracklet,
+                } => {
+                    self.store.create_identity(identity.0 as i64, *t_ms)?;
+                    self.metrics.created.fetch_add(1, Ordering::Relaxed);
+                    self.bus.publish(Event::IdentityCreated {
+                        t_ms: now_ms(),
+                        identity: identity.0 as i64,
+                        camera: camera.clone(),
+                        tracklet: *tracklet as i64,
+                    });
+                }
+                GalleryEvent::IdentityLinked {
+                    identity,
+                    camera,
+                    tracklet,
+                    decision,
+                    similarity,
+                    margin,
+                    ..
+                } => {
+                    let d = decision_of(*decision);
+                    self.store.record_sighting(
+                        *tracklet as i64,
+                        identity.0 as i64,
+                        Some(*similarity),
+                        *margin,
+                        d,
+                        &self.model,
+                        seen_ms,
+                    )?;
+                    match d {
+                        Decision::Linked => self.metrics.linked.fetch_add(1, Ordering::Relaxed),
+                        Decision::Uncertain => {
+                            self.metrics.uncertain.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => 0,
+                    };
+                    if d != Decision::New {
+                        self.bus.publish(Event::IdentityLinked {
+                            t_ms: now_ms(),
+                            identity: identity.0 as i64,
+                            camera: camera.clone(),
+                            tracklet: *tracklet as i64,
+                            similarity: *similarity,
+                            margin: margin.unwrap_or(1.0),
+                            uncertain: d == Decision::Uncertain,
+                        });
+                    }
+                }
+                GalleryEvent::IdentityMerged(m) => {
+                    self.store.merge_identities(
+                        m.kept.0 as i64,
+                        m.absorbed.0 as i64,
+                        &m.actor.to_string(),
+                        &m.reason,
+                        Some(m.similarity),
+                    )?;
+                    self.metrics.merged.fetch_add(1, Ordering::Relaxed);
+                    self.bus.publish(Event::IdentityMerged {
+                        t_ms: now_ms(),
+                        kept: m.kept.0 as i64,
+                        absorbed: m.absorbed.0 as i64,
+                        reason: m.reason.clone(),
+                    });
+                }
+                GalleryEvent::IdentitySplit(s) => {
+                    let tracklets: Vec<i64> =
+                        s.tracklets.iter().map(|k| k.tracklet as i64).collect();
+                    self.store.split_identity(
+                        s.from.0 as i64,
+                        s.to.0 as i64,
+                        &tracklets,
+                        &s.actor.to_string(),
+                        &s.reason,
+                    )?;
+                    self.bus.publish(Event::IdentitySplit {
+                        t_ms: now_ms(),
+                        from: s.from.0 as i64,
+                        to: s.to.0 as i64,
+                        tracklets,
+                    });
+                }
+                GalleryEvent::IdentityRetired { t_ms, identity, .. } => {
+                    self.store.retire_identity(identity.0 as i64, *t_ms)?;
+                    self.bus.publish(Event::IdentityRetired {
+                        t_ms: now_ms(),
+                        identity: identity.0 as i64,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn observed(&mut self, o: Observation) -> anyhow::Result<()> {
+        let t = &o.tracklet;
+        let row = self
+            .store
+            .upsert_tracklet(self.run, t, o.quality, o.ended)?;
+        self.store.save_crops(row, &o.camera, &t.crops)?;
+        let (start_ms, end_ms) = match t.wall_span_ms() {
+            (0, _) => (t.start.as_millis() as i64, t.end.as_millis() as i64),
+            w => w,
+        };
+        if let Some(d) = &o.descriptor {
+            let t0 = Instant::now();
+            self.store.save_descriptor(row, &self.model, d)?;
+            let outcome = self.linker.observe(&gallery::Observation {
+                camera: o.camera.to_string(),
+                tracklet: row as u64,
+                start_ms,
+                end_ms,
+                descriptor: d.to_vec(),
+                quality: o.quality,
+            })?;
+            self.apply(&outcome.events, end_ms)?;
+            self.metrics.observations.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .link_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            if end_ms > 1_000_000_000_000 {
+                self.metrics
+                    .last_latency_ms
+                    .store((now_ms() - end_ms).max(0) as u64, Ordering::Relaxed);
+            }
+        }
+        if o.ended {
+            self.bus.publish(Event::TrackletEnded {
+                t_ms: now_ms(),
+                camera: o.camera.to_string(),
+                track: t.id,
+                tracklet: row,
+                start_ms,
+                end_ms,
+                boxes: t.boxes.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How often the gallery retires old identities, crops are trimmed and the index is dumped.
+const MAINTENANCE: Duration = Duration::from_secs(60);
+
+impl LinkStage {
+    pub fn start(
+        cfg: &Config,
+        store: Store,
+        linker: Linker,
+        bus: EventBus,
+        run: i64,
+        model: String,
+        input: crossbeam_channel::Receiver<ReidOutput>,
+        control: crossbeam_channel::Receiver<Control>,
+    ) -> LinkStage {
+        let metrics = Arc::new(LinkMetrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (metrics.clone(), stop.clone());
+        let retention = cfg.store.retention();
+        let thread = std::thread::Builder::new()
+            .name("link".into())
+            .spawn(move || {
+                let mut ctx = Ctx { store, linker, bus, run, model, metrics: m };
+                let mut last_maintenance = Instant::now();
+                loop {
+                    crossbeam_channel::select! {
+                        recv(input) -> msg => match msg {
+                            Ok(ReidOutput::Started { camera, tracklet }) => {
+                                ctx.bus.publish(Event::TrackletStarted { t_ms: now_ms(), camera: camera.to_string(), track: tracklet.id });
+                            }
+                            Ok(ReidOutput::Observed(o)) => {
+                                let camera = o.camera.clone();
+                                if let Err(e) = ctx.observed(o) {
+                                    ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                                    info_span!("camera", id = %camera).in_scope(|| warn!(error = %e, "cannot record a tracklet"));
+                                }
+                            }
+                            Err(_) => break,
+                        },
+                        recv(control) -> msg => if let Ok(Control::CameraState { camera, state, detail }) = msg {
+                            if let Err(e) = ctx.store.camera_state(&camera, &state.to_string(), &detail) {
+                                warn!(error = %e, "cannot record a camera state");
+                            }
+                            ctx.bus.publish(Event::CameraState { t_ms: now_ms(), camera, state, detail });
+                        },
+                        default(Duration::from_millis(200)) => {
+                            if s.load(Ordering::SeqCst) {
+                                break;
+                            }
+                        }
+                    }
+                    if last_maintenance.elapsed() >= MAINTENANCE {
+                        last_maintenance = Instant::now();
+                        let fx = ctx.linker.maintain(now_ms());
+                        if let Err(e) = ctx.apply(&fx.events, now_ms()) {
+                            warn!(error = %e, "cannot record gallery maintenance");
+                        }
+                        match ctx.store.enforce_crop_retention(&retention) {
+                            Ok(r) if r.deleted > 0 => info!(deleted = r.deleted, freed_bytes = r.freed_bytes, "crop retention"),
+                            Ok(_) => {}
+                            Err(e) => warn!(error = %e, "crop retention failed"),
+                        }
+                        if let Err(e) = ctx.linker.dump_index(&ctx.store.data_dir().join("gallery-index")) {
+                            warn!(error = %e, "cannot dump the gallery index");
+                        }
+                    }
+                }
+                if let Err(e) = ctx.linker.dump_index(&ctx.store.data_dir().join("gallery-index")) {
+                    warn!(error = %e, "cannot dump the gallery index");
+                }
+            })
+            .expect("spawn link thread");
+        LinkStage {
+            metrics,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the stage to end on its own (its input closed: every tracklet recorded).
+    pub fn finish(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LinkStage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
