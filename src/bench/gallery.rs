@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{GallerySettings, IndexChoice, LinkingSettings};
 use crate::gallery::testdata::people;
@@ -38,6 +38,9 @@ pub struct GalleryBenchOptions {
     pub ef_construction_large: usize,
     /// Identities in the memory measurement (0 = skip it).
     pub identities: usize,
+    /// Measure memory in a child process per index (`crosscam bench gallery --memory-only`),
+    /// so that one measurement does not reuse memory the other freed.
+    pub memory_subprocess: bool,
     pub seed: u64,
     pub quiet: bool,
 }
@@ -53,6 +56,7 @@ impl Default for GalleryBenchOptions {
             hnsw: HnswParams::default(),
             ef_construction_large: 100,
             identities: 2000,
+            memory_subprocess: false,
             seed: 7,
             quiet: false,
         }
@@ -89,7 +93,7 @@ pub struct SizeRow {
     pub recall_at_10: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryRow {
     pub index: String,
     pub identities: usize,
@@ -341,7 +345,8 @@ fn synthetic_snapshot(n: usize, g: &GallerySettings, dim: usize, seed: u64) -> G
     }
 }
 
-fn measure_memory(index: IndexChoice, opts: &GalleryBenchOptions) -> anyhow::Result<MemoryRow> {
+/// Memory per identity of a gallery using `index` (see the module docs), in this process.
+pub fn measure_memory(index: IndexChoice, opts: &GalleryBenchOptions) -> anyhow::Result<MemoryRow> {
     let g = GallerySettings {
         index,
         hnsw_m: opts.hnsw.m,
@@ -379,7 +384,12 @@ pub fn gallery(opts: &GalleryBenchOptions) -> anyhow::Result<GalleryBenchReport>
     let mut memory = Vec::new();
     if opts.identities > 0 {
         for kind in [IndexChoice::Exact, IndexChoice::Hnsw] {
-            memory.push(measure_memory(kind, opts)?);
+            let row = if opts.memory_subprocess {
+                memory_in_child(kind, opts)?
+            } else {
+                measure_memory(kind, opts)?
+            };
+            memory.push(row);
             progress.inc(1);
         }
     }
@@ -396,6 +406,30 @@ pub fn gallery(opts: &GalleryBenchOptions) -> anyhow::Result<GalleryBenchReport>
         sizes,
         memory,
     })
+}
+
+fn memory_in_child(kind: IndexChoice, opts: &GalleryBenchOptions) -> anyhow::Result<MemoryRow> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("cannot find the crosscam executable")?;
+    let kind = match kind {
+        IndexChoice::Exact => "exact",
+        _ => "hnsw",
+    };
+    let out = std::process::Command::new(exe)
+        .args(["bench", "gallery", "--memory-only", kind])
+        .args(["--identities", &opts.identities.to_string()])
+        .args(["--dim", &opts.dim.to_string()])
+        .args(["--m", &opts.hnsw.m.to_string()])
+        .args(["--ef-construction", &opts.hnsw.ef_construction.to_string()])
+        .args(["--seed", &opts.seed.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the memory measurement")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the memory measurement ({kind}) failed"
+    );
+    serde_json::from_slice(&out.stdout).context("unreadable memory measurement")
 }
 
 /// Markdown tables for docs/PERFORMANCE.md.

@@ -64,6 +64,10 @@ pub struct BenchGalleryArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Internal: measure only the memory of one gallery (`exact` or `hnsw`) and print it as
+    /// JSON (the benchmark runs each in its own process).
+    #[arg(long, hide = true)]
+    pub memory_only: Option<String>,
 }
 
 fn run_bench_gallery(a: BenchGalleryArgs) -> Result<ExitCode> {
@@ -84,9 +88,20 @@ fn run_bench_gallery(a: BenchGalleryArgs) -> Result<ExitCode> {
         },
         ef_construction_large: a.ef_construction_large.max(a.m),
         identities: a.identities,
+        memory_subprocess: true,
         seed: a.seed,
-        quiet: a.json,
+        quiet: a.json || a.memory_only.is_some(),
     };
+    if let Some(kind) = a.memory_only {
+        let kind = match kind.as_str() {
+            "exact" => crate::config::IndexChoice::Exact,
+            "hnsw" => crate::config::IndexChoice::Hnsw,
+            other => anyhow::bail!("--memory-only takes exact or hnsw, not {other:?}"),
+        };
+        let row = crate::bench::gallery::measure_memory(kind, &opts)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = crate::bench::gallery(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
