@@ -1,9 +1,12 @@
 //! `crosscam bench …`: the measurements behind docs/PERFORMANCE.md, each made in one run on the
 //! machine at hand: embedding models side by side (`embed`), and the camera path — decoding, the
-//! bare detector, and cameras → tracklets end to end (`camera`).
+//! bare detector, and cameras → tracklets end to end (`camera`), and the identity gallery's search
+//! and memory at scale (`gallery`).
 
 pub mod camera;
 pub mod embed;
+pub mod gallery;
 
 pub use camera::*;
 pub use embed::*;
+pub use gallery::{GalleryBenchOptions, GalleryBenchReport, gallery, render_gallery};

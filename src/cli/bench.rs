@@ -24,6 +24,91 @@ pub enum BenchCommand {
     /// Training throughput (images/s) and peak memory of a re-id ResNet: a few full training
     /// steps (augmentation, forward, cross-entropy + triplet, backward, Adam) on synthetic crops.
     Train(BenchTrainArgs),
+    /// Identity gallery search: exact vs HNSW query latency (p50/p99), build time and recall at
+    /// several sizes, and memory per identity, on seeded synthetic re-id-like features.
+    Gallery(BenchGalleryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchGalleryArgs {
+    /// Gallery sizes (prototype vectors) to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
+    pub sizes: Vec<usize>,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 512)]
+    pub dim: usize,
+    /// Vector dimension for sizes of a million and more (1M × 512 floats is 2 GB per copy).
+    #[arg(long, default_value_t = 128)]
+    pub dim_large: usize,
+    /// Timed queries per index and size (each timed alone).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Stop timing exact queries after this many seconds (at least 50 are timed).
+    #[arg(long, default_value_t = 60.0)]
+    pub max_exact_seconds: f64,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// ef_construction for sizes of a million and more (the build is the long part).
+    #[arg(long, default_value_t = 100)]
+    pub ef_construction_large: usize,
+    #[arg(long, default_value_t = 64)]
+    pub ef_search: usize,
+    /// Identities in the memory-per-identity measurement (0 = skip).
+    #[arg(long, default_value_t = 2000)]
+    pub identities: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: measure only the memory of one gallery (`exact` or `hnsw`) and print it as
+    /// JSON (the benchmark runs each in its own process).
+    #[arg(long, hide = true)]
+    pub memory_only: Option<String>,
+}
+
+fn run_bench_gallery(a: BenchGalleryArgs) -> Result<ExitCode> {
+    if a.dim == 0 || a.dim_large == 0 || a.m < 2 || a.m > 128 || a.ef_search == 0 {
+        anyhow::bail!("--dim, --dim-large and --ef-search must be positive and --m within 2..=128");
+    }
+    let opts = crate::bench::GalleryBenchOptions {
+        sizes: a.sizes,
+        dim: a.dim,
+        dim_large: a.dim_large,
+        queries: a.queries.max(1),
+        max_exact_seconds: a.max_exact_seconds,
+        hnsw: crate::gallery::HnswParams {
+            m: a.m,
+            ef_construction: a.ef_construction.max(a.m),
+            ef_search: a.ef_search,
+            ..Default::default()
+        },
+        ef_construction_large: a.ef_construction_large.max(a.m),
+        identities: a.identities,
+        memory_subprocess: true,
+        seed: a.seed,
+        quiet: a.json || a.memory_only.is_some(),
+    };
+    if let Some(kind) = a.memory_only {
+        let kind = match kind.as_str() {
+            "exact" => crate::config::IndexChoice::Exact,
+            "hnsw" => crate::config::IndexChoice::Hnsw,
+            other => anyhow::bail!("--memory-only takes exact or hnsw, not {other:?}"),
+        };
+        let row = crate::bench::gallery::measure_memory(kind, &opts)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = crate::bench::gallery(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", crate::bench::render_gallery(&r));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +264,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Eval(a) => return run_bench_eval(a),
         BenchCommand::Train(a) => return run_bench_train(a),
+        BenchCommand::Gallery(a) => return run_bench_gallery(a),
         BenchCommand::Decode(a) => {
             let v = a
                 .video

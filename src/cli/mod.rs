@@ -100,9 +100,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// Sets up logging: `RUST_LOG` if set, else `default` (the config's `server.log`).
 pub fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    // ONNX Runtime logs every graph transformation at info level: keep it to warnings
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},ort=warn")));
+    // ONNX Runtime logs every graph transformation at info level, hnsw_rs every graph it
+    // builds, dumps or drops: keep them to warnings
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default},ort=warn,hnsw_rs=warn,anndists=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -265,8 +265,9 @@ impl GalleryIndex for ExactIndex {
     }
 
     fn memory_bytes(&self) -> usize {
-        // vectors + ids + live flags + the id → slot map (≈ 1.14 × 16 bytes per entry, hashbrown)
-        self.data.capacity() * 4
+        // vectors (their length: capacity never written is address space, not memory) + ids +
+        // live flags + the id → slot map (≈ 1.14 × 16 bytes per entry, hashbrown)
+        self.data.len() * 4
             + self.ids.capacity() * 8
             + self.live.capacity()
             + self.slot.capacity() * 17
