@@ -190,7 +190,7 @@ impl StoreSettings {
     pub fn retention(&self) -> crate::store::CropRetention {
         crate::store::CropRetention {
             max_age_ms: (self.crop_max_age_hours > 0.0)
-                .then(|| (self.crop_max_age_hours * 3.6e6) as i64),
+                .then_some((self.crop_max_age_hours * 3.6e6) as i64),
             max_bytes: (self.crop_max_mib > 0).then(|| self.crop_max_mib * 1024 * 1024),
         }
     }

@@ -143,6 +143,18 @@ pub fn restore_gallery(
     Ok(linker)
 }
 
+/// What the link stage owns: the store, the gallery's linker, the event bus, and the run and
+/// model its sightings are recorded under.
+pub struct LinkParts {
+    pub store: Store,
+    pub linker: Linker,
+    pub bus: EventBus,
+    /// The store's run id of this daemon start.
+    pub run: i64,
+    /// The embedder's name, recorded with every descriptor.
+    pub model: String,
+}
+
 struct Ctx {
     store: Store,
     linker: Linker,
@@ -308,11 +320,7 @@ const MAINTENANCE: Duration = Duration::from_secs(60);
 impl LinkStage {
     pub fn start(
         cfg: &Config,
-        store: Store,
-        linker: Linker,
-        bus: EventBus,
-        run: i64,
-        model: String,
+        parts: LinkParts,
         input: crossbeam_channel::Receiver<ReidOutput>,
         control: crossbeam_channel::Receiver<Control>,
     ) -> LinkStage {
@@ -323,7 +331,21 @@ impl LinkStage {
         let thread = std::thread::Builder::new()
             .name("link".into())
             .spawn(move || {
-                let mut ctx = Ctx { store, linker, bus, run, model, metrics: m };
+                let LinkParts {
+                    store,
+                    linker,
+                    bus,
+                    run,
+                    model,
+                } = parts;
+                let mut ctx = Ctx {
+                    store,
+                    linker,
+                    bus,
+                    run,
+                    model,
+                    metrics: m,
+                };
                 let mut last_maintenance = Instant::now();
                 loop {
                     crossbeam_channel::select! {

@@ -104,11 +104,13 @@ impl Server {
         let reid = ReidStage::start(embedder, cfg.reid.clone(), track_rx, reid_tx);
         let link = LinkStage::start(
             cfg,
-            store,
-            linker,
-            events.clone(),
-            run,
-            model,
+            link::LinkParts {
+                store,
+                linker,
+                bus: events.clone(),
+                run,
+                model,
+            },
             reid_rx,
             ctrl_rx,
         );

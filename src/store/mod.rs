@@ -172,6 +172,9 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// A stored tracklet's boxes: (row id, camera, [(stream-time ms, box)]).
+pub type StoredBoxes = (i64, String, Vec<(i64, crate::frame::BBox)>);
+
 impl Store {
     /// Opens (creating if needed) `<data_dir>/crosscam.db` and brings its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Store> {
@@ -284,7 +287,7 @@ impl Store {
     }
 
     /// Every tracklet's boxes: (row id, camera, [(stream-time ms, box)]).
-    pub fn tracklet_boxes(&self) -> Result<Vec<(i64, String, Vec<(i64, crate::frame::BBox)>)>> {
+    pub fn tracklet_boxes(&self) -> Result<Vec<StoredBoxes>> {
         let mut st = self
             .conn
             .prepare("SELECT id, camera, track FROM tracklets ORDER BY id")
