@@ -230,7 +230,7 @@ fn a_failed_reembedding_leaves_the_old_model_current() {
     assert_eq!(serving.current().version.id, "v0001");
     assert_eq!(hook.inner.current.as_ref().unwrap(), &gallery_before);
     assert!(!staged.exists(), "the candidate was not discarded");
-    let leftovers: Vec<_> = std::fs::read_dir(&s.data.join("gallery"))
+    let leftovers: Vec<_> = std::fs::read_dir(s.data.join("gallery"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".staging"))

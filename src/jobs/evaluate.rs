@@ -153,7 +153,7 @@ impl EvalSet {
                         .flat_map(|t| &t.crops)
                         .collect();
                     let label = Label::new(pid, cam_no(cam));
-                    let nq = crops.len().min(2).max(1);
+                    let nq = crops.len().clamp(1, 2);
                     let step = crops.len() / nq;
                     for (k, c) in crops.iter().enumerate() {
                         if k % step.max(1) == 0 && k / step.max(1) < nq {

@@ -1064,6 +1064,9 @@ pub fn retune(
     })
 }
 
+/// Channels zeroed per conv (canonical names).
+type SoftPlan = Vec<(String, Vec<usize>)>;
+
 /// S2: one training run on source data; at every epoch end the pruner picks, for a MACs goal
 /// ramping linearly from 1 to the target over the epochs, the channels to keep, and the others
 /// are zeroed but stay trainable (soft pruning; they may come back at the next selection). At the
@@ -1100,7 +1103,7 @@ fn soft_prune_run(
         }
         c => criteria::builtin(c, None, 0, opts.seed, true)?,
     };
-    let last: RefCell<Option<(Selection, Vec<(String, Vec<usize>)>)>> = RefCell::new(None);
+    let last: RefCell<Option<(Selection, SoftPlan)>> = RefCell::new(None);
     let steps_macs: RefCell<Vec<f64>> = RefCell::new(Vec::new());
     let target = opts.target_macs;
     let mut hook = |epoch: u64, epochs: u64, model: ReidModel| -> Result<ReidModel, TrainError> {

@@ -70,7 +70,9 @@ impl SiteData {
         }
         // (pid, camera, tracklet index within that pid and camera) → crops
         type Key = (i32, u32, usize);
-        let mut groups: BTreeMap<Key, (Vec<Arc<RgbImage>>, Option<(f64, f64)>)> = BTreeMap::new();
+        // crops and their time span (seconds)
+        type Group = (Vec<Arc<RgbImage>>, Option<(f64, f64)>);
+        let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
         let fps = ds
             .info
             .as_ref()
