@@ -371,7 +371,8 @@ fn one_run(
         rank5: score.rank5,
         map: score.map,
         queries: score.queries,
-        train_seconds: r.report.phases.iter().map(|p| p.seconds).sum(),
+        // + 0.0: an empty float sum is -0.0, which would print as "-0"
+        train_seconds: r.report.phases.iter().map(|p| p.seconds).sum::<f64>() + 0.0,
         model,
         error: None,
     })

@@ -33,6 +33,10 @@ pub struct JobDirArgs {
     /// Data directory (default: the config's `server.data_dir`). The registry is DATA/models.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The model registered as v0001 when the registry is empty (manifest name or ONNX file;
+    /// default: the config's `models.embedder`).
+    #[arg(long)]
+    pub initial_model: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -42,8 +46,13 @@ impl JobDirArgs {
     fn open(&self) -> Result<(PathBuf, Registry)> {
         let cfg = self.config.load()?;
         let dir = self.data_dir.clone().unwrap_or(cfg.server.data_dir.clone());
-        let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
-        let initial = manifest.file_of(manifest.get(&cfg.models.embedder)?);
+        let initial = match &self.initial_model {
+            Some(m) => crate::models::model_file(m)?,
+            None => {
+                let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
+                manifest.file_of(manifest.get(&cfg.models.embedder)?)
+            }
+        };
         let reg = Registry::open_or_init(&dir, &initial)?;
         Ok((dir, reg))
     }

@@ -416,6 +416,19 @@ impl Kind {
     }
 }
 
+/// Pseudo-label settings for `n` target tracklets: SpCL's (k1 20, k2 6, eps 0.6) for large
+/// sites; on small ones the k-reciprocal neighbourhoods shrink with the site (k1 = n/4, at least
+/// 4), or every tracklet would be every other's neighbour and DBSCAN would merge everyone.
+pub fn pseudo_config(n: usize) -> PseudoConfig {
+    let d = PseudoConfig::default();
+    let k1 = (n / 4).clamp(4, d.jaccard.k1);
+    let k2 = (k1 / 3).clamp(2, d.jaccard.k2);
+    PseudoConfig {
+        jaccard: super::cluster::JaccardConfig { k1, k2 },
+        ..d
+    }
+}
+
 /// State shared by the phases of one run.
 struct Ctx<'a> {
     data: &'a RetuneData,
@@ -505,7 +518,7 @@ impl<'a> Ctx<'a> {
             },
             Kind::Source => base,
             Kind::Target => TrainConfig {
-                pseudo: Some(PseudoConfig::default()),
+                pseudo: Some(pseudo_config(self.data.target.len())),
                 ..base
             },
         }

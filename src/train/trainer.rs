@@ -730,7 +730,26 @@ impl Trainer {
         cfg: &PseudoConfig,
     ) -> PseudoLabels {
         let feats = tracklet_features(&self.model, tracklets, &self.norm, self.config.infer_batch);
-        cluster_tracklets(&feats, self.model.layout.feature_dim(), tracklets, cfg)
+        let d = self.model.layout.feature_dim();
+        let mut labels = cluster_tracklets(&feats, d, tracklets, cfg);
+        // a clustering that merges nearly everyone (a small site, or a network that has not
+        // learnt these cameras yet): tighten the radius before giving up on clusters
+        for f in [0.75, 0.5, 0.35, 0.25] {
+            if labels.identities() >= self.config.pk.p {
+                break;
+            }
+            let tight = PseudoConfig {
+                eps: cfg.eps * f,
+                ..*cfg
+            };
+            labels = cluster_tracklets(&feats, d, tracklets, &tight);
+            tracing::info!(
+                eps = tight.eps,
+                identities = labels.identities(),
+                "clustering merged too much; re-clustered with a tighter radius"
+            );
+        }
+        labels
     }
 }
 
