@@ -22,16 +22,16 @@ fn write_config(dir: &Path, manifest: &Path) -> PathBuf {
     p
 }
 
-/// A copy of the model folder (manifest + files) that a test may break.
+/// A copy of the model folder (manifest + every model file) that a test may break.
 fn copy_models(dir: &Path) -> PathBuf {
     let m = dir.join("models");
     std::fs::create_dir_all(&m).unwrap();
-    for f in [
-        "manifest.toml",
-        "nanodet-416.onnx",
-        "mobilenetv2-imagenet.onnx",
-    ] {
-        std::fs::copy(root().join("models").join(f), m.join(f)).unwrap();
+    for e in std::fs::read_dir(root().join("models")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.toml" || name.ends_with(".onnx") {
+            std::fs::copy(&p, m.join(&name)).unwrap();
+        }
     }
     m.join("manifest.toml")
 }

@@ -3,7 +3,9 @@
 
 mod bench;
 mod eval;
+mod job;
 mod prune;
+mod retune;
 mod system;
 mod video;
 
@@ -43,6 +45,17 @@ pub enum Command {
     Track(video::TrackArgs),
     /// Prune a re-id network (structured channel pruning), or sweep criteria and ratios.
     Prune(Box<prune::PruneCmd>),
+    /// Prune and/or re-tune a re-id ResNet in one of the scenarios S0–S5 (docs/retuning.md),
+    /// scored before and after on the dataset's held-out query/gallery sets.
+    Retune(Box<retune::RetuneArgs>),
+    /// Train a new re-id ResNet: distillation from a teacher, then re-id training on
+    /// (pseudo-)identities.
+    Train(Box<retune::TrainArgs>),
+    /// Run a grid of scenarios × criteria × prune levels; write a table and figures.
+    Study(job::StudyArgs),
+    /// On-site jobs: re-tune and promote against the model registry; list it; roll back.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Evaluate a re-id model on a dataset (Market-1501 protocol: CMC rank-1/5/10 and mAP).
     Eval(eval::EvalArgs),
     /// Build re-id datasets from video, and inspect datasets.
@@ -91,6 +104,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Detect(a) => video::detect(a),
         Command::Track(a) => video::track(a),
         Command::Prune(a) => prune::run(*a),
+        Command::Retune(a) => retune::run_retune(*a),
+        Command::Train(a) => retune::run_train(*a),
+        Command::Study(a) => job::run_study(a),
+        Command::Job(j) => job::run(j),
         Command::Eval(a) => eval::run_eval(a),
         Command::Dataset(d) => eval::dataset(d),
         Command::Bench(b) => bench::run(b),

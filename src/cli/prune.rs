@@ -130,6 +130,10 @@ pub struct SweepArgs {
     /// Write every pruned model into the folder (to evaluate them).
     #[arg(long)]
     pub keep_models: bool,
+    /// Score every pruned model (as pruned, not re-tuned) on this dataset's query/gallery sets:
+    /// fills the table's mAP and rank-1 columns and adds an mAP panel. Implies --keep-models.
+    #[arg(long)]
+    pub eval_dataset: Option<PathBuf>,
     /// Print the rows as JSON on stdout (no progress lines).
     #[arg(long)]
     pub json: bool,
@@ -151,7 +155,7 @@ pub fn run(cmd: PruneCmd) -> Result<ExitCode> {
             calibration: a.common.calibration.clone(),
             calibration_images: a.common.calibration_images,
             seed: a.common.seed,
-            keep_models: a.keep_models,
+            keep_models: a.keep_models || a.eval_dataset.is_some(),
             quiet: a.json,
         };
         if let Some(bad) = opts.ratios.iter().find(|r| !(0.0..1.0).contains(*r)) {
@@ -160,8 +164,23 @@ pub fn run(cmd: PruneCmd) -> Result<ExitCode> {
         std::fs::create_dir_all(&a.out_dir)
             .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
         let model = crate::onnx::Model::load(&a.model)?;
-        let rows = prune::sweep::sweep(&model, &opts, &a.out_dir)
+        let mut rows = prune::sweep::sweep(&model, &opts, &a.out_dir)
             .with_context(|| format!("cannot sweep {}", a.model.display()))?;
+        if let Some(dir) = &a.eval_dataset {
+            let ds = crate::eval::Dataset::load(dir, None)?;
+            let mut progress =
+                crate::progress::Progress::new("evaluating", rows.len() as u64).quiet(a.json);
+            for r in &mut rows {
+                let Some(file) = &r.model else { continue };
+                let m = crate::onnx::Model::load(std::path::Path::new(file))?;
+                let s = crate::jobs::evaluate::evaluate_dataset(&m, file, &ds, true)
+                    .with_context(|| format!("cannot evaluate {file}"))?;
+                r.accuracy = Some(s.map);
+                r.rank1 = Some(s.rank1);
+                progress.inc(1);
+            }
+            progress.finish();
+        }
         let title = format!(
             "{} ({} scope)",
             a.model

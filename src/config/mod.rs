@@ -113,7 +113,7 @@ impl Default for ModelSettings {
         ModelSettings {
             manifest: crate::paths::project_root().join("models/manifest.toml"),
             detector: "nanodet-416".into(),
-            embedder: "mobilenetv2-imagenet".into(),
+            embedder: "crosscam-resnet18-vtest".into(),
         }
     }
 }

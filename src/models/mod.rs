@@ -364,3 +364,12 @@ pub fn smoke_run(model: &mut LoadedModel) -> Result<std::time::Duration, ModelEr
     }
     Ok(took)
 }
+
+/// A model argument as commands take it: a name in the bundled manifest (its file), or a path.
+pub fn model_file(model: &str) -> Result<PathBuf, ModelError> {
+    let manifest = Manifest::bundled()?;
+    Ok(match manifest.get(model) {
+        Ok(entry) => manifest.file_of(entry),
+        Err(_) => PathBuf::from(model),
+    })
+}

@@ -490,8 +490,9 @@ pub fn builtin(
         }
         Criterion::Taylor => {
             return Err(PruneError::Criterion(
-                "taylor needs gradients, which come from the training engine (re-tuning); \
-                 `crosscam prune` alone cannot compute them — use l1, l2, fpgm, bn-scale, apoz or mean-activation"
+                "taylor needs gradients, which come from the training engine on training data: \
+                 use `crosscam retune --criterion taylor` (it prunes with re-tuning on a dataset); \
+                 `crosscam prune` alone has l1, l2, fpgm, bn-scale, random, apoz and mean-activation"
                     .into(),
             ));
         }

@@ -1,7 +1,8 @@
 //! `crosscam prune sweep`: cost against kept channels for several criteria and ratios, as a table
 //! (CSV and Markdown) and a picture (SVG). Each criterion is scored once; every ratio is then
-//! applied and measured for real. The table has an empty `accuracy` column that evaluation fills
-//! when the pruned models are kept (`--keep-models`) and evaluated.
+//! applied and measured for real. With `--eval-dataset` every pruned model (not re-tuned) is also
+//! scored on a dataset's query/gallery sets: `accuracy` is then its mAP, `rank1` its rank-1, and
+//! the picture gets a third panel, mAP against MACs.
 
 use std::path::{Path, PathBuf};
 
@@ -50,8 +51,10 @@ pub struct SweepRow {
     pub params_fraction: f64,
     /// The pruned model, when kept.
     pub model: Option<String>,
-    /// Filled by evaluation (rank-1 or mAP); empty until then.
+    /// mAP on the evaluation dataset (`--eval-dataset`); empty without one.
     pub accuracy: Option<f64>,
+    /// Rank-1 on the evaluation dataset; empty without one.
+    pub rank1: Option<f64>,
 }
 
 /// Runs the sweep; with `keep_models`, writes `<criterion>-r<ratio>.onnx` into `out_dir`.
@@ -108,6 +111,7 @@ pub fn sweep(
                 params_fraction: c.params as f64 / c0.params.max(1) as f64,
                 model: file,
                 accuracy: None,
+                rank1: None,
             });
             progress.inc(1);
         }
@@ -118,11 +122,11 @@ pub fn sweep(
 
 pub fn to_csv(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "criterion,scope,ratio,kept_fraction,macs,macs_fraction,params,params_fraction,model,accuracy\n",
+        "criterion,scope,ratio,kept_fraction,macs,macs_fraction,params,params_fraction,model,accuracy,rank1\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{},{},{:.3},{:.4},{},{:.4},{},{:.4},{},{}\n",
+            "{},{},{:.3},{:.4},{},{:.4},{},{:.4},{},{},{}\n",
             r.criterion,
             r.scope,
             r.ratio,
@@ -132,7 +136,8 @@ pub fn to_csv(rows: &[SweepRow]) -> String {
             r.params,
             r.params_fraction,
             r.model.as_deref().unwrap_or(""),
-            r.accuracy.map(|a| format!("{a:.4}")).unwrap_or_default()
+            r.accuracy.map(|a| format!("{a:.4}")).unwrap_or_default(),
+            r.rank1.map(|a| format!("{a:.4}")).unwrap_or_default()
         ));
     }
     s
@@ -140,12 +145,12 @@ pub fn to_csv(rows: &[SweepRow]) -> String {
 
 pub fn to_markdown(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "| criterion | scope | ratio | kept channels | GMACs | MACs kept | M params | params kept | accuracy |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| criterion | scope | ratio | kept channels | GMACs | MACs kept | M params | params kept | mAP | rank-1 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {:.2} | {:.1}% | {:.3} | {:.1}% | {:.2} | {:.1}% | {} |\n",
+            "| {} | {} | {:.2} | {:.1}% | {:.3} | {:.1}% | {:.2} | {:.1}% | {} | {} |\n",
             r.criterion,
             r.scope,
             r.ratio,
@@ -155,7 +160,10 @@ pub fn to_markdown(rows: &[SweepRow]) -> String {
             r.params as f64 / 1e6,
             100.0 * r.params_fraction,
             r.accuracy
-                .map(|a| format!("{a:.3}"))
+                .map(|a| format!("{:.1}%", 100.0 * a))
+                .unwrap_or_else(|| "–".into()),
+            r.rank1
+                .map(|a| format!("{:.1}%", 100.0 * a))
                 .unwrap_or_else(|| "–".into())
         ));
     }
@@ -189,12 +197,31 @@ pub fn figure(rows: &[SweepRow], title: &str) -> Figure {
         }
         c
     };
-    Figure::new(vec![
+    let mut charts = vec![
         panel("MACs", |r| r.macs_fraction),
         panel("params", |r| r.params_fraction),
-    ])
-    .columns(2)
-    .title(title)
+    ];
+    if rows.iter().any(|r| r.accuracy.is_some()) {
+        let top = rows.iter().filter_map(|r| r.accuracy).fold(0.0, f64::max);
+        let mut c = Chart::new("mAP vs MACs (pruned, not re-tuned)")
+            .x_label("MACs (fraction of original)")
+            .y_label("mAP")
+            .x_range(0.0, 1.0)
+            .y_range(0.0, (top * 1.15).max(0.05))
+            .legend(Legend::TopLeft);
+        for n in &names {
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.criterion == *n)
+                .filter_map(|r| r.accuracy.map(|a| (r.macs_fraction, a)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            c.push(Series::line(*n, pts).markers());
+        }
+        charts.push(c);
+    }
+    let cols = charts.len();
+    Figure::new(charts).columns(cols).title(title)
 }
 
 /// Writes `sweep.csv`, `sweep.md` and `sweep.svg` into `dir`; returns their paths.

@@ -164,6 +164,21 @@ impl Embedder {
         })
     }
 
+    /// Opens a model held in memory (a freshly re-tuned one, before it is written anywhere).
+    pub fn from_model(
+        model: &Model,
+        rt: &Runtime,
+        opts: SessionOptions,
+    ) -> anyhow::Result<Embedder> {
+        let spec = EmbedderSpec::from_model(model)?;
+        let (session, device) = rt.session_from_bytes(&model.to_bytes(), opts)?;
+        Ok(Embedder {
+            spec,
+            device,
+            session,
+        })
+    }
+
     /// Opens `model`: a manifest name, or a path to an ONNX file.
     pub fn open(
         model: &str,

@@ -7,7 +7,9 @@
 //! [`batch`] (images → tensors), [`schedule`] (learning rate), [`checkpoint`], [`trainer`] (the
 //! loop: determinism, progress, cancel), [`cluster`] (k-reciprocal Jaccard + DBSCAN), [`pseudo`]
 //! (tracklets → pseudo-identities), [`distill`] (teacher embeddings), [`prune_hooks`] (Taylor
-//! scores and soft pruning for `crate::prune`), [`bench`] (throughput), [`device`].
+//! scores and soft pruning for `crate::prune`), [`bench`] (throughput), [`device`], [`site`] (a
+//! site's tracklets and labels, from a dataset folder), [`scenario`] (the pruning scenarios
+//! S0–S5 and the fresh-network recipe; see docs/retuning.md).
 
 pub mod augment;
 pub mod batch;
@@ -24,7 +26,9 @@ pub mod prune_hooks;
 pub mod pseudo;
 pub mod recognise;
 pub mod sampler;
+pub mod scenario;
 pub mod schedule;
+pub mod site;
 pub mod trainer;
 
 pub use export::{ExportOptions, export};

@@ -256,6 +256,27 @@ pub struct RunControl<'a> {
     /// Collects Taylor scores from every step's gradients.
     pub taylor: Option<&'a mut TaylorAccumulator>,
     pub on_step: Option<&'a mut dyn FnMut(&StepReport)>,
+    /// Called at every epoch end with the 0-based epoch, the run's epoch count and the model;
+    /// returns the model to go
+    /// on with (soft pruning with the pruner's channel selection, scenario S2). Parameter ids
+    /// must be kept so the optimiser state stays attached ([`super::prune_hooks::soft_prune`]).
+    pub on_epoch_end: Option<&'a mut EpochHook<'a>>,
+    /// Stop cleanly (like a cancel, but `deadline_hit` instead of `cancelled`) once this moment
+    /// has passed: how a time budget is enforced when the steps it was planned for run slower.
+    pub deadline: Option<Instant>,
+    /// Progress label (default "training").
+    pub label: Option<String>,
+}
+
+/// See [`RunControl::on_epoch_end`].
+pub type EpochHook<'a> = dyn FnMut(u64, u64, ReidModel) -> Result<ReidModel, TrainError> + 'a;
+
+/// The loss terms of one batch (those enabled).
+#[derive(Clone, Copy, Debug, Default)]
+struct LossTerms {
+    ce: Option<f32>,
+    triplet: Option<f32>,
+    distill: Option<f32>,
 }
 
 /// How a run ended.
@@ -264,6 +285,8 @@ pub struct TrainOutcome {
     /// Completed steps (counting those before a resume).
     pub steps: u64,
     pub cancelled: bool,
+    /// The run stopped at [`RunControl::deadline`] before its last step.
+    pub deadline_hit: bool,
     pub last_checkpoint: Option<PathBuf>,
     /// Loss of every completed step.
     pub losses: Vec<f32>,
@@ -391,17 +414,14 @@ impl Trainer {
         self.schedule.lr_at(self.step)
     }
 
-    /// One optimiser step on an assembled batch (teacher embeddings when distilling).
-    pub fn train_step(
-        &mut self,
-        batch: &HostBatch,
+    /// The weighted loss of one forward pass and its terms (cross-entropy, triplet, distillation).
+    fn loss(
+        &self,
+        out: &super::model::NetOutput,
+        labels: &[usize],
         teacher: Option<Tensor<2>>,
-        taylor: Option<&mut TaylorAccumulator>,
-    ) -> StepReport {
-        let t0 = Instant::now();
+    ) -> (Tensor<1>, LossTerms) {
         let cfg = &self.config;
-        let device = self.model.device();
-        let out = self.model.net.forward(batch.tensor(&device));
         let scalar = |t: &Tensor<1>| tensor_vec(t.clone())[0];
         let mut loss: Option<Tensor<1>> = None;
         let mut add = |t: Tensor<1>, w: f32| {
@@ -412,13 +432,13 @@ impl Trainer {
             });
         };
         let triplet = (cfg.triplet_weight > 0.0).then(|| {
-            let t = batch_hard_triplet(out.pooled.clone(), &batch.labels, cfg.triplet_margin);
+            let t = batch_hard_triplet(out.pooled.clone(), labels, cfg.triplet_margin);
             let v = scalar(&t);
             add(t, cfg.triplet_weight);
             v
         });
         let ce = out.logits.clone().map(|l| {
-            let t = cross_entropy_smooth(l, &batch.labels, cfg.label_smoothing);
+            let t = cross_entropy_smooth(l, labels, cfg.label_smoothing);
             let v = scalar(&t);
             add(t, cfg.ce_weight);
             v
@@ -434,7 +454,28 @@ impl Trainer {
             _ => None,
         };
         let loss = loss.unwrap_or_else(|| out.pooled.clone().sum().mul_scalar(0.0));
-        let value = scalar(&loss);
+        (
+            loss,
+            LossTerms {
+                ce,
+                triplet,
+                distill,
+            },
+        )
+    }
+
+    /// One optimiser step on an assembled batch (teacher embeddings when distilling).
+    pub fn train_step(
+        &mut self,
+        batch: &HostBatch,
+        teacher: Option<Tensor<2>>,
+        taylor: Option<&mut TaylorAccumulator>,
+    ) -> StepReport {
+        let t0 = Instant::now();
+        let device = self.model.device();
+        let out = self.model.net.forward(batch.tensor(&device));
+        let (loss, terms) = self.loss(&out, &batch.labels, teacher);
+        let value = tensor_vec(loss.clone())[0];
         let grads = loss.backward();
         if let Some(acc) = taylor {
             acc.add(&self.model.net, &grads);
@@ -449,12 +490,27 @@ impl Trainer {
             epoch: (self.step - 1) / self.steps_per_epoch,
             lr,
             loss: value,
-            ce,
-            triplet,
-            distill,
+            ce: terms.ce,
+            triplet: terms.triplet,
+            distill: terms.distill,
             images: batch.n,
             seconds: t0.elapsed().as_secs_f64(),
         }
+    }
+
+    /// Forward and backward passes over a batch without updating anything: adds the batch's
+    /// Taylor scores to `acc` and returns the loss (the `taylor` pruning criterion).
+    pub fn taylor_step(
+        &self,
+        batch: &HostBatch,
+        teacher: Option<Tensor<2>>,
+        acc: &mut TaylorAccumulator,
+    ) -> f32 {
+        let out = self.model.net.forward(batch.tensor(&self.model.device()));
+        let (loss, _) = self.loss(&out, &batch.labels, teacher);
+        let value = tensor_vec(loss.clone())[0];
+        acc.add(&self.model.net, &loss.backward());
+        value
     }
 
     /// Writes a checkpoint of the current position under `root`.
@@ -499,9 +555,10 @@ impl Trainer {
     ) -> Result<TrainOutcome, TrainError> {
         let total = self.total_steps();
         let spe = self.steps_per_epoch;
+        let base = ctl.label.clone().unwrap_or_else(|| "training".into());
         let label = match self.step {
-            0 => "training".to_string(),
-            s => format!("training (resumed at step {s})"),
+            0 => base,
+            s => format!("{base} (resumed at step {s})"),
         };
         let mut progress = Progress::new(&label, total - self.step.min(total)).quiet(ctl.quiet);
         let started = Instant::now();
@@ -519,9 +576,14 @@ impl Trainer {
         let mut batches: Vec<Vec<usize>> = Vec::new();
         let mut batches_epoch = None;
         let mut cancelled = false;
+        let mut deadline_hit = false;
         while self.step < total {
             if ctl.cancel.is_cancelled() {
                 cancelled = true;
+                break;
+            }
+            if ctl.deadline.is_some_and(|d| Instant::now() >= d) {
+                deadline_hit = true;
                 break;
             }
             let epoch = self.step / spe;
@@ -615,6 +677,9 @@ impl Trainer {
                 let (m, _) = sfp_step(self.model.clone(), &convs, sfp.ratio);
                 self.model = m;
             }
+            if epoch_end && let Some(hook) = ctl.on_epoch_end.as_deref_mut() {
+                self.model = hook(self.step / spe - 1, self.config.epochs, self.model.clone())?;
+            }
             let due = match self.config.checkpoint_every {
                 0 => epoch_end,
                 n => self.step.is_multiple_of(n),
@@ -630,6 +695,7 @@ impl Trainer {
         Ok(TrainOutcome {
             steps: self.step,
             cancelled,
+            deadline_hit,
             last_checkpoint,
             losses: self.losses.clone(),
             seconds,
@@ -664,7 +730,26 @@ impl Trainer {
         cfg: &PseudoConfig,
     ) -> PseudoLabels {
         let feats = tracklet_features(&self.model, tracklets, &self.norm, self.config.infer_batch);
-        cluster_tracklets(&feats, self.model.layout.feature_dim(), tracklets, cfg)
+        let d = self.model.layout.feature_dim();
+        let mut labels = cluster_tracklets(&feats, d, tracklets, cfg);
+        // a clustering that merges nearly everyone (a small site, or a network that has not
+        // learnt these cameras yet): tighten the radius before giving up on clusters
+        for f in [0.75, 0.5, 0.35, 0.25] {
+            if labels.identities() >= self.config.pk.p {
+                break;
+            }
+            let tight = PseudoConfig {
+                eps: cfg.eps * f,
+                ..*cfg
+            };
+            labels = cluster_tracklets(&feats, d, tracklets, &tight);
+            tracing::info!(
+                eps = tight.eps,
+                identities = labels.identities(),
+                "clustering merged too much; re-clustered with a tighter radius"
+            );
+        }
+        labels
     }
 }
 

@@ -1,0 +1,311 @@
+//! `crosscam job …`: the on-site re-tuning job against the model registry of a data directory,
+//! the registry listing, and rollback. `crosscam study`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::retune::{PruneKnobs, TrainKnobs, camera_names, cancel_on_ctrl_c};
+use crate::jobs::{
+    FolderGallery, JobOutcome, JobSpec, NoGallery, PromotePolicy, ReembedHook, Registry,
+};
+use crate::train::distill::Teacher;
+use crate::train::scenario::{Budget, Scenario};
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Run an on-site job: collect crops, hold out a share, prune and/or re-tune the serving
+    /// model, compare old and new on the held-out crops, promote the new one if it is better
+    /// (or as good and cheaper).
+    Run(Box<JobRunArgs>),
+    /// List the model registry (versions, current, previous).
+    Models(JobDirArgs),
+    /// Make the previous model version current again (re-embedding the gallery first).
+    Rollback(JobRollbackArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobDirArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+    /// Data directory (default: the config's `server.data_dir`). The registry is DATA/models.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The model registered as v0001 when the registry is empty (manifest name or ONNX file;
+    /// default: the config's `models.embedder`).
+    #[arg(long)]
+    pub initial_model: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl JobDirArgs {
+    fn open(&self) -> Result<(PathBuf, Registry)> {
+        let cfg = self.config.load()?;
+        let dir = self.data_dir.clone().unwrap_or(cfg.server.data_dir.clone());
+        let initial = match &self.initial_model {
+            Some(m) => crate::models::model_file(m)?,
+            None => {
+                let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
+                manifest.file_of(manifest.get(&cfg.models.embedder)?)
+            }
+        };
+        let reg = Registry::open_or_init(&dir, &initial)?;
+        Ok((dir, reg))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct JobRollbackArgs {
+    #[command(flatten)]
+    pub dir: JobDirArgs,
+    /// Folder of gallery crops to re-embed with the model that becomes current (default: none).
+    #[arg(long)]
+    pub gallery_crops: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct JobRunArgs {
+    #[command(flatten)]
+    pub dir: JobDirArgs,
+    /// Where the site's crops come from: a dataset folder (its train split).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Only these cameras' crops (`c1` or `1,2`; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub cameras: Vec<String>,
+    /// Use the dataset's identity labels (for S1–S3 and for identity-based evaluation); without
+    /// it the crops are unlabelled footage, as a site's own are.
+    #[arg(long)]
+    pub labels: bool,
+    /// Scenario (docs/retuning.md).
+    #[arg(long, value_enum, default_value_t = Scenario::S4)]
+    pub scenario: Scenario,
+    /// Training allowed: epochs (`3ep`) or time (`10m`).
+    #[arg(long, default_value = "2ep")]
+    pub budget: String,
+    #[command(flatten)]
+    pub prune: PruneKnobs,
+    #[command(flatten)]
+    pub train: TrainKnobs,
+    /// Share of identities (or tracklets, without labels) held out for evaluation.
+    #[arg(long, default_value_t = 0.25)]
+    pub holdout: f64,
+    /// Promote when the held-out mAP rises by more than this.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_gain: f64,
+    /// ... or when it falls by at most this and the new model is cheaper.
+    #[arg(long, default_value_t = 0.0)]
+    pub tolerance: f64,
+    /// Folder of gallery crops to re-embed with a promoted model (default: none).
+    #[arg(long)]
+    pub gallery_crops: Option<PathBuf>,
+}
+
+fn hook_for(dir: &std::path::Path, crops: Option<&PathBuf>) -> Result<Box<dyn ReembedHook>> {
+    Ok(match crops {
+        Some(c) => Box::new(FolderGallery::open(c, &dir.join("gallery"))?),
+        None => Box::new(NoGallery),
+    })
+}
+
+pub fn run(cmd: JobCommand) -> Result<ExitCode> {
+    match cmd {
+        JobCommand::Models(a) => {
+            let (_, reg) = a.open()?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "current": reg.current().map(|v| &v.id),
+                        "previous": reg.previous().map(|v| &v.id),
+                        "versions": reg.versions(),
+                    }))?
+                );
+            } else {
+                println!("registry {}", reg.root().display());
+                for v in reg.versions() {
+                    let tag = if Some(&v.id) == reg.current().map(|c| &c.id) {
+                        "current "
+                    } else if Some(&v.id) == reg.previous().map(|c| &c.id) {
+                        "previous"
+                    } else {
+                        "        "
+                    };
+                    println!(
+                        "{tag} {}  {:.3} GMACs  {:>5.2} M params  {:>4}-d  {}{}",
+                        v.id,
+                        v.macs as f64 / 1e9,
+                        v.params as f64 / 1e6,
+                        v.feature_dim,
+                        v.origin,
+                        v.eval
+                            .as_ref()
+                            .map(|e| format!("  (held-out mAP {:.1}%)", 100.0 * e.map))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Rollback(a) => {
+            let (dir, mut reg) = a.dir.open()?;
+            let serving = crate::jobs::ServingModel::from_registry(&reg)?;
+            let mut hook = hook_for(&dir, a.gallery_crops.as_ref())?;
+            let v = crate::jobs::rollback(&mut reg, &serving, hook.as_mut(), &cancel_on_ctrl_c())?;
+            println!(
+                "rolled back: {} is current, {} previous",
+                v.id,
+                reg.previous().map(|p| p.id.as_str()).unwrap_or("–")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Run(a) => run_job(*a),
+    }
+}
+
+fn run_job(a: JobRunArgs) -> Result<ExitCode> {
+    let budget: Budget = a.budget.parse().map_err(anyhow::Error::msg)?;
+    let (dir, mut reg) = a.dir.open()?;
+    let serving = crate::jobs::ServingModel::from_registry(&reg)?;
+    let mut hook = hook_for(&dir, a.gallery_crops.as_ref())?;
+    let mut teacher = if a.scenario.needs_teacher() {
+        Some(a.train.open_teacher()?)
+    } else {
+        None
+    };
+    let spec = JobSpec {
+        retune: a.prune.options(a.scenario, budget, &a.train, a.dir.json)?,
+        holdout: a.holdout,
+        policy: PromotePolicy {
+            min_gain: a.min_gain,
+            tolerance: a.tolerance,
+        },
+    };
+    let mut source = crate::jobs::DatasetSource {
+        dir: a.dataset.clone(),
+        cameras: camera_names(&a.cameras),
+        labels: a.labels,
+    };
+    let id = crate::jobs::runner::new_job_id(&dir);
+    let report = crate::jobs::run_job(
+        &id,
+        &spec,
+        &mut source,
+        crate::jobs::JobContext {
+            data_dir: &dir,
+            registry: &mut reg,
+            serving: &serving,
+            hook: hook.as_mut(),
+            teacher: teacher.as_mut().map(|t| t as &mut dyn Teacher),
+            cancel: cancel_on_ctrl_c(),
+            phase: None,
+        },
+    );
+    if a.dir.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("job {}  {}", report.id, report.scenario);
+        if let (Some(o), Some(n)) = (&report.old, &report.new) {
+            println!(
+                "held-out ({}): serving {} rank-1 {:.1}% mAP {:.1}% ({:.3} GMACs) → new rank-1 {:.1}% mAP {:.1}% ({:.3} GMACs)",
+                report
+                    .held_out
+                    .as_ref()
+                    .map(|h| h.kind.as_str())
+                    .unwrap_or("?"),
+                report.serving_before.as_deref().unwrap_or("?"),
+                100.0 * o.rank1,
+                100.0 * o.map,
+                o.macs as f64 / 1e9,
+                100.0 * n.rank1,
+                100.0 * n.map,
+                n.macs as f64 / 1e9
+            );
+        }
+        if let Some(d) = &report.decision {
+            println!("{d}");
+        }
+        match &report.outcome {
+            JobOutcome::Promoted { version } => {
+                println!("promoted: {version} is the serving model")
+            }
+            JobOutcome::Rejected => println!("not promoted: the serving model is unchanged"),
+            JobOutcome::Cancelled => println!("cancelled: nothing changed"),
+            JobOutcome::Failed { error } => println!("failed: {error}\nnothing changed"),
+        }
+        println!(
+            "report: {}",
+            crate::jobs::runner::jobs_dir(&dir)
+                .join(format!("{}.json", report.id))
+                .display()
+        );
+    }
+    Ok(match report.outcome {
+        JobOutcome::Failed { .. } => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct StudyArgs {
+    /// The study (TOML; see config/study.example.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Keep the rows of an earlier run of this study (OUT_DIR/study.json) and do only the rest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the rows as JSON on stdout (no progress lines).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_study(a: StudyArgs) -> Result<ExitCode> {
+    use crate::study::{StudyConfig, StudyResults};
+    let cfg = StudyConfig::load(&a.config)?;
+    let runs = cfg.runs()?;
+    let previous = if a.resume {
+        let p = cfg.out_dir.join("study.json");
+        if p.is_file() {
+            Some(
+                serde_json::from_str::<StudyResults>(&std::fs::read_to_string(&p)?)
+                    .with_context(|| format!("{} is not a study result", p.display()))?,
+            )
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let needs_teacher = runs.iter().any(|r| r.scenario.needs_teacher());
+    let mut teacher = if needs_teacher {
+        Some(
+            TrainKnobs {
+                seed: cfg.seed,
+                lr: 0.0,
+                batch: "8x4".into(),
+                teacher: cfg.teacher.clone(),
+            }
+            .open_teacher()?,
+        )
+    } else {
+        None
+    };
+    if !a.json {
+        eprintln!("study: {} runs, budget {} each", runs.len(), cfg.budget);
+    }
+    let mut t: Option<&mut dyn Teacher> = teacher.as_mut().map(|t| t as &mut dyn Teacher);
+    let res = crate::study::run_study(&cfg, previous, &mut t, &cancel_on_ctrl_c(), a.json)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&res.rows)?);
+    } else {
+        print!("{}", crate::study::to_markdown(&res.rows));
+        for f in ["study.csv", "study.md", "study.svg", "study.json"] {
+            println!("written: {}", cfg.out_dir.join(f).display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
