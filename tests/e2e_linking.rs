@@ -107,7 +107,6 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     let text = format!(
         "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{root}/models/manifest.toml\"\nembedder = \"{embedder}\"\n\
          [analysis]\nfps = 5\nwidth = {WIDTH}\n\
-         [linking]\nthreshold = 0.75\nmargin = 0.02\n\
          [[cameras]]\nid = \"a\"\nurl = \"{}\"\ntransport = \"tcp\"\n",
         data.display(),
         cam_a.url()
@@ -127,8 +126,15 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
         "{:?}",
         server.status()
     );
-    // camera b comes on when a's clip ends: the people walk on into b's view
-    std::thread::sleep(Duration::from_secs_f64(CUT - 1.0));
+    // camera b comes on when a's clip ends: the people walk on into b's view. Camera a is
+    // removed then (its RTSP server would replay the clip on reconnection).
+    let ended = wait_for(Duration::from_secs_f64(CUT + 15.0), || !live("a"));
+    assert!(
+        ended.is_some(),
+        "camera a's clip did not end: {:?}",
+        server.status()
+    );
+    server.ingest.remove("a").unwrap();
     let cam_b = TestCamera::serve(&clip_b, None);
     let mut b = cfg.cameras[0].clone();
     b.id = "b".into();
@@ -154,6 +160,14 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
         sightings.len()
     );
     let mut items = Vec::new();
+    // the live descriptors, for the similarity distributions of the report
+    let descriptors: BTreeMap<i64, Vec<f32>> = store
+        .live_tracklets(&embedder)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.tracklet, t.descriptor))
+        .collect();
+    let (mut calib_items, mut calib_rows) = (Vec::new(), Vec::new());
     let mut best_offsets = BTreeMap::new();
     for cam in ["a", "b"] {
         // the camera's stream time starts near its clip's start: find the exact offset by search
@@ -175,6 +189,16 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
                 continue;
             };
             if let Some(truth) = majority(&votes(&gt, bs, offset), bs.len().div_ceil(2).max(2)) {
+                if let Some(d) = descriptors.get(tracklet) {
+                    calib_items.push(crosscam::eval::Item {
+                        path: Default::default(),
+                        pid: truth as i32 + 1,
+                        camid: if cam == "a" { 1 } else { 2 },
+                        seq: Some(*tracklet as u32),
+                        frame: None,
+                    });
+                    calib_rows.extend_from_slice(d);
+                }
                 items.push(Labelled {
                     camera: cam.into(),
                     identity: s.identity,
@@ -184,6 +208,15 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
         }
     }
     let report = evaluate(&items);
+    if !calib_items.is_empty() {
+        let refs: Vec<&crosscam::eval::Item> = calib_items.iter().collect();
+        let dim = calib_rows.len() / refs.len();
+        let rows = ndarray::Array2::from_shape_vec((refs.len(), dim), calib_rows).unwrap();
+        eprintln!(
+            "live descriptors ({embedder}): {:?}",
+            crosscam::eval::calibrate::calibrate(&refs, rows.view())
+        );
+    }
     eprintln!(
         "offsets {best_offsets:?}\nlink report: {}",
         serde_json::to_string_pretty(&report).unwrap()

@@ -71,8 +71,12 @@ impl Default for GallerySettings {
 }
 
 /// When a tracklet becomes part of an existing identity.
+///
+/// `threshold`, `margin` and `merge_similarity` depend on the embedder (each network spreads
+/// similarities differently): left out of the config, they come from the embedder's calibration
+/// in the model manifest (`[model.linking]`), else from the defaults below.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "RawLinking")]
 pub struct LinkingSettings {
     /// Cosine similarity a tracklet needs with an identity to link to it (−1…1).
     pub threshold: f32,
@@ -89,6 +93,67 @@ pub struct LinkingSettings {
     pub clock_tolerance_ms: u64,
     /// Per camera-pair rules: thresholds, overlapping views, transit times.
     pub pairs: Vec<PairSettings>,
+    /// Where `threshold`, `margin` and `merge_similarity` came from (not a key).
+    pub origin: LinkingOrigin,
+    explicit: Explicit,
+}
+
+/// Where the embedder-dependent linking values came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkingOrigin {
+    /// Built-in defaults (no calibration for the embedder).
+    #[default]
+    Default,
+    /// The embedder's calibration in the model manifest.
+    Manifest,
+    /// Set in the config file (at least one of them; the others as calibrated).
+    Config,
+}
+
+/// The `[linking]` table as written: embedder-dependent keys may be absent.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLinking {
+    threshold: Option<f32>,
+    margin: Option<f32>,
+    merge_similarity: Option<f32>,
+    merge_evidence: Option<u32>,
+    clock_tolerance_ms: Option<u64>,
+    pairs: Vec<PairSettings>,
+}
+
+/// Set in the config file: kept when the embedder's calibration is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Explicit {
+    threshold: Option<f32>,
+    margin: Option<f32>,
+    merge_similarity: Option<f32>,
+}
+
+impl From<RawLinking> for LinkingSettings {
+    fn from(r: RawLinking) -> Self {
+        let d = LinkingSettings::default();
+        let explicit = r.threshold.is_some() || r.margin.is_some() || r.merge_similarity.is_some();
+        LinkingSettings {
+            threshold: r.threshold.unwrap_or(d.threshold),
+            margin: r.margin.unwrap_or(d.margin),
+            merge_similarity: r.merge_similarity.unwrap_or(d.merge_similarity),
+            merge_evidence: r.merge_evidence.unwrap_or(d.merge_evidence),
+            clock_tolerance_ms: r.clock_tolerance_ms.unwrap_or(d.clock_tolerance_ms),
+            pairs: r.pairs,
+            origin: if explicit {
+                LinkingOrigin::Config
+            } else {
+                LinkingOrigin::Default
+            },
+            explicit: Explicit {
+                threshold: r.threshold,
+                margin: r.margin,
+                merge_similarity: r.merge_similarity,
+            },
+        }
+    }
 }
 
 impl Default for LinkingSettings {
@@ -100,6 +165,23 @@ impl Default for LinkingSettings {
             merge_evidence: 3,
             clock_tolerance_ms: 500,
             pairs: Vec::new(),
+            origin: LinkingOrigin::Default,
+            explicit: Explicit::default(),
+        }
+    }
+}
+
+impl LinkingSettings {
+    /// Fills the values the config left out from the embedder's calibration (manifest
+    /// `[model.linking]`); values set in the config win.
+    pub fn calibrate(&mut self, cal: Option<&crate::models::LinkCalibration>) {
+        let Some(cal) = cal else { return };
+        let e = self.explicit;
+        self.threshold = e.threshold.unwrap_or(cal.threshold);
+        self.margin = e.margin.unwrap_or(cal.margin);
+        self.merge_similarity = e.merge_similarity.unwrap_or(cal.merge_similarity);
+        if self.origin == LinkingOrigin::Default {
+            self.origin = LinkingOrigin::Manifest;
         }
     }
 }

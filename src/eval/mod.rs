@@ -4,6 +4,7 @@
 //! Also the tracking metrics (CLEAR MOT, IDF1) used to score the tracker. See docs/evaluation.md.
 
 pub mod bench;
+pub mod calibrate;
 pub mod dataset;
 pub mod linking;
 pub mod metrics;

@@ -71,6 +71,8 @@ pub struct EvalReport {
     pub device: String,
     pub embed_seconds: f64,
     pub metric_seconds: f64,
+    /// Linking calibration from the same features (null when nobody is in two cameras).
+    pub linking: Option<super::calibrate::LinkCalibrationReport>,
 }
 
 /// Embeds `items` in batches (L2-normalised rows, in item order).
@@ -146,6 +148,12 @@ pub fn evaluate_model(
     let ql: Vec<Label> = ds.query.iter().map(Item::label).collect();
     let gl: Vec<Label> = ds.gallery.iter().map(Item::label).collect();
     let m = evaluate(qf.view(), gf.view(), &ql, &gl, &opts.metrics)?;
+    let metric_seconds = t1.elapsed().as_secs_f64();
+    let all: Vec<&Item> = ds.query.iter().chain(&ds.gallery).collect();
+    let linking = super::calibrate::calibrate(
+        &all,
+        ndarray::concatenate(ndarray::Axis(0), &[qf.view(), gf.view()])?.view(),
+    );
     Ok(EvalReport {
         rank1: m.rank(1),
         rank5: m.rank(5),
@@ -165,7 +173,8 @@ pub fn evaluate_model(
         cmc: m.cmc.iter().take(20).copied().collect(),
         device: embedder.device.to_string(),
         embed_seconds,
-        metric_seconds: t1.elapsed().as_secs_f64(),
+        metric_seconds,
+        linking,
     })
 }
 
@@ -251,6 +260,26 @@ pub fn render(r: &EvalReport) -> String {
         100.0 * r.rank10,
         100.0 * r.map
     ));
+    if let Some(l) = &r.linking {
+        s.push_str(&format!(
+            "\nlinking  {} tracklets; cross-camera similarity: same person p10/p50/p90 \
+             {:.2}/{:.2}/{:.2} ({} pairs), different people p50/p90/p99 {:.2}/{:.2}/{:.2} ({} pairs)\n\
+             \x20        best pair F1 {:.2} at threshold {:.2} (precision {:.2}, recall {:.2})\n",
+            l.tracklets,
+            l.same[0],
+            l.same[1],
+            l.same[2],
+            l.same_pairs,
+            l.different[0],
+            l.different[1],
+            l.different[2],
+            l.different_pairs,
+            l.f1,
+            l.threshold,
+            l.precision,
+            l.recall
+        ));
+    }
     s.push_str(&format!(
         "\nembedding {:.1} s, metrics {:.2} s\n",
         r.embed_seconds, r.metric_seconds

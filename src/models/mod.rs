@@ -82,6 +82,21 @@ pub struct ModelEntry {
     pub notes: Option<String>,
     pub input: InputSpec,
     pub outputs: Vec<TensorSpec>,
+    /// Embedders: the linking values that suit this network's similarities.
+    #[serde(default)]
+    pub linking: Option<LinkCalibration>,
+}
+
+/// How similar an embedder makes the same person and different people, as linking values
+/// (`[model.linking]` in the manifest; the config's `[linking]` keys override them).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkCalibration {
+    pub threshold: f32,
+    pub margin: f32,
+    pub merge_similarity: f32,
+    /// What data and command the values were chosen on.
+    pub measured: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

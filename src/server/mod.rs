@@ -77,6 +77,19 @@ impl Server {
             )?;
         }
         let model = cfg.models.embedder.clone();
+        let mut cfg = cfg.clone();
+        // an embedder given as a file has no calibration: the config's values or the defaults
+        let calibration = manifest.get(&model).ok().and_then(|m| m.linking.as_ref());
+        cfg.linking.calibrate(calibration);
+        let cfg = &cfg;
+        tracing::info!(
+            threshold = cfg.linking.threshold,
+            margin = cfg.linking.margin,
+            merge_similarity = cfg.linking.merge_similarity,
+            origin = ?cfg.linking.origin,
+            embedder = %model,
+            "linking values"
+        );
         let linker = link::restore_gallery(cfg, &store, &model, dim)?;
         let events = EventBus::new(4096);
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();

@@ -154,6 +154,9 @@ impl Drop for TestCamera {
 
 /// Cuts `[start, end)` seconds of `src` into an H.264 MP4 at `out` (timestamps from 0), optionally
 /// through `videobalance` with the given properties (another camera's colour response).
+///
+/// Two pipelines: a decoder that seeks (a flushing seek through `mp4mux` would leave a file
+/// without its index) and an encoder fed through appsrc.
 pub fn cut_clip(
     src: &std::path::Path,
     start: f64,
@@ -161,34 +164,79 @@ pub fn cut_clip(
     balance: Option<&str>,
     out: &std::path::Path,
 ) {
+    use gstreamer_app as gst_app;
     gst::init().unwrap();
-    let text = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {} x264enc key-int-max=10 bframes=0 speed-preset=ultrafast bitrate=1500 \
-         ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location=\"{}\"",
+    let launch = |text: &str| {
+        gst::parse::launch(text)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap()
+    };
+    let dec = launch(&format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {} video/x-raw,format=I420 \
+         ! appsink name=s sync=false max-buffers=8",
         src.display(),
         balance
             .map(|b| format!("videobalance {b} ! videoconvert !"))
             .unwrap_or_default(),
+    ));
+    let enc = launch(&format!(
+        "appsrc name=a format=time ! videoconvert ! x264enc key-int-max=10 bframes=0 \
+         speed-preset=ultrafast bitrate=1500 ! video/x-h264,profile=main ! h264parse ! mp4mux \
+         ! filesink location=\"{}\"",
         out.display()
-    );
-    let p = gst::parse::launch(&text)
+    ));
+    let sink = dec
+        .by_name("s")
         .unwrap()
-        .downcast::<gst::Pipeline>()
+        .downcast::<gst_app::AppSink>()
         .unwrap();
-    p.set_state(gst::State::Paused).unwrap();
-    let (res, _, _) = p.state(gst::ClockTime::from_seconds(10));
+    let appsrc = enc
+        .by_name("a")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    dec.set_state(gst::State::Paused).unwrap();
+    let (res, _, _) = dec.state(gst::ClockTime::from_seconds(10));
     res.unwrap();
-    p.seek(
+    let (t0, t1) = (
+        gst::ClockTime::from_nseconds((start * 1e9) as u64),
+        gst::ClockTime::from_nseconds((end * 1e9) as u64),
+    );
+    dec.seek(
         1.0,
         gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
         gst::SeekType::Set,
-        gst::ClockTime::from_nseconds((start * 1e9) as u64),
+        t0,
         gst::SeekType::Set,
-        gst::ClockTime::from_nseconds((end * 1e9) as u64),
+        t1,
     )
     .unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
+    dec.set_state(gst::State::Playing).unwrap();
+    enc.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while let Ok(sample) = sink.pull_sample() {
+        if frames == 0 {
+            appsrc.set_caps(sample.caps().map(|c| c.to_owned()).as_ref());
+        }
+        let mut buf = sample.buffer().unwrap().copy();
+        let b = buf.make_mut();
+        let pts = b.pts().unwrap_or(t0);
+        if pts < t0 || pts >= t1 {
+            continue;
+        }
+        b.set_pts(pts - t0);
+        b.set_dts(gst::ClockTime::NONE);
+        appsrc.push_buffer(buf).unwrap();
+        frames += 1;
+    }
+    assert!(
+        frames > 0,
+        "cutting {}: no frames in [{start}, {end})",
+        src.display()
+    );
+    appsrc.end_of_stream().unwrap();
+    let bus = enc.bus().unwrap();
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
         match msg.view() {
             gst::MessageView::Eos(_) => break,
@@ -196,7 +244,8 @@ pub fn cut_clip(
             _ => {}
         }
     }
-    p.set_state(gst::State::Null).unwrap();
+    dec.set_state(gst::State::Null).unwrap();
+    enc.set_state(gst::State::Null).unwrap();
 }
 
 /// Polls `f` every 50 ms until it is true or `timeout` passes; returns the time it took.
