@@ -95,7 +95,7 @@ pub struct LinkingSettings {
     pub pairs: Vec<PairSettings>,
     /// Where `threshold`, `margin` and `merge_similarity` came from (not a key).
     pub origin: LinkingOrigin,
-    explicit: Explicit,
+    pub(crate) explicit: Explicit,
 }
 
 /// Where the embedder-dependent linking values came from.
@@ -125,7 +125,7 @@ struct RawLinking {
 
 /// Set in the config file: kept when the embedder's calibration is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-struct Explicit {
+pub(crate) struct Explicit {
     threshold: Option<f32>,
     margin: Option<f32>,
     merge_similarity: Option<f32>,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use gallery::{GallerySettings, IndexChoice, LinkingSettings, PairSettings};
+pub use gallery::{GallerySettings, IndexChoice, LinkingOrigin, LinkingSettings, PairSettings};
 pub use locate::{KeyPath, Seg};
 
 /// A configuration error, already phrased for the person who wrote the file.

@@ -230,3 +230,41 @@ fn linking_mistakes_name_the_key() {
         assert!(e.line.is_some(), "{text}: {e}");
     }
 }
+
+#[test]
+fn linking_values_come_from_the_embedder_unless_the_config_sets_them() {
+    let cal = crate::models::LinkCalibration {
+        threshold: 0.9,
+        margin: 0.02,
+        merge_similarity: 0.95,
+        measured: "test".into(),
+    };
+    let mut none = parse("").unwrap().linking;
+    assert_eq!(none.origin, LinkingOrigin::Default);
+    none.calibrate(Some(&cal));
+    assert_eq!(
+        (none.threshold, none.margin, none.merge_similarity),
+        (0.9, 0.02, 0.95)
+    );
+    assert_eq!(none.origin, LinkingOrigin::Manifest);
+
+    let mut set = parse("[linking]\nthreshold = 0.7\nmerge_evidence = 5\n")
+        .unwrap()
+        .linking;
+    assert_eq!(set.origin, LinkingOrigin::Config);
+    set.calibrate(Some(&cal));
+    assert_eq!((set.threshold, set.margin), (0.7, 0.02));
+    assert_eq!(set.merge_evidence, 5);
+    assert_eq!(set.origin, LinkingOrigin::Config);
+
+    // without a calibration the built-in defaults stay
+    let mut plain = parse("").unwrap().linking;
+    plain.calibrate(None);
+    assert_eq!(plain.threshold, LinkingSettings::default().threshold);
+
+    // the raw table still rejects unknown keys and bad values with the key path
+    let e = parse("[linking]\nthreshhold = 0.7\n").unwrap_err();
+    assert!(e.to_string().contains("threshhold"), "{e}");
+    let e = parse("[linking]\nthreshold = 1.5\n").unwrap_err();
+    assert_eq!(e.key, "linking.threshold", "{e}");
+}

@@ -513,7 +513,19 @@ impl Linker {
                 .is_some_and(|i| i.certain_sightings(Some(&key)).next().is_none());
         let others = self.rank(q, span, Some(id), None)?;
         if solo {
-            if let Plan::Link { best, margin } = self.plan(&others) {
+            // an operator's split (cannot-link) is never undone by a growing tracklet
+            let plan = match self.plan(&others) {
+                Plan::Link { best, .. }
+                    if self
+                        .identities
+                        .get(&id)
+                        .is_some_and(|i| i.cannot_link.contains(&best.identity)) =>
+                {
+                    None
+                }
+                p => Some(p),
+            };
+            if let Some(Plan::Link { best, margin }) = plan {
                 // the tracklet that opened `id`, now better described, is someone known
                 let reason = format!(
                     "tracklet {key} opened identity {id}; grown, it matches identity {} (similarity {:.3})",

@@ -82,6 +82,7 @@ fn settings() -> (GallerySettings, LinkingSettings) {
                     ..pair("a", "e")
                 },
             ],
+            ..LinkingSettings::default()
         },
     )
 }

@@ -102,13 +102,17 @@ pub fn restore_gallery(
     model: &str,
     dim: usize,
 ) -> anyhow::Result<Linker> {
-    let sightings = store.sightings()?;
+    let sightings: std::collections::HashMap<i64, crate::store::SightingRow> = store
+        .sightings()?
+        .into_iter()
+        .map(|s| (s.tracklet, s))
+        .collect();
     let tracklets: Vec<gallery::StoredTracklet> = store
         .live_tracklets(model)?
         .into_iter()
         .filter(|t| t.descriptor.len() == dim)
         .map(|t| {
-            let s = sightings.iter().find(|s| s.tracklet == t.tracklet);
+            let s = sightings.get(&t.tracklet);
             gallery::StoredTracklet {
                 identity: IdentityId(t.identity as u64),
                 camera: t.camera,
