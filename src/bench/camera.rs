@@ -133,6 +133,13 @@ pub struct CameraRun {
     pub total_fps: f64,
     pub mean_batch: f64,
     pub real_time: bool,
+    /// Crops embedded per second and mean embedding batch.
+    pub crops_per_second: f64,
+    pub mean_embed_batch: f64,
+    /// Frame-to-identity latency (ms): a tracklet's last box to its identity decision.
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+    pub latency_samples: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -204,6 +211,8 @@ pub fn run_cameras(
     }
     let batches = (s1.analysis.batches - s0.analysis.batches).max(1) as f64;
     let frames = (s1.analysis.frames - s0.analysis.frames) as f64;
+    let crops = (s1.reid.crops - s0.reid.crops) as f64;
+    let embed_batches = (s1.reid.batches - s0.reid.batches).max(1) as f64;
     server.shutdown();
     let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let drop_rate = dropped as f64 / delivered.max(1) as f64;
@@ -216,6 +225,11 @@ pub fn run_cameras(
         total_fps: frames / secs,
         mean_batch: frames / batches,
         real_time: min >= 0.95 * fps as f64 && drop_rate < 0.05,
+        crops_per_second: crops / secs,
+        mean_embed_batch: crops / embed_batches,
+        latency_p50_ms: s1.link.latency_p50_ms,
+        latency_p99_ms: s1.link.latency_p99_ms,
+        latency_samples: s1.link.latency_samples,
     })
 }
 

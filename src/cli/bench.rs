@@ -319,7 +319,8 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 );
                 for c in &r.runs {
                     println!(
-                        "{} cameras at {} fps: slowest {:.2} fps, mean {:.2}, dropped {:.1}%, {}",
+                        "{} cameras at {} fps: slowest {:.2} fps, mean {:.2}, dropped {:.1}%, {}; \
+                         {:.1} crops/s embedded (mean batch {:.1}); frame to identity p50 {} ms, p99 {} ms ({} decisions)",
                         c.cameras,
                         r.analysis_fps,
                         c.min_camera_fps,
@@ -329,7 +330,12 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                             "real time"
                         } else {
                             "NOT real time"
-                        }
+                        },
+                        c.crops_per_second,
+                        c.mean_embed_batch,
+                        c.latency_p50_ms,
+                        c.latency_p99_ms,
+                        c.latency_samples
                     );
                 }
                 println!("most cameras in real time: {}", r.max_real_time_cameras);

@@ -41,6 +41,39 @@ pub struct LinkMetrics {
     /// Frame-to-identity latency of the last decision (ms): wall time of the tracklet's last box
     /// to the moment its identity event was published.
     pub last_latency_ms: AtomicU64,
+    /// The last `LATENCY_WINDOW` frame-to-identity latencies (ms), for percentiles.
+    pub latencies: std::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// Latencies kept for the percentiles.
+const LATENCY_WINDOW: usize = 4096;
+
+impl LinkMetrics {
+    fn record_latency(&self, ms: u64) {
+        self.last_latency_ms.store(ms, Ordering::Relaxed);
+        let mut w = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() == LATENCY_WINDOW {
+            w.pop_front();
+        }
+        w.push_back(ms.min(u32::MAX as u64) as u32);
+    }
+
+    /// Percentiles 50 and 99 of the recent latencies (ms), and how many there are.
+    fn latency_percentiles(&self) -> (u64, u64, usize) {
+        let mut v: Vec<u32> = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if v.is_empty() {
+            return (0, 0, 0);
+        }
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as u64;
+        (at(0.5), at(0.99), v.len())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,11 +86,16 @@ pub struct LinkSnapshot {
     pub errors: u64,
     pub ms_per_observation: f64,
     pub last_latency_ms: u64,
+    /// Frame-to-identity latency percentiles over the last decisions (ms).
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+    pub latency_samples: usize,
 }
 
 impl LinkMetrics {
     pub fn snapshot(&self) -> LinkSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (p50, p99, n) = self.latency_percentiles();
         LinkSnapshot {
             observations: l(&self.observations),
             created: l(&self.created),
@@ -67,6 +105,9 @@ impl LinkMetrics {
             errors: l(&self.errors),
             ms_per_observation: l(&self.link_ns) as f64 / 1e6 / l(&self.observations).max(1) as f64,
             last_latency_ms: l(&self.last_latency_ms),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            latency_samples: n,
         }
     }
 }
@@ -299,8 +340,7 @@ impl Ctx {
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if end_ms > 1_000_000_000_000 {
                 self.metrics
-                    .last_latency_ms
-                    .store((now_ms() - end_ms).max(0) as u64, Ordering::Relaxed);
+                    .record_latency((now_ms() - end_ms).max(0) as u64);
             }
         }
         if o.ended {
