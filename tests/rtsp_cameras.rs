@@ -312,3 +312,29 @@ fn cameras_are_added_changed_and_removed_without_touching_the_others() {
     ingest.shutdown();
     drainer.join().unwrap();
 }
+
+#[test]
+fn a_file_camera_can_start_into_its_clip() {
+    let media = crosscam::paths::media("vtest-h264.mp4");
+    let cfg = config(&camera(
+        "late",
+        &format!("file://{}", media.display()),
+        "start_s = 40\nrealtime = false",
+    ));
+    let ingest = Arc::new(Ingest::new(&cfg, None).unwrap());
+    ingest.add(cfg.cameras[0].clone()).unwrap();
+    let q = ingest.queue();
+    let mut first = None;
+    wait_for(Duration::from_secs(20), || {
+        for (_, f) in q.pop_batch(4, Duration::from_millis(100)) {
+            first.get_or_insert(f.pts);
+        }
+        first.is_some()
+    });
+    ingest.shutdown();
+    let first = first.expect("no frame from the file camera");
+    assert!(
+        (first.as_secs_f64() - 40.0).abs() < 0.5,
+        "the first frame is at {first:?}, not 40 s into the clip"
+    );
+}

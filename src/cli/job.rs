@@ -71,10 +71,14 @@ pub struct JobRollbackArgs {
 pub struct JobRunArgs {
     #[command(flatten)]
     pub dir: JobDirArgs,
-    /// Where the site's crops come from: a dataset folder (its train split).
+    /// Where the site's crops come from: a dataset folder (its train split). Without it, the
+    /// daemon's store in the data directory (every ended tracklet with stored crops).
     #[arg(long)]
-    pub dataset: PathBuf,
-    /// Only these cameras' crops (`c1` or `1,2`; default all).
+    pub dataset: Option<PathBuf>,
+    /// Store: tracklets with fewer stored crops are left out.
+    #[arg(long, default_value_t = 4)]
+    pub min_crops: usize,
+    /// Only these cameras' crops (dataset: `c1` or `1,2`; store: camera ids; default all).
     #[arg(long, value_delimiter = ',')]
     pub cameras: Vec<String>,
     /// Use the dataset's identity labels (for S1–S3 and for identity-based evaluation); without
@@ -185,16 +189,29 @@ fn run_job(a: JobRunArgs) -> Result<ExitCode> {
             tolerance: a.tolerance,
         },
     };
-    let mut source = crate::jobs::DatasetSource {
-        dir: a.dataset.clone(),
-        cameras: camera_names(&a.cameras),
-        labels: a.labels,
+    let mut source: Box<dyn crate::jobs::CropSource> = match &a.dataset {
+        Some(d) => Box::new(crate::jobs::DatasetSource {
+            dir: d.clone(),
+            cameras: camera_names(&a.cameras),
+            labels: a.labels,
+        }),
+        None => {
+            anyhow::ensure!(
+                !a.labels,
+                "--labels needs --dataset: the store's tracklets have no identity labels"
+            );
+            Box::new(crate::jobs::StoreSource {
+                data_dir: dir.clone(),
+                cameras: a.cameras.clone(),
+                min_crops: a.min_crops,
+            })
+        }
     };
     let id = crate::jobs::runner::new_job_id(&dir);
     let report = crate::jobs::run_job(
         &id,
         &spec,
-        &mut source,
+        source.as_mut(),
         crate::jobs::JobContext {
             data_dir: &dir,
             registry: &mut reg,

@@ -293,6 +293,9 @@ pub struct CameraSettings {
     /// Files: start again at the end instead of stopping.
     #[serde(default)]
     pub loop_file: bool,
+    /// Files: start this many seconds into the clip (looping starts again from the beginning).
+    #[serde(default)]
+    pub start_s: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -440,6 +443,22 @@ impl Config {
                     at("fps"),
                     format!("expected a whole frame rate from 1 to 60, found {f}"),
                 ));
+            }
+            if let Some(t) = c.start_s {
+                if !c.url.starts_with("file:") {
+                    return Err(err(
+                        at("start_s"),
+                        "start_s is for file cameras only (a live camera cannot be started \
+                         in the past or the future)"
+                            .into(),
+                    ));
+                }
+                if !(t.is_finite() && t >= 0.0) {
+                    return Err(err(
+                        at("start_s"),
+                        format!("expected seconds from 0 on, found {t}"),
+                    ));
+                }
             }
         }
         Ok(())

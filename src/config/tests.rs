@@ -268,3 +268,14 @@ fn linking_values_come_from_the_embedder_unless_the_config_sets_them() {
     let e = parse("[linking]\nthreshold = 1.5\n").unwrap_err();
     assert_eq!(e.key, "linking.threshold", "{e}");
 }
+
+#[test]
+fn start_s_is_for_files_and_not_negative() {
+    let ok = parse("[[cameras]]\nid = \"a\"\nurl = \"file:clip.mp4\"\nstart_s = 30\n").unwrap();
+    assert_eq!(ok.cameras[0].start_s, Some(30.0));
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"test:ball\"\nstart_s = 3\n").unwrap_err();
+    assert_eq!(e.key, "cameras[0].start_s", "{e}");
+    assert!(e.to_string().contains("file cameras only"), "{e}");
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"file:clip.mp4\"\nstart_s = -1\n").unwrap_err();
+    assert_eq!(e.key, "cameras[0].start_s", "{e}");
+}

@@ -260,6 +260,26 @@ impl Runner {
         self.install_sink(&sink, seq.clone());
         let guard = PipelineGuard(pipe.clone());
         let bus = pipe.bus().ok_or("pipeline without a bus")?;
+        if let (SourceUrl::File(_), Some(t)) = (&params.source, self.ctx.settings.start_s)
+            && t > 0.0
+        {
+            // a file camera that starts into its clip: preroll, then an accurate seek
+            let _ = pipe.set_state(gst::State::Paused);
+            let (res, _, _) = pipe.state(gst::ClockTime::from_seconds(10));
+            let sought = res.is_ok()
+                && pipe
+                    .seek_simple(
+                        gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                        gst::ClockTime::from_nseconds((t * 1e9) as u64),
+                    )
+                    .is_ok();
+            if !sought {
+                warn!(
+                    start_s = t,
+                    "cannot start the file at start_s: playing it from the beginning"
+                );
+            }
+        }
         if let Err(e) = pipe.set_state(gst::State::Playing) {
             // the error details follow on the bus; give them a moment to arrive
             if let Some(msg) = bus.timed_pop_filtered(

@@ -23,4 +23,4 @@ pub use gallery::FolderGallery;
 pub use registry::{ModelVersion, Registry};
 pub use runner::{JobContext, JobOutcome, JobPhase, JobReport, JobSpec, PromotePolicy, run_job};
 pub use serving::{Loaded, NoGallery, ReembedHook, ServingModel, promote, rollback};
-pub use source::{CropSource, DatasetSource};
+pub use source::{CropSource, DatasetSource, StoreSource};

@@ -1,5 +1,5 @@
-//! Where a job's crops come from. The server's crop store will implement [`CropSource`]; today
-//! the CLI reads a dataset folder's train split ([`DatasetSource`]).
+//! Where a job's crops come from: the server's store ([`StoreSource`]: the crops the daemon kept
+//! of every tracklet) or a dataset folder's train split ([`DatasetSource`]).
 
 use std::path::PathBuf;
 
@@ -54,5 +54,136 @@ impl CropSource for DatasetSource {
         } else {
             site.without_labels()
         })
+    }
+}
+
+/// The daemon's store: every ended tracklet with stored crops, unlabelled (a site's own footage).
+pub struct StoreSource {
+    pub data_dir: PathBuf,
+    /// Only these cameras (ids as configured); all when empty.
+    pub cameras: Vec<String>,
+    /// Tracklets with fewer crops are left out.
+    pub min_crops: usize,
+}
+
+impl CropSource for StoreSource {
+    fn describe(&self) -> String {
+        format!(
+            "the store in {}{}, unlabelled",
+            self.data_dir.display(),
+            if self.cameras.is_empty() {
+                String::new()
+            } else {
+                format!(", cameras {}", self.cameras.join(","))
+            }
+        )
+    }
+
+    fn collect(&mut self, cancel: &Cancel) -> Result<SiteData> {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let store = crate::store::Store::open(&self.data_dir)?;
+        let mut tracklets = Vec::new();
+        let (mut missing, mut short) = (0usize, 0usize);
+        for (id, camera, start_ms, end_ms) in store.tracklets_with_crops()? {
+            anyhow::ensure!(!cancel.is_cancelled(), "cancelled");
+            if !self.cameras.is_empty() && !self.cameras.contains(&camera) {
+                continue;
+            }
+            let mut crops = Vec::new();
+            for (path, _) in store.crops_of(id)? {
+                match image::open(&path) {
+                    Ok(i) => crops.push(Arc::new(i.to_rgb8())),
+                    // retention may delete files between the query and here
+                    Err(_) => missing += 1,
+                }
+            }
+            if crops.len() < self.min_crops.max(1) {
+                short += 1;
+                continue;
+            }
+            tracklets.push(crate::train::pseudo::TrackletCrops {
+                camera,
+                track: id as u64,
+                start: Duration::from_millis(start_ms.max(0) as u64),
+                end: Duration::from_millis(end_ms.max(0) as u64),
+                crops,
+            });
+        }
+        if missing > 0 || short > 0 {
+            tracing::info!(
+                missing_crop_files = missing,
+                tracklets_with_too_few_crops = short,
+                "store crops skipped"
+            );
+        }
+        anyhow::ensure!(
+            !tracklets.is_empty(),
+            "the store in {} has no ended tracklets with crops{}: run the daemon on the site's \
+             cameras first (crops are kept for store.crop_max_age_hours)",
+            self.data_dir.display(),
+            if self.cameras.is_empty() {
+                String::new()
+            } else {
+                format!(" from cameras {}", self.cameras.join(","))
+            }
+        );
+        let n = tracklets.len();
+        Ok(SiteData {
+            tracklets,
+            identities: vec![None; n],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{crop, tracklet};
+
+    #[test]
+    fn the_store_gives_its_ended_tracklets_with_crops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let run = store.begin_run().unwrap();
+        let mut rows = Vec::new();
+        for (camera, id, ended, crops) in [
+            ("a", 1, true, 5),  // kept
+            ("a", 2, false, 5), // still open: left out
+            ("b", 3, true, 2),  // too few crops
+            ("b", 4, true, 4),  // kept
+            ("c", 5, true, 0),  // no crops
+        ] {
+            let t = tracklet(camera, id, id as i64 * 1000, id as i64 * 1000 + 900);
+            let row = store.upsert_tracklet(run, &t, 0.5, ended).unwrap();
+            let cs: Vec<_> = (0..crops).map(crop).collect();
+            store.save_crops(row, camera, &cs).unwrap();
+            rows.push(row);
+        }
+        let mut src = StoreSource {
+            data_dir: dir.path().to_path_buf(),
+            cameras: vec![],
+            min_crops: 4,
+        };
+        let site = src.collect(&Cancel::default()).unwrap();
+        let got: Vec<(String, u64, usize)> = site
+            .tracklets
+            .iter()
+            .map(|t| (t.camera.clone(), t.track, t.crops.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), rows[0] as u64, 5),
+                ("b".to_string(), rows[3] as u64, 4)
+            ]
+        );
+        assert!(site.identities.iter().all(Option::is_none));
+        // times are the wall clock, so that coexisting tracklets stay apart
+        assert!(site.tracklets[0].end < site.tracklets[1].start);
+
+        src.cameras = vec!["c".into()];
+        let e = src.collect(&Cancel::default()).unwrap_err().to_string();
+        assert!(e.contains("no ended tracklets with crops"), "{e}");
     }
 }

@@ -617,6 +617,24 @@ impl Store {
     }
 
     /// Crop files of a tracklet (for re-embedding after a model change, and for re-tuning).
+    /// Every ended tracklet that has crops: (row id, camera, start ms, end ms), oldest first.
+    pub fn tracklets_with_crops(&self) -> Result<Vec<(i64, String, i64, i64)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT t.id, t.camera, t.start_ms, t.end_ms FROM tracklets t
+                 WHERE t.ended = 1 AND EXISTS (SELECT 1 FROM crops c WHERE c.tracklet = t.id)
+                 ORDER BY t.start_ms, t.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     pub fn crops_of(&self, tracklet: i64) -> Result<Vec<(PathBuf, f32)>> {
         let mut st = self
             .conn
@@ -643,4 +661,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

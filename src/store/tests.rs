@@ -1,6 +1,6 @@
 use super::*;
 
-fn crop(seq: u64) -> crate::track::Crop {
+pub(crate) fn crop(seq: u64) -> crate::track::Crop {
     let img = image::RgbImage::from_fn(32, 64, |x, y| {
         image::Rgb([(x * 8) as u8, (y * 4) as u8, 100])
     });
@@ -13,7 +13,12 @@ fn crop(seq: u64) -> crate::track::Crop {
     }
 }
 
-fn tracklet(camera: &str, id: u64, start_ms: i64, end_ms: i64) -> crate::track::Tracklet {
+pub(crate) fn tracklet(
+    camera: &str,
+    id: u64,
+    start_ms: i64,
+    end_ms: i64,
+) -> crate::track::Tracklet {
     let b = |ms: i64| crate::track::TrackedBox {
         seq: ms as u64 / 100,
         pts: std::time::Duration::from_millis(ms as u64),
