@@ -147,17 +147,37 @@ pub struct PipelineResult {
     pub analysis_fps: u32,
     pub width: u32,
     pub bare_detector: DetectResult,
-    /// Saturated run (more cameras than the detector can serve).
+    /// Saturated run of the whole daemon (more cameras than the detector can serve).
     pub saturated: CameraRun,
-    /// Pipeline detector throughput / bare detector throughput.
+    /// Saturated cameras → tracklets only (no re-id): detector frames per second.
+    pub tracking_only_fps: f64,
+    /// Cameras → tracklets detector throughput / bare detector throughput (H.264 decoding of
+    /// every camera shares the cores).
+    pub tracking_ratio: f64,
+    /// The same with `test:black` cameras (next to free to produce): what the plumbing itself
+    /// (queues, scaling, conversion, batching, tracking) costs the detector.
+    pub plumbing_fps: f64,
     pub plumbing_ratio: f64,
+    /// The whole daemon's detector throughput / bare detector throughput (re-id and linking
+    /// share the cores with the detector).
+    pub daemon_ratio: f64,
     pub runs: Vec<CameraRun>,
     /// Most cameras kept in real time (every camera ≥ 95 % of its rate, < 5 % dropped).
     pub max_real_time_cameras: usize,
 }
 
-fn camera_config(cfg: &Config, n: usize, fps: u32, width: u32) -> anyhow::Result<Config> {
+/// `n` cameras playing the vtest clip in real time, or `source` (a camera URL) when given.
+fn camera_config(
+    cfg: &Config,
+    n: usize,
+    fps: u32,
+    width: u32,
+    source: Option<&str>,
+) -> anyhow::Result<Config> {
     let video = crate::paths::media("vtest-h264.mp4");
+    let url = source
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("file://{}", video.display()));
     let mut text = format!(
         "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\n[detect]\nmax_batch = {}\n",
         std::env::temp_dir()
@@ -168,7 +188,10 @@ fn camera_config(cfg: &Config, n: usize, fps: u32, width: u32) -> anyhow::Result
         cfg.detect.max_batch
     );
     for i in 0..n {
-        text.push_str(&format!("[[cameras]]\nid = \"cam{i}\"\nurl = \"file://{}\"\nrealtime = true\nloop_file = true\n", video.display()));
+        text.push_str(&format!("[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\n"));
+        if source.is_none() {
+            text.push_str("realtime = true\nloop_file = true\n");
+        }
     }
     Ok(Config::parse(
         &text,
@@ -184,7 +207,7 @@ pub fn run_cameras(
     width: u32,
     seconds: f64,
 ) -> anyhow::Result<CameraRun> {
-    let c = camera_config(cfg, n, fps, width)?;
+    let c = camera_config(cfg, n, fps, width, None)?;
     let server = Server::start(&c, None)?;
     let t_live = Instant::now();
     while server
@@ -233,6 +256,59 @@ pub fn run_cameras(
     })
 }
 
+/// Cameras → tracklets only (ingest, detector, tracker; no re-id, no linking): `n` real-time
+/// vtest cameras (or `source` cameras) for `seconds`; the detector frames per second it reaches.
+pub fn run_tracking_only(
+    cfg: &Config,
+    n: usize,
+    fps: u32,
+    width: u32,
+    seconds: f64,
+    source: Option<&str>,
+) -> anyhow::Result<f64> {
+    use std::sync::Arc;
+    let c = camera_config(cfg, n, fps, width, source)?;
+    let rt = runtime::init(&c.runtime)?;
+    let manifest = crate::models::Manifest::load(&c.models.manifest)?;
+    let detector = crate::detect::open(
+        &manifest,
+        &c.models.detector,
+        rt,
+        &c.detect,
+        SessionOptions::default(),
+    )?;
+    let ingest = Arc::new(crate::ingest::Ingest::new(&c, None)?);
+    let (tx, rx) = crossbeam_channel::bounded(4096);
+    let mut analysis = crate::server::analysis::Analysis::start(
+        ingest.queue(),
+        ingest.clone(),
+        detector,
+        c.track.clone(),
+        tx,
+    );
+    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
+    for cam in &c.cameras {
+        ingest.add(cam.clone())?;
+    }
+    let t_live = Instant::now();
+    while ingest.status().iter().any(|s| s.state != CameraState::Live)
+        && t_live.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let f0 = analysis.metrics.snapshot().frames;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let frames = analysis.metrics.snapshot().frames - f0;
+    let secs = t0.elapsed().as_secs_f64();
+    ingest.shutdown();
+    analysis.stop();
+    drop(analysis);
+    let _ = drain.join();
+    Ok(frames as f64 / secs)
+}
+
 /// The end-to-end pipeline benchmark: bare detector vs saturated pipeline, then the most cameras
 /// kept in real time.
 pub fn pipeline(
@@ -245,8 +321,13 @@ pub fn pipeline(
     let frames = sample_frames(16, width)?;
     let bare = detect(cfg, cfg.detect.max_batch, seconds.min(15.0), &frames)?;
     let demand = (bare.frames_per_second / fps as f64).ceil() as usize + 2;
+    let plumbing_fps =
+        run_tracking_only(cfg, demand.max(2), fps, width, seconds, Some("test:black"))?;
+    let tracking_only_fps = run_tracking_only(cfg, demand.max(2), fps, width, seconds, None)?;
     let saturated = run_cameras(cfg, demand.max(2), fps, width, seconds)?;
-    let plumbing_ratio = saturated.total_fps / bare.frames_per_second;
+    let plumbing_ratio = plumbing_fps / bare.frames_per_second;
+    let tracking_ratio = tracking_only_fps / bare.frames_per_second;
+    let daemon_ratio = saturated.total_fps / bare.frames_per_second;
     let mut runs = Vec::new();
     let mut max_rt = 0;
     for n in 1..=max_cameras {
@@ -264,7 +345,11 @@ pub fn pipeline(
         width,
         bare_detector: bare,
         saturated,
+        tracking_only_fps,
+        tracking_ratio,
+        plumbing_fps,
         plumbing_ratio,
+        daemon_ratio,
         runs,
         max_real_time_cameras: max_rt,
     })

@@ -309,13 +309,22 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "bare detector (batch {}): {:.1} frames/s; pipeline saturated with {} cameras: {:.1} frames/s (mean batch {:.2}) => plumbing ratio {:.3}",
+                    "bare detector (batch {}): {:.1} frames/s\n\
+                     {} saturated test:black cameras -> tracklets: {:.1} frames/s => plumbing ratio {:.3}\n\
+                     {} saturated vtest cameras -> tracklets: {:.1} frames/s => {:.3} (H.264 decoding shares the cores)\n\
+                     {} saturated vtest cameras, whole daemon (re-id and linking too): {:.1} frames/s (mean batch {:.2}) => {:.3}",
                     r.bare_detector.batch,
                     r.bare_detector.frames_per_second,
                     r.saturated.cameras,
+                    r.plumbing_fps,
+                    r.plumbing_ratio,
+                    r.saturated.cameras,
+                    r.tracking_only_fps,
+                    r.tracking_ratio,
+                    r.saturated.cameras,
                     r.saturated.total_fps,
                     r.saturated.mean_batch,
-                    r.plumbing_ratio
+                    r.daemon_ratio
                 );
                 for c in &r.runs {
                     println!(

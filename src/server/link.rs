@@ -86,7 +86,7 @@ pub struct LinkSnapshot {
     pub errors: u64,
     pub ms_per_observation: f64,
     pub last_latency_ms: u64,
-    /// Frame-to-identity latency percentiles over the last decisions (ms).
+    /// Frame-to-identity latency percentiles over the last decisions on live tracklets (ms).
     pub latency_p50_ms: u64,
     pub latency_p99_ms: u64,
     pub latency_samples: usize,
@@ -338,7 +338,10 @@ impl Ctx {
             self.metrics
                 .link_ns
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            if end_ms > 1_000_000_000_000 {
+            // latency of decisions on live tracklets: their last box is the frame just seen. An
+            // ended tracklet is decided after the tracker gave it up (`track.max_misses` frames
+            // later), which is the tracker's patience, not the pipeline's latency.
+            if end_ms > 1_000_000_000_000 && !o.ended {
                 self.metrics
                     .record_latency((now_ms() - end_ms).max(0) as u64);
             }
