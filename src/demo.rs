@@ -79,6 +79,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     tracing::info!(cameras = cfg.cameras.len(), data = %cfg.server.data_dir.display(), "crosscam running; Ctrl-C to stop");
     let start = Instant::now();
     let mut last_status = Instant::now();
+    let mut watch = ConfigWatch::new(cfg.source.as_deref());
     let deadline = opts.seconds.map(Duration::from_secs_f64);
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| start.elapsed() < d) {
         loop {
@@ -109,6 +110,11 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
                 "pipeline"
             );
         }
+        if let Some(new) = watch.changed()
+            && let Err(e) = server.apply_cameras(&new.cameras)
+        {
+            tracing::error!("cannot apply the edited cameras: {e:#}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping: finishing open tracklets");
@@ -119,4 +125,72 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
         let _ = w.join();
     }
     Ok(())
+}
+
+/// Watches the config file: when it is saved with other contents, the new cameras are applied
+/// (added, changed, removed) without a restart. A file that does not parse is reported and
+/// ignored (the running cameras stay); other sections need a restart, and say so.
+struct ConfigWatch {
+    path: Option<std::path::PathBuf>,
+    modified: Option<std::time::SystemTime>,
+    last_check: Instant,
+    current: Option<Config>,
+}
+
+impl ConfigWatch {
+    fn new(path: Option<&Path>) -> ConfigWatch {
+        let path = path.map(Path::to_path_buf);
+        let modified = path.as_deref().and_then(mtime);
+        let current = path.as_deref().and_then(|p| Config::load(p).ok());
+        ConfigWatch {
+            path,
+            modified,
+            last_check: Instant::now(),
+            current,
+        }
+    }
+
+    /// The new config when the file changed and parses (checked at most once a second).
+    fn changed(&mut self) -> Option<Config> {
+        if self.last_check.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        self.last_check = Instant::now();
+        let path = self.path.clone()?;
+        let m = mtime(&path);
+        if m == self.modified {
+            return None;
+        }
+        self.modified = m;
+        match Config::load(&path) {
+            Ok(new) => {
+                let old = self.current.replace(new.clone());
+                if let Some(old) = old {
+                    let mut a = old.clone();
+                    let mut b = new.clone();
+                    a.cameras.clear();
+                    b.cameras.clear();
+                    if format!("{a:?}") != format!("{b:?}") {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "the config changed outside [[cameras]]: cameras are applied now, the rest at the next restart"
+                        );
+                    }
+                    if old.cameras == new.cameras {
+                        return None;
+                    }
+                }
+                tracing::info!(file = %path.display(), cameras = new.cameras.len(), "config edited: applying the cameras");
+                Some(new)
+            }
+            Err(e) => {
+                tracing::error!("the edited config is not valid, nothing changed: {e}");
+                None
+            }
+        }
+    }
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }

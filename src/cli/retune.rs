@@ -256,22 +256,7 @@ pub fn run_retune(a: RetuneArgs) -> Result<ExitCode> {
         },
     )
     .with_context(|| format!("cannot re-tune {}", a.model))?;
-    if let Some(dir) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    model
-        .save(&a.out)
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
-    let after = if a.no_eval {
-        None
-    } else {
-        Some(crate::jobs::evaluate::evaluate_dataset(
-            &model,
-            &a.out.display().to_string(),
-            &ds,
-            a.json,
-        )?)
-    };
+    let after = save_and_score(&model, &a.out, &ds, a.no_eval, a.json)?;
     let out = RetuneOutput {
         model: a.model.clone(),
         out: a.out.display().to_string(),
@@ -471,22 +456,7 @@ pub fn run_train(a: TrainArgs) -> Result<ExitCode> {
             teacher: teacher.as_mut().map(|t| t as &mut dyn Teacher),
         },
     )?;
-    if let Some(dir) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    model
-        .save(&a.out)
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
-    let after = if a.no_eval {
-        None
-    } else {
-        Some(crate::jobs::evaluate::evaluate_dataset(
-            &model,
-            &a.out.display().to_string(),
-            &ds,
-            a.json,
-        )?)
-    };
+    let after = save_and_score(&model, &a.out, &ds, a.no_eval, a.json)?;
     let out = RetuneOutput {
         model: format!("{} ×{} {}", a.arch, a.width, a.input),
         out: a.out.display().to_string(),
@@ -502,4 +472,30 @@ pub fn run_train(a: TrainArgs) -> Result<ExitCode> {
         print!("{}", render(&out));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the trained model to `out` (creating its folder) and, unless `no_eval`, scores it on
+/// the dataset's query and gallery sets.
+fn save_and_score(
+    model: &crate::onnx::Model,
+    out: &std::path::Path,
+    ds: &crate::eval::Dataset,
+    no_eval: bool,
+    quiet: bool,
+) -> Result<Option<Score>> {
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    model
+        .save(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    if no_eval {
+        return Ok(None);
+    }
+    Ok(Some(crate::jobs::evaluate::evaluate_dataset(
+        model,
+        &out.display().to_string(),
+        ds,
+        quiet,
+    )?))
 }

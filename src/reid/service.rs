@@ -4,10 +4,10 @@
 //! embeddings, re-normalised. Growing tracklets are re-described as they gain better crops;
 //! embeddings of crops already seen are cached, so only new crops cost inference.
 
+use crate::server::stage::StageThread;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -122,8 +122,7 @@ struct Pending {
 
 pub struct ReidStage {
     pub metrics: Arc<ReidMetrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StageThread,
 }
 
 impl ReidStage {
@@ -134,109 +133,87 @@ impl ReidStage {
         output: crossbeam_channel::Sender<ReidOutput>,
     ) -> ReidStage {
         let metrics = Arc::new(ReidMetrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (metrics.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("reid".into())
-            .spawn(move || {
-                let mut cache: HashMap<CropKey, Vec<f32>> = HashMap::new();
-                let mut pending: Vec<Pending> = Vec::new();
-                let mut oldest: Option<Instant> = None;
-                let wait = Duration::from_millis(settings.max_wait_ms);
-                loop {
-                    let timeout = oldest.map_or(Duration::from_millis(200), |t| {
-                        wait.saturating_sub(t.elapsed())
-                    });
-                    let mut disconnected = false;
-                    match input.recv_timeout(timeout) {
-                        Ok(ev) => {
-                            let camera = ev.camera.clone();
-                            let (tracklet, ended) = match ev.event {
-                                TrackEvent::Started(t) => {
-                                    let _ = output.send(ReidOutput::Started {
-                                        camera,
-                                        tracklet: t,
-                                    });
-                                    continue;
-                                }
-                                TrackEvent::Updated(t) => (t, false),
-                                TrackEvent::Ended(t) => (t, true),
-                            };
-                            // a newer snapshot of the same tracklet replaces the waiting one
-                            pending
-                                .retain(|p| !(p.camera == camera && p.tracklet.id == tracklet.id));
-                            pending.push(Pending {
-                                camera,
-                                tracklet,
-                                ended,
-                            });
-                            oldest.get_or_insert_with(Instant::now);
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                            disconnected = true
-                        }
+        let m = metrics.clone();
+        let thread = StageThread::spawn("reid", move |s| {
+            let mut cache: HashMap<CropKey, Vec<f32>> = HashMap::new();
+            let mut pending: Vec<Pending> = Vec::new();
+            let mut oldest: Option<Instant> = None;
+            let wait = Duration::from_millis(settings.max_wait_ms);
+            loop {
+                let timeout = oldest.map_or(Duration::from_millis(200), |t| {
+                    wait.saturating_sub(t.elapsed())
+                });
+                let mut disconnected = false;
+                match input.recv_timeout(timeout) {
+                    Ok(ev) => {
+                        let camera = ev.camera.clone();
+                        let (tracklet, ended) = match ev.event {
+                            TrackEvent::Started(t) => {
+                                let _ = output.send(ReidOutput::Started {
+                                    camera,
+                                    tracklet: t,
+                                });
+                                continue;
+                            }
+                            TrackEvent::Updated(t) => (t, false),
+                            TrackEvent::Ended(t) => (t, true),
+                        };
+                        // a newer snapshot of the same tracklet replaces the waiting one
+                        pending.retain(|p| !(p.camera == camera && p.tracklet.id == tracklet.id));
+                        pending.push(Pending {
+                            camera,
+                            tracklet,
+                            ended,
+                        });
+                        oldest.get_or_insert_with(Instant::now);
                     }
-                    let new_crops: usize = pending
-                        .iter()
-                        .map(|p| {
-                            p.tracklet
-                                .crops
-                                .iter()
-                                .filter(|c| {
-                                    !cache.contains_key(&(p.camera.clone(), p.tracklet.id, c.seq))
-                                })
-                                .count()
-                        })
-                        .sum();
-                    let due = oldest.is_some_and(|t| t.elapsed() >= wait)
-                        || new_crops >= settings.max_batch
-                        || disconnected
-                        || s.load(Ordering::SeqCst);
-                    if due && !pending.is_empty() {
-                        describe(
-                            &mut embedder,
-                            &settings,
-                            &mut cache,
-                            std::mem::take(&mut pending),
-                            &output,
-                            &m,
-                        );
-                        oldest = None;
-                    }
-                    if disconnected || (s.load(Ordering::SeqCst) && pending.is_empty()) {
-                        break;
-                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => disconnected = true,
                 }
-            })
-            .expect("spawn reid thread");
-        ReidStage {
-            metrics,
-            stop,
-            thread: Some(thread),
-        }
+                let new_crops: usize = pending
+                    .iter()
+                    .map(|p| {
+                        p.tracklet
+                            .crops
+                            .iter()
+                            .filter(|c| {
+                                !cache.contains_key(&(p.camera.clone(), p.tracklet.id, c.seq))
+                            })
+                            .count()
+                    })
+                    .sum();
+                let due = oldest.is_some_and(|t| t.elapsed() >= wait)
+                    || new_crops >= settings.max_batch
+                    || disconnected
+                    || s.load(Ordering::SeqCst);
+                if due && !pending.is_empty() {
+                    describe(
+                        &mut embedder,
+                        &settings,
+                        &mut cache,
+                        std::mem::take(&mut pending),
+                        &output,
+                        &m,
+                    );
+                    oldest = None;
+                }
+                if disconnected || (s.load(Ordering::SeqCst) && pending.is_empty()) {
+                    break;
+                }
+            }
+        });
+        ReidStage { metrics, thread }
     }
 
     /// Waits for the stage to end on its own: it describes what is pending and exits once its
     /// input (the analysis) has closed.
     pub fn finish(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.finish();
     }
 
     /// Finishes what is pending and stops, even if the input is still open.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for ReidStage {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 

@@ -3,10 +3,10 @@
 //! channel to the re-id stage. One dedicated OS thread; a slow detector makes the camera queues
 //! drop their oldest frames instead of building up latency.
 
+use super::stage::StageThread;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -72,8 +72,7 @@ pub struct CameraTrackEvent {
 
 pub struct Analysis {
     pub metrics: Arc<AnalysisMetrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StageThread,
 }
 
 /// Trackers idle this long (camera removed or dead) are flushed: their tracklets end.
@@ -88,112 +87,94 @@ impl Analysis {
         events: crossbeam_channel::Sender<CameraTrackEvent>,
     ) -> Analysis {
         let metrics = Arc::new(AnalysisMetrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (metrics.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("analysis".into())
-            .spawn(move || {
-                let mut trackers: HashMap<CameraId, (Tracker, Instant)> = HashMap::new();
-                let send = |camera: &CameraId, ev: TrackEvent, m: &AnalysisMetrics| {
-                    match &ev {
-                        TrackEvent::Started(t) => {
-                            m.tracklets_started.fetch_add(1, Ordering::Relaxed);
-                            info_span!("camera", id = %camera)
-                                .in_scope(|| debug!(track = t.id, "tracklet started"));
-                        }
-                        TrackEvent::Ended(t) => {
-                            m.tracklets_ended.fetch_add(1, Ordering::Relaxed);
-                            info_span!("camera", id = %camera).in_scope(|| {
-                                debug!(
-                                    track = t.id,
-                                    boxes = t.len(),
-                                    secs = t.duration().as_secs_f64(),
-                                    "tracklet ended"
-                                )
-                            });
-                        }
-                        TrackEvent::Updated(_) => {}
+        let m = metrics.clone();
+        let thread = StageThread::spawn("analysis", move |s| {
+            let mut trackers: HashMap<CameraId, (Tracker, Instant)> = HashMap::new();
+            let send = |camera: &CameraId, ev: TrackEvent, m: &AnalysisMetrics| {
+                match &ev {
+                    TrackEvent::Started(t) => {
+                        m.tracklets_started.fetch_add(1, Ordering::Relaxed);
+                        info_span!("camera", id = %camera)
+                            .in_scope(|| debug!(track = t.id, "tracklet started"));
                     }
-                    let _ = events.try_send(CameraTrackEvent {
-                        camera: camera.clone(),
-                        event: ev,
-                    });
-                };
-                while !s.load(Ordering::SeqCst) {
-                    let batch = queue.pop_batch(detector.max_batch(), Duration::from_millis(200));
-                    if batch.is_empty() {
-                        if queue.is_closed() {
-                            break;
-                        }
-                    } else {
-                        let frames: Vec<&crate::frame::Frame> =
-                            batch.iter().map(|(_, f)| f).collect();
-                        let t0 = Instant::now();
-                        let dets = match detector.detect(&frames) {
-                            Ok(d) => d,
-                            Err(e) => {
-                                m.detector_errors.fetch_add(1, Ordering::Relaxed);
-                                warn!(error = %e, "detector failed on a batch; frames skipped");
-                                continue;
-                            }
-                        };
-                        m.detect_ns
-                            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        m.batches.fetch_add(1, Ordering::Relaxed);
-                        m.frames.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        let t1 = Instant::now();
-                        for ((camera, frame), d) in batch.iter().zip(dets) {
-                            ingest.mark_analysed(camera);
-                            m.detections.fetch_add(d.len() as u64, Ordering::Relaxed);
-                            let (tr, seen) = trackers.entry(camera.clone()).or_insert_with(|| {
-                                (Tracker::new(camera, track.clone()), Instant::now())
-                            });
-                            *seen = Instant::now();
-                            let size = (frame.width as f32, frame.height as f32);
-                            for ev in tr.update(Some(frame), frame.seq, frame.pts, size, &d) {
-                                send(camera, ev, &m);
-                            }
-                        }
-                        m.track_ns
-                            .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    TrackEvent::Ended(t) => {
+                        m.tracklets_ended.fetch_add(1, Ordering::Relaxed);
+                        info_span!("camera", id = %camera).in_scope(|| {
+                            debug!(
+                                track = t.id,
+                                boxes = t.len(),
+                                secs = t.duration().as_secs_f64(),
+                                "tracklet ended"
+                            )
+                        });
                     }
-                    let idle: Vec<CameraId> = trackers
-                        .iter()
-                        .filter(|(_, (_, seen))| seen.elapsed() > IDLE_FLUSH)
-                        .map(|(c, _)| c.clone())
-                        .collect();
-                    for c in idle {
-                        if let Some((mut tr, _)) = trackers.remove(&c) {
-                            for ev in tr.flush() {
-                                send(&c, ev, &m);
-                            }
+                    TrackEvent::Updated(_) => {}
+                }
+                let _ = events.try_send(CameraTrackEvent {
+                    camera: camera.clone(),
+                    event: ev,
+                });
+            };
+            while !s.load(Ordering::SeqCst) {
+                let batch = queue.pop_batch(detector.max_batch(), Duration::from_millis(200));
+                if batch.is_empty() {
+                    if queue.is_closed() {
+                        break;
+                    }
+                } else {
+                    let frames: Vec<&crate::frame::Frame> = batch.iter().map(|(_, f)| f).collect();
+                    let t0 = Instant::now();
+                    let dets = match detector.detect(&frames) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            m.detector_errors.fetch_add(1, Ordering::Relaxed);
+                            warn!(error = %e, "detector failed on a batch; frames skipped");
+                            continue;
+                        }
+                    };
+                    m.detect_ns
+                        .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    m.batches.fetch_add(1, Ordering::Relaxed);
+                    m.frames.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let t1 = Instant::now();
+                    for ((camera, frame), d) in batch.iter().zip(dets) {
+                        ingest.mark_analysed(camera);
+                        m.detections.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        let (tr, seen) = trackers.entry(camera.clone()).or_insert_with(|| {
+                            (Tracker::new(camera, track.clone()), Instant::now())
+                        });
+                        *seen = Instant::now();
+                        let size = (frame.width as f32, frame.height as f32);
+                        for ev in tr.update(Some(frame), frame.seq, frame.pts, size, &d) {
+                            send(camera, ev, &m);
+                        }
+                    }
+                    m.track_ns
+                        .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                let idle: Vec<CameraId> = trackers
+                    .iter()
+                    .filter(|(_, (_, seen))| seen.elapsed() > IDLE_FLUSH)
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                for c in idle {
+                    if let Some((mut tr, _)) = trackers.remove(&c) {
+                        for ev in tr.flush() {
+                            send(&c, ev, &m);
                         }
                     }
                 }
-                for (c, (mut tr, _)) in trackers {
-                    for ev in tr.flush() {
-                        send(&c, ev, &m);
-                    }
+            }
+            for (c, (mut tr, _)) in trackers {
+                for ev in tr.flush() {
+                    send(&c, ev, &m);
                 }
-            })
-            .expect("spawn analysis thread");
-        Analysis {
-            metrics,
-            stop,
-            thread: Some(thread),
-        }
+            }
+        });
+        Analysis { metrics, thread }
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Analysis {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }

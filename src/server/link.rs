@@ -5,9 +5,9 @@
 //! rebuilt from the store (using the last index dump when it still fits), so nothing linked before
 //! a crash or a restart is lost and new sightings link to the old identities.
 
+use super::stage::StageThread;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -26,6 +26,12 @@ pub enum Control {
         camera: String,
         state: CameraState,
         detail: String,
+    },
+    /// A camera was added or changed at run time: record it (URL redacted) in the store.
+    CameraConfigured {
+        camera: String,
+        name: String,
+        url: String,
     },
 }
 
@@ -114,8 +120,7 @@ impl LinkMetrics {
 
 pub struct LinkStage {
     pub metrics: Arc<LinkMetrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StageThread,
 }
 
 fn decision_of(k: LinkKind) -> Decision {
@@ -372,100 +377,99 @@ impl LinkStage {
         control: crossbeam_channel::Receiver<Control>,
     ) -> LinkStage {
         let metrics = Arc::new(LinkMetrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (metrics.clone(), stop.clone());
+        let m = metrics.clone();
         let retention = cfg.store.retention();
-        let thread = std::thread::Builder::new()
-            .name("link".into())
-            .spawn(move || {
-                let LinkParts {
-                    store,
-                    linker,
-                    bus,
-                    run,
-                    model,
-                } = parts;
-                let mut ctx = Ctx {
-                    store,
-                    linker,
-                    bus,
-                    run,
-                    model,
-                    metrics: m,
-                };
-                let mut last_maintenance = Instant::now();
-                loop {
-                    crossbeam_channel::select! {
-                        recv(input) -> msg => match msg {
-                            Ok(ReidOutput::Started { camera, tracklet }) => {
-                                ctx.bus.publish(Event::TrackletStarted { t_ms: now_ms(), camera: camera.to_string(), track: tracklet.id });
+        let thread = StageThread::spawn("link", move |s| {
+            let LinkParts {
+                store,
+                linker,
+                bus,
+                run,
+                model,
+            } = parts;
+            let mut ctx = Ctx {
+                store,
+                linker,
+                bus,
+                run,
+                model,
+                metrics: m,
+            };
+            let mut last_maintenance = Instant::now();
+            loop {
+                crossbeam_channel::select! {
+                    recv(input) -> msg => match msg {
+                        Ok(ReidOutput::Started { camera, tracklet }) => {
+                            ctx.bus.publish(Event::TrackletStarted { t_ms: now_ms(), camera: camera.to_string(), track: tracklet.id });
+                        }
+                        Ok(ReidOutput::Observed(o)) => {
+                            let camera = o.camera.clone();
+                            if let Err(e) = ctx.observed(o) {
+                                ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                                info_span!("camera", id = %camera).in_scope(|| warn!(error = %e, "cannot record a tracklet"));
                             }
-                            Ok(ReidOutput::Observed(o)) => {
-                                let camera = o.camera.clone();
-                                if let Err(e) = ctx.observed(o) {
-                                    ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                                    info_span!("camera", id = %camera).in_scope(|| warn!(error = %e, "cannot record a tracklet"));
-                                }
-                            }
-                            Err(_) => break,
-                        },
-                        recv(control) -> msg => if let Ok(Control::CameraState { camera, state, detail }) = msg {
+                        }
+                        Err(_) => break,
+                    },
+                    recv(control) -> msg => match msg {
+                        Ok(Control::CameraState { camera, state, detail }) => {
                             if let Err(e) = ctx.store.camera_state(&camera, &state.to_string(), &detail) {
                                 warn!(error = %e, "cannot record a camera state");
                             }
                             ctx.bus.publish(Event::CameraState { t_ms: now_ms(), camera, state, detail });
-                        },
-                        default(Duration::from_millis(200)) => {
-                            if s.load(Ordering::SeqCst) {
-                                break;
+                        }
+                        Ok(Control::CameraConfigured { camera, name, url }) => {
+                            if let Err(e) = ctx.store.upsert_camera(&camera, &name, &url) {
+                                warn!(error = %e, camera = %camera, "cannot record a camera");
                             }
                         }
-                    }
-                    if last_maintenance.elapsed() >= MAINTENANCE {
-                        last_maintenance = Instant::now();
-                        let fx = ctx.linker.maintain(now_ms());
-                        if let Err(e) = ctx.apply(&fx.events, now_ms()) {
-                            warn!(error = %e, "cannot record gallery maintenance");
-                        }
-                        match ctx.store.enforce_crop_retention(&retention) {
-                            Ok(r) if r.deleted > 0 => info!(deleted = r.deleted, freed_bytes = r.freed_bytes, "crop retention"),
-                            Ok(_) => {}
-                            Err(e) => warn!(error = %e, "crop retention failed"),
-                        }
-                        if let Err(e) = ctx.linker.dump_index(&ctx.store.data_dir().join("gallery-index")) {
-                            warn!(error = %e, "cannot dump the gallery index");
+                        Err(_) => {}
+                    },
+                    default(Duration::from_millis(200)) => {
+                        if s.load(Ordering::SeqCst) {
+                            break;
                         }
                     }
                 }
-                if let Err(e) = ctx.linker.dump_index(&ctx.store.data_dir().join("gallery-index")) {
-                    warn!(error = %e, "cannot dump the gallery index");
+                if last_maintenance.elapsed() >= MAINTENANCE {
+                    last_maintenance = Instant::now();
+                    let fx = ctx.linker.maintain(now_ms());
+                    if let Err(e) = ctx.apply(&fx.events, now_ms()) {
+                        warn!(error = %e, "cannot record gallery maintenance");
+                    }
+                    match ctx.store.enforce_crop_retention(&retention) {
+                        Ok(r) if r.deleted > 0 => info!(
+                            deleted = r.deleted,
+                            freed_bytes = r.freed_bytes,
+                            "crop retention"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "crop retention failed"),
+                    }
+                    if let Err(e) = ctx
+                        .linker
+                        .dump_index(&ctx.store.data_dir().join("gallery-index"))
+                    {
+                        warn!(error = %e, "cannot dump the gallery index");
+                    }
                 }
-            })
-            .expect("spawn link thread");
-        LinkStage {
-            metrics,
-            stop,
-            thread: Some(thread),
-        }
+            }
+            if let Err(e) = ctx
+                .linker
+                .dump_index(&ctx.store.data_dir().join("gallery-index"))
+            {
+                warn!(error = %e, "cannot dump the gallery index");
+            }
+        });
+        LinkStage { metrics, thread }
     }
 
     /// Waits for the stage to end on its own (its input closed: every tracklet recorded).
     pub fn finish(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.finish();
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for LinkStage {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod link;
+pub mod stage;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub use link::{Control, LinkSnapshot, LinkStage};
 
 pub struct Server {
     pub ingest: Arc<Ingest>,
+    control: crossbeam_channel::Sender<Control>,
     /// Every event of the process (camera states, tracklets, identities).
     pub events: EventBus,
     analysis: Analysis,
@@ -93,6 +95,7 @@ impl Server {
         let linker = link::restore_gallery(cfg, &store, &model, dim)?;
         let events = EventBus::new(4096);
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
+        let control = ctrl_tx.clone();
         let user = listener;
         let listener: StateListener = Arc::new(move |camera: &str, state, detail: &str| {
             let _ = ctrl_tx.send(Control::CameraState {
@@ -132,12 +135,26 @@ impl Server {
         }
         Ok(Server {
             ingest,
+            control,
             events,
             analysis,
             reid,
             link,
             data_dir: cfg.server.data_dir.clone(),
         })
+    }
+
+    /// Makes the running cameras those of `cameras`: removes the cameras not listed, adds new
+    /// ones and restarts only those whose settings changed (the others keep running).
+    pub fn apply_cameras(&self, cameras: &[crate::config::CameraSettings]) -> anyhow::Result<()> {
+        for c in cameras {
+            let _ = self.control.send(Control::CameraConfigured {
+                camera: c.id.clone(),
+                name: c.name.clone().unwrap_or_else(|| c.id.clone()),
+                url: crate::ingest::camera::redact(&c.url),
+            });
+        }
+        self.ingest.apply(cameras)
     }
 
     pub fn status(&self) -> ServerStatus {
