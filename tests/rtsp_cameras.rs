@@ -319,7 +319,9 @@ fn a_file_camera_can_start_into_its_clip() {
     let cfg = config(&camera(
         "late",
         &format!("file://{}", media.display()),
-        "start_s = 40\nrealtime = false",
+        // in real time: a file played as fast as possible fills the queue, which drops its
+        // oldest frames before the test reads them
+        "start_s = 40",
     ));
     let ingest = Arc::new(Ingest::new(&cfg, None).unwrap());
     ingest.add(cfg.cameras[0].clone()).unwrap();
