@@ -114,6 +114,32 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Sorts the sightings by start and keeps at most `cap` (at least one): the ones that ended
+    /// earliest are forgotten first. Returns the forgotten tracklets.
+    pub(crate) fn sort_and_cap_sightings(&mut self, cap: usize) -> Vec<TrackletKey> {
+        self.sightings.sort_by(|a, b| {
+            a.start_ms
+                .cmp(&b.start_ms)
+                .then_with(|| a.key().cmp(&b.key()))
+        });
+        let mut forgotten = Vec::new();
+        while self.sightings.len() > cap.max(1) {
+            let oldest = self
+                .sightings
+                .iter()
+                .enumerate()
+                .min_by(|a, b| {
+                    a.1.end_ms
+                        .cmp(&b.1.end_ms)
+                        .then_with(|| a.1.key().cmp(&b.1.key()))
+                })
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            forgotten.push(self.sightings.remove(oldest).key());
+        }
+        forgotten
+    }
+
     pub fn new(id: IdentityId, created_ms: TimeMs) -> Identity {
         Identity {
             id,
@@ -250,27 +276,7 @@ impl Identity {
         if certain {
             self.note_seen(&s.camera, s.tracklet, s.start_ms, s.end_ms);
         }
-        self.sightings.sort_by(|a, b| {
-            a.start_ms
-                .cmp(&b.start_ms)
-                .then_with(|| a.key().cmp(&b.key()))
-        });
-        let mut forgotten = Vec::new();
-        while self.sightings.len() > cap.max(1) {
-            let oldest = self
-                .sightings
-                .iter()
-                .enumerate()
-                .min_by(|a, b| {
-                    a.1.end_ms
-                        .cmp(&b.1.end_ms)
-                        .then_with(|| a.1.key().cmp(&b.1.key()))
-                })
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            forgotten.push(self.sightings.remove(oldest).key());
-        }
-        forgotten
+        self.sort_and_cap_sightings(cap)
     }
 
     /// Removes a sighting (re-decided elsewhere or split off).

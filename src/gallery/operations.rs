@@ -259,26 +259,7 @@ impl Linker {
             self.tracklets.insert(s.key(), kept);
         }
         k.sightings.extend(abs.sightings);
-        k.sightings.sort_by(|a, b| {
-            a.start_ms
-                .cmp(&b.start_ms)
-                .then_with(|| a.key().cmp(&b.key()))
-        });
-        let mut forgotten = Vec::new();
-        while k.sightings.len() > tcap.max(1) {
-            let oldest = k
-                .sightings
-                .iter()
-                .enumerate()
-                .min_by(|a, b| {
-                    a.1.end_ms
-                        .cmp(&b.1.end_ms)
-                        .then_with(|| a.1.key().cmp(&b.1.key()))
-                })
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            forgotten.push(k.sightings.remove(oldest).key());
-        }
+        let forgotten = k.sort_and_cap_sightings(tcap);
         for (cam, c) in abs.cameras {
             match k.cameras.get_mut(&cam) {
                 Some(e) => {
