@@ -79,7 +79,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     tracing::info!(cameras = cfg.cameras.len(), data = %cfg.server.data_dir.display(), "crosscam running; Ctrl-C to stop");
     let start = Instant::now();
     let mut last_status = Instant::now();
-    let mut watch = ConfigWatch::new(cfg.source.as_deref());
+    let mut watch = ConfigWatch::new(cfg);
     let deadline = opts.seconds.map(Duration::from_secs_f64);
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| start.elapsed() < d) {
         loop {
@@ -134,23 +134,23 @@ struct ConfigWatch {
     path: Option<std::path::PathBuf>,
     modified: Option<std::time::SystemTime>,
     last_check: Instant,
-    current: Option<Config>,
+    /// The config the daemon runs now.
+    current: Config,
 }
 
 impl ConfigWatch {
-    fn new(path: Option<&Path>) -> ConfigWatch {
-        let path = path.map(Path::to_path_buf);
-        let modified = path.as_deref().and_then(mtime);
-        let current = path.as_deref().and_then(|p| Config::load(p).ok());
+    fn new(running: &Config) -> ConfigWatch {
+        let path = running.source.clone();
         ConfigWatch {
+            modified: path.as_deref().and_then(mtime),
             path,
-            modified,
             last_check: Instant::now(),
-            current,
+            current: running.clone(),
         }
     }
 
-    /// The new config when the file changed and parses (checked at most once a second).
+    /// The new config when the file changed, parses and has other cameras (checked at most once
+    /// a second).
     fn changed(&mut self) -> Option<Config> {
         if self.last_check.elapsed() < Duration::from_secs(1) {
             return None;
@@ -162,32 +162,35 @@ impl ConfigWatch {
             return None;
         }
         self.modified = m;
-        match Config::load(&path) {
-            Ok(new) => {
-                let old = self.current.replace(new.clone());
-                if let Some(old) = old {
-                    let mut a = old.clone();
-                    let mut b = new.clone();
-                    a.cameras.clear();
-                    b.cameras.clear();
-                    if format!("{a:?}") != format!("{b:?}") {
-                        tracing::warn!(
-                            file = %path.display(),
-                            "the config changed outside [[cameras]]: cameras are applied now, the rest at the next restart"
-                        );
-                    }
-                    if old.cameras == new.cameras {
-                        return None;
-                    }
-                }
-                tracing::info!(file = %path.display(), cameras = new.cameras.len(), "config edited: applying the cameras");
-                Some(new)
-            }
+        let new = match Config::load(&path) {
+            Ok(new) => new,
             Err(e) => {
                 tracing::error!("the edited config is not valid, nothing changed: {e}");
-                None
+                return None;
             }
+        };
+        let without_cameras = |c: &Config| {
+            format!(
+                "{:?}",
+                Config {
+                    cameras: Vec::new(),
+                    ..c.clone()
+                }
+            )
+        };
+        if without_cameras(&self.current) != without_cameras(&new) {
+            tracing::warn!(
+                file = %path.display(),
+                "the config changed outside [[cameras]]: cameras are applied now, the rest at the next restart"
+            );
         }
+        let cameras_changed = self.current.cameras != new.cameras;
+        self.current = new;
+        if !cameras_changed {
+            return None;
+        }
+        tracing::info!(file = %path.display(), cameras = self.current.cameras.len(), "config edited: applying the cameras");
+        Some(self.current.clone())
     }
 }
 

@@ -199,6 +199,17 @@ fn camera_config(
     )?)
 }
 
+/// Waits until every camera is live (at most 20 s), then 3 s more for the pipeline to settle.
+fn warm_up(ingest: &crate::ingest::Ingest) {
+    let t_live = Instant::now();
+    while ingest.status().iter().any(|s| s.state != CameraState::Live)
+        && t_live.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 /// Runs `n` real-time vtest cameras for `seconds` (after a warm-up) and measures them.
 pub fn run_cameras(
     cfg: &Config,
@@ -209,17 +220,7 @@ pub fn run_cameras(
 ) -> anyhow::Result<CameraRun> {
     let c = camera_config(cfg, n, fps, width, None)?;
     let server = Server::start(&c, None)?;
-    let t_live = Instant::now();
-    while server
-        .status()
-        .cameras
-        .iter()
-        .any(|s| s.state != CameraState::Live)
-        && t_live.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    warm_up(&server.ingest);
     let s0 = server.status();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -290,13 +291,7 @@ pub fn run_tracking_only(
     for cam in &c.cameras {
         ingest.add(cam.clone())?;
     }
-    let t_live = Instant::now();
-    while ingest.status().iter().any(|s| s.state != CameraState::Live)
-        && t_live.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    warm_up(&ingest);
     let f0 = analysis.metrics.snapshot().frames;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
