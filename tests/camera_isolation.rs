@@ -31,11 +31,15 @@ fn killing_one_camera_leaves_the_others_rate_unchanged() {
     let mut a = TestCamera::start(None);
     let b = TestCamera::start(None);
     let root = env!("CARGO_MANIFEST_DIR");
+    // the server's store goes to a temporary directory, not into the source tree
+    let data = tempfile::tempdir().unwrap();
     let text = format!(
-        "[models]\nmanifest = \"{root}/models/manifest.toml\"\n[analysis]\nfps = 4\nwidth = 416\n\
+        "[server]\ndata_dir = \"{}\"\n\
+         [models]\nmanifest = \"{root}/models/manifest.toml\"\n[analysis]\nfps = 4\nwidth = 416\n\
          [ingest]\nreconnect_initial_ms = 500\nreconnect_max_ms = 2000\n\
          [[cameras]]\nid = \"a\"\nurl = \"{}\"\ntransport = \"tcp\"\n\
          [[cameras]]\nid = \"b\"\nurl = \"{}\"\ntransport = \"tcp\"\n",
+        data.path().display(),
         a.url(),
         b.url()
     );
