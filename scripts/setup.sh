@@ -4,6 +4,9 @@
 #   - ONNX Runtime 1.32.0 shared library, from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
 #   - test media from Debian's `opencv-doc` package into .deps/media/ (vtest.avi, messi5.jpg) and an
 #     H.264 MP4 transcode of vtest.avi for the RTSP tests
+#   - for the web UI's browser tests: Debian's chromium, Node.js (when the machine has none) and
+#     playwright-core from the npm registry (tests/browser, pinned by its package-lock.json);
+#     openssl and curl for the HTTPS test
 # Only registries are used (Debian archive, PyPI). Every download is checked against a sha256.
 # Safe to run again: each step is skipped when its result is already present and verified.
 set -euo pipefail
@@ -16,7 +19,9 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # ---- 1. Debian packages --------------------------------------------------------------------------
 PKGS=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
       gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-      libgstrtspserver-1.0-dev gstreamer1.0-tools gstreamer1.0-rtsp pkg-config python3-pip)
+      libgstrtspserver-1.0-dev gstreamer1.0-tools gstreamer1.0-rtsp pkg-config python3-pip
+      chromium openssl curl)
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -75,4 +80,10 @@ if [ ! -s "$MP4" ]; then
     ! video/x-h264,profile=main ! h264parse ! mp4mux ! filesink location="$MP4.part"
   mv "$MP4.part" "$MP4"
 fi
+# ---- 4. playwright-core for the browser tests (npm registry, versions pinned by the lock file) -----
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+  say "installing playwright-core for the browser tests (npm ci)"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+
 say "done: ORT_DYLIB=$ORT_SO media=$MEDIA"

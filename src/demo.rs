@@ -20,6 +20,8 @@ pub struct RunOptions<'a> {
     pub seconds: Option<f64>,
     /// Print events and camera status for people (the demo).
     pub narrate: bool,
+    /// Printed once the web UI listens (the demo's login).
+    pub banner: Option<String>,
 }
 
 fn narrate(e: &Event) -> Option<String> {
@@ -70,7 +72,31 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    let server = Server::start(cfg, None)?;
+    let server = Arc::new(Server::start(cfg, None)?);
+    let api = if cfg.api.enabled {
+        match crate::api::start(cfg, server.clone()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                // the pipeline's threads are running: stop them before reporting
+                if let Ok(s) = Arc::try_unwrap(server) {
+                    s.shutdown();
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(a) = &api {
+        eprintln!(
+            "web UI and API: {}/  (API document: {}/api/v1/openapi.json)",
+            a.url(),
+            a.url()
+        );
+        if let Some(b) = &opts.banner {
+            eprintln!("{b}");
+        }
+    }
     let writer = opts
         .events
         .map(|p| crate::events::write_json_lines(&server.events, p))
@@ -118,8 +144,14 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping: finishing open tracklets");
+    if let Some(a) = api {
+        a.stop();
+    }
     let events = server.events.clone();
-    server.shutdown();
+    match Arc::try_unwrap(server) {
+        Ok(s) => s.shutdown(),
+        Err(_) => tracing::error!("the server is still in use after the API stopped; not flushed"),
+    }
     drop(events);
     if let Some(w) = writer {
         let _ = w.join();

@@ -67,6 +67,53 @@ pub enum Event {
         t_ms: i64,
         identity: i64,
     },
+    /// A prune / re-tune job moved on (phase change or progress within a phase).
+    JobProgress {
+        t_ms: i64,
+        job: String,
+        phase: String,
+        /// What is being counted (e.g. `training`), with done / total (0 = unknown).
+        label: String,
+        done: u64,
+        total: u64,
+    },
+    /// A job ended: `promoted`, `rejected`, `cancelled` or `failed`.
+    JobFinished {
+        t_ms: i64,
+        job: String,
+        status: String,
+        detail: String,
+    },
+}
+
+impl Event {
+    /// The camera the event is about, if any (for per-camera subscriptions).
+    pub fn camera(&self) -> Option<&str> {
+        match self {
+            Event::CameraState { camera, .. }
+            | Event::TrackletStarted { camera, .. }
+            | Event::TrackletEnded { camera, .. }
+            | Event::IdentityCreated { camera, .. }
+            | Event::IdentityLinked { camera, .. } => Some(camera),
+            _ => None,
+        }
+    }
+
+    /// The `type` tag as serialised.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::CameraState { .. } => "camera_state",
+            Event::TrackletStarted { .. } => "tracklet_started",
+            Event::TrackletEnded { .. } => "tracklet_ended",
+            Event::IdentityCreated { .. } => "identity_created",
+            Event::IdentityLinked { .. } => "identity_linked",
+            Event::IdentityMerged { .. } => "identity_merged",
+            Event::IdentitySplit { .. } => "identity_split",
+            Event::IdentityRetired { .. } => "identity_retired",
+            Event::JobProgress { .. } => "job_progress",
+            Event::JobFinished { .. } => "job_finished",
+        }
+    }
 }
 
 /// Cloneable publisher.

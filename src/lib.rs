@@ -6,6 +6,7 @@
 //! better on site. [`eval`] scores re-id models on datasets, which [`dataset`] builds from
 //! video. See docs/ for operators, integrators and admins.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -34,3 +35,4 @@ pub mod store;
 pub mod study;
 pub mod track;
 pub mod train;
+pub mod virtual_cameras;

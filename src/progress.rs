@@ -55,7 +55,12 @@ impl Progress {
     pub fn inc(&mut self, n: u64) {
         self.done += n;
         let now = Instant::now();
-        if self.last.is_none_or(|l| now - l >= self.every) {
+        let every = if machine_readable() {
+            Duration::from_millis(500)
+        } else {
+            self.every
+        };
+        if self.last.is_none_or(|l| now - l >= every) {
             self.last = Some(now);
             self.draw(false);
         }
@@ -93,6 +98,17 @@ impl Progress {
     }
 
     fn draw(&self, end: bool) {
+        if machine_readable() {
+            // for a parent process (the daemon running a job): one JSON line per update
+            let line = serde_json::json!({"progress": {
+                "label": self.label, "done": self.done, "total": self.total,
+                "seconds": self.start.elapsed().as_secs_f64(), "note": self.note,
+            }});
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{line}");
+            let _ = err.flush();
+            return;
+        }
         if self.quiet {
             return;
         }
@@ -112,6 +128,14 @@ impl Progress {
     pub fn finish(&mut self) {
         self.draw(true);
     }
+}
+
+/// Set in the environment of a child process whose progress a parent reads: progress and job
+/// phases are printed on stderr as JSON lines (`{"progress": {…}}`, `{"phase": "training"}`).
+pub const PROGRESS_ENV: &str = "CROSSCAM_PROGRESS_JSON";
+
+pub fn machine_readable() -> bool {
+    std::env::var_os(PROGRESS_ENV).is_some_and(|v| v == "1")
 }
 
 pub fn fmt_duration(d: Duration) -> String {

@@ -362,6 +362,10 @@ fn a_finished_job_promotes_or_keeps_consistently() {
             assert!(new.map < old.map);
             assert_eq!(reg.current().unwrap().id, "v0001");
             assert_eq!(serving.current().version.id, "v0001");
+            // the candidate is kept, not current, for an admin to promote anyway
+            let kept = report.candidate.as_deref().expect("candidate kept");
+            assert_eq!(reg.get(kept).unwrap().eval.as_ref().unwrap(), &new);
+            assert_ne!(reg.current().unwrap().id, kept);
         }
         o => panic!("job ended {o:?}: {report:?}"),
     }

@@ -286,6 +286,7 @@ pub fn run_tracking_only(
         detector,
         c.track.clone(),
         tx,
+        Arc::new(crate::server::Live::default()),
     );
     let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
     for cam in &c.cameras {

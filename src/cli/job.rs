@@ -107,6 +107,9 @@ pub struct JobRunArgs {
     /// Folder of gallery crops to re-embed with a promoted model (default: none).
     #[arg(long)]
     pub gallery_crops: Option<PathBuf>,
+    /// The job's id (default: from the time; the daemon passes the id it announced).
+    #[arg(long, hide = true)]
+    pub id: Option<String>,
 }
 
 fn hook_for(dir: &std::path::Path, crops: Option<&PathBuf>) -> Result<Box<dyn ReembedHook>> {
@@ -207,7 +210,16 @@ fn run_job(a: JobRunArgs) -> Result<ExitCode> {
             })
         }
     };
-    let id = crate::jobs::runner::new_job_id(&dir);
+    let id = match &a.id {
+        Some(id) => {
+            anyhow::ensure!(
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "--id: letters, digits and '-' only"
+            );
+            id.clone()
+        }
+        None => crate::jobs::runner::new_job_id(&dir),
+    };
     let report = crate::jobs::run_job(
         &id,
         &spec,

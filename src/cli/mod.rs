@@ -7,6 +7,7 @@ mod job;
 mod prune;
 mod retune;
 mod system;
+mod user;
 mod video;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Build re-id datasets from video, and inspect datasets.
     #[command(subcommand)]
     Dataset(eval::DatasetCommand),
+    /// Users and API tokens of the web UI and API (the first admin is created here).
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Measure: embedding models side by side, decoding, the detector, the camera pipeline, the
     /// re-id metrics (results for docs/PERFORMANCE.md).
     #[command(subcommand)]
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => eval::run_eval(a),
         Command::Dataset(d) => eval::dataset(d),
         Command::Bench(b) => bench::run(b),
+        Command::User(u) => user::run(u),
     }
 }
 

@@ -122,15 +122,83 @@ fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
 /// `crosscam demo`.
 pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     let cfg = a.config.load_or("config/demo.toml")?;
+    // the config's cameras at rtsp://127.0.0.1:PORT/NAME are served here, each starting 30 s
+    // further into the clip than the one before
+    let mut port = None;
+    let mut virtual_cams = Vec::new();
+    for (i, c) in cfg.cameras.iter().enumerate() {
+        if let Some(rest) = c.url.strip_prefix("rtsp://127.0.0.1:")
+            && let Some((p, name)) = rest.split_once('/')
+            && let Ok(p) = p.parse::<u16>()
+        {
+            anyhow::ensure!(
+                port.is_none_or(|q| q == p),
+                "the demo's virtual cameras share one port; cameras[{i}] uses {p}"
+            );
+            port = Some(p);
+            virtual_cams.push((name.to_string(), 30.0 * i as f64));
+        }
+    }
+    let _cams = match port {
+        Some(p) => Some(crate::virtual_cameras::VirtualCameras::start(
+            &crate::paths::media("vtest.avi"),
+            &cfg.server.data_dir.join("virtual-cameras"),
+            p,
+            &virtual_cams,
+        )?),
+        None => None,
+    };
+    let banner = if cfg.api.enabled {
+        Some(demo_users(&cfg)?)
+    } else {
+        None
+    };
     crate::demo::run(
         &cfg,
         crate::demo::RunOptions {
             events: None,
             seconds: a.seconds,
             narrate: true,
+            banner,
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's logins: `demo` (admin) and `viewer` (operator), with a new password each start
+/// (or CROSSCAM_DEMO_PASSWORD). Returns the lines to print.
+fn demo_users(cfg: &crate::config::Config) -> Result<String> {
+    use crate::api::auth::{AuthDb, AuthError, Role};
+    let pw = match std::env::var("CROSSCAM_DEMO_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            use rand::Rng;
+            let mut r = rand::rng();
+            (0..12)
+                .map(|_| {
+                    let c = b"abcdefghjkmnpqrstuvwxyz23456789"[r.random_range(0..31)];
+                    c as char
+                })
+                .collect()
+        }
+    };
+    let db = AuthDb::open(&cfg.server.data_dir)?;
+    for (name, role) in [("demo", Role::Admin), ("viewer", Role::Operator)] {
+        match db.add_user(name, role, &pw) {
+            Ok(()) => {}
+            Err(AuthError::Exists(_)) => db.set_password(name, &pw)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let scheme = if cfg.api.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!(
+        "\n  open {scheme}://{}/ and sign in as  demo / {pw}  (admin)  or  viewer / {pw}  (operator)\n",
+        cfg.api.listen
+    ))
 }
 
 fn run_model_build(a: ModelBuildArgs) -> Result<ExitCode> {
@@ -242,6 +310,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             events: a.events.as_deref(),
             seconds: a.seconds,
             narrate: false,
+            banner: None,
         },
     )?;
     Ok(ExitCode::SUCCESS)

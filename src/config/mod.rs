@@ -52,6 +52,8 @@ pub struct Config {
     #[serde(default)]
     pub linking: LinkingSettings,
     #[serde(default)]
+    pub api: ApiSettings,
+    #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
@@ -72,6 +74,45 @@ impl Default for ServerSettings {
         ServerSettings {
             data_dir: PathBuf::from("data"),
             log: "info".into(),
+        }
+    }
+}
+
+/// The HTTP API and web UI (`[api]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Serve the API and the web UI.
+    pub enabled: bool,
+    /// Address and port to listen on (`0.0.0.0:8080` for every interface).
+    pub listen: String,
+    /// PEM certificate chain and private key: serve HTTPS (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Largest JSON request body, KiB.
+    pub max_body_kib: usize,
+    /// Largest image upload (search by image), KiB.
+    pub max_image_kib: usize,
+    /// Failed logins allowed per client address (and per user name) per minute.
+    pub login_attempts_per_minute: u32,
+    /// How long a login session lasts, hours.
+    pub session_hours: u64,
+    /// Events buffered per WebSocket client; a client further behind is told how many it lost.
+    pub ws_buffer: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_body_kib: 64,
+            max_image_kib: 8192,
+            login_attempts_per_minute: 5,
+            session_hours: 12,
+            ws_buffer: 4096,
         }
     }
 }
@@ -338,16 +379,18 @@ impl Config {
         };
         abs(&mut self.server.data_dir);
         abs(&mut self.models.manifest);
+        if let Some(p) = self.api.tls_cert.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self.api.tls_key.as_mut() {
+            abs(p);
+        }
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
             abs(p);
         }
         for c in &mut self.cameras {
-            if let Some(rest) = c.url.strip_prefix("file:")
-                && !rest.starts_with("//")
-            {
-                // `file:relative/path` → absolute file URL against the config's directory
-                c.url = format!("file://{}", base.join(rest).display());
-            }
+            // `file:relative/path` → absolute file URL against the config's directory
+            c.resolve(base);
         }
     }
 
@@ -392,73 +435,68 @@ impl Config {
         self.linking
             .validate(&camera_ids)
             .map_err(|(k, m)| err(k, m))?;
+        let api = |k: &str| KeyPath::new().key("api").key(k);
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                api("listen"),
+                format!(
+                    "expected an address and port such as \"127.0.0.1:8080\", found {:?}",
+                    self.api.listen
+                ),
+            ));
+        }
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(err(
+                    api(if self.api.tls_cert.is_some() {
+                        "tls_key"
+                    } else {
+                        "tls_cert"
+                    }),
+                    "HTTPS needs both tls_cert and tls_key (PEM files); give both or neither"
+                        .into(),
+                ));
+            }
+            (Some(c), Some(k)) => {
+                for (key, p) in [("tls_cert", c), ("tls_key", k)] {
+                    if !p.is_file() {
+                        return Err(err(
+                            api(key),
+                            format!("expected a PEM file, but {} does not exist", p.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        for (key, v) in [
+            ("max_body_kib", self.api.max_body_kib),
+            ("max_image_kib", self.api.max_image_kib),
+            ("ws_buffer", self.api.ws_buffer),
+        ] {
+            if v == 0 {
+                return Err(err(api(key), "expected a positive number, found 0".into()));
+            }
+        }
+        if self.api.login_attempts_per_minute == 0 || self.api.session_hours == 0 {
+            return Err(err(
+                api(if self.api.session_hours == 0 {
+                    "session_hours"
+                } else {
+                    "login_attempts_per_minute"
+                }),
+                "expected a positive number, found 0".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let at = |k: &str| KeyPath::new().key("cameras").index(i).key(k);
-            if c.id.is_empty()
-                || !c
-                    .id
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            {
-                return Err(err(
-                    at("id"),
-                    format!("expected letters, digits, '-' or '_', found {:?}", c.id),
-                ));
-            }
+            c.check().map_err(|(k, m)| err(at(k), m))?;
             if !seen.insert(c.id.as_str()) {
                 return Err(err(
                     at("id"),
                     format!("camera id {:?} is used twice; ids must be unique", c.id),
                 ));
-            }
-            crate::ingest::source::SourceUrl::parse(&c.url).map_err(|m| err(at("url"), m))?;
-            if let Some(rest) = c.url.strip_prefix("file://")
-                && !Path::new(rest).is_file()
-            {
-                return Err(err(
-                    at("url"),
-                    format!("expected a video file, but {rest} does not exist"),
-                ));
-            }
-            for (k, var) in [
-                ("username_env", &c.username_env),
-                ("password_env", &c.password_env),
-            ] {
-                if let Some(var) = var
-                    && std::env::var_os(var).is_none()
-                {
-                    return Err(err(
-                        at(k),
-                        format!(
-                            "the environment variable {var} is not set; export it before starting crosscam"
-                        ),
-                    ));
-                }
-            }
-            if let Some(f) = c.fps
-                && !(1..=60).contains(&f)
-            {
-                return Err(err(
-                    at("fps"),
-                    format!("expected a whole frame rate from 1 to 60, found {f}"),
-                ));
-            }
-            if let Some(t) = c.start_s {
-                if !c.url.starts_with("file:") {
-                    return Err(err(
-                        at("start_s"),
-                        "start_s is for file cameras only (a live camera cannot be started \
-                         in the past or the future)"
-                            .into(),
-                    ));
-                }
-                if !(t.is_finite() && t >= 0.0) {
-                    return Err(err(
-                        at("start_s"),
-                        format!("expected seconds from 0 on, found {t}"),
-                    ));
-                }
             }
         }
         Ok(())
@@ -466,6 +504,77 @@ impl Config {
 }
 
 impl CameraSettings {
+    /// Checks one camera on its own (ids unique across cameras are checked by the caller):
+    /// `Err((key, message))` names the key at fault.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err((
+                "id",
+                format!("expected letters, digits, '-' or '_', found {:?}", self.id),
+            ));
+        }
+        crate::ingest::source::SourceUrl::parse(&self.url).map_err(|m| ("url", m))?;
+        if let Some(rest) = self.url.strip_prefix("file://")
+            && !Path::new(rest).is_file()
+        {
+            return Err((
+                "url",
+                format!("expected a video file, but {rest} does not exist"),
+            ));
+        }
+        for (k, var) in [
+            ("username_env", &self.username_env),
+            ("password_env", &self.password_env),
+        ] {
+            if let Some(var) = var
+                && std::env::var_os(var).is_none()
+            {
+                return Err((
+                    k,
+                    format!(
+                        "the environment variable {var} is not set; export it before starting crosscam"
+                    ),
+                ));
+            }
+        }
+        if let Some(f) = self.fps
+            && !(1..=60).contains(&f)
+        {
+            return Err((
+                "fps",
+                format!("expected a whole frame rate from 1 to 60, found {f}"),
+            ));
+        }
+        if let Some(t) = self.start_s {
+            if !self.url.starts_with("file:") {
+                return Err((
+                    "start_s",
+                    "start_s is for file cameras only (a live camera cannot be started \
+                     in the past or the future)"
+                        .into(),
+                ));
+            }
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(("start_s", format!("expected seconds from 0 on, found {t}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a relative `file:` URL absolute against `base` (the config file's directory).
+    pub fn resolve(&mut self, base: &Path) {
+        if let Some(rest) = self.url.strip_prefix("file:")
+            && !rest.starts_with("//")
+        {
+            self.url = format!("file://{}", base.join(rest).display());
+        }
+    }
+
     /// The user name and password, with environment variables read now.
     pub fn credentials(&self) -> (Option<String>, Option<String>) {
         let user = self

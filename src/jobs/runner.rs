@@ -146,6 +146,8 @@ pub struct JobReport {
     /// The candidate on the held-out crops.
     pub new: Option<Score>,
     pub decision: Option<String>,
+    /// A rejected candidate kept in the registry (not current), for an admin to promote anyway.
+    pub candidate: Option<String>,
     pub retune: Option<RetuneReport>,
     pub seconds: f64,
 }
@@ -222,6 +224,7 @@ pub fn run_job(
         old: None,
         new: None,
         decision: None,
+        candidate: None,
         retune: None,
         seconds: 0.0,
     };
@@ -246,6 +249,9 @@ pub fn run_job(
 }
 
 fn set_phase(ctx: &JobContext<'_>, p: JobPhase) {
+    if crate::progress::machine_readable() {
+        eprintln!("{}", serde_json::json!({ "phase": p }));
+    }
     if let Some(m) = ctx.phase {
         *m.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }
@@ -316,12 +322,6 @@ fn job_body(
     report.new = Some(new.clone());
     report.decision = Some(why);
     check(&ctx.cancel)?;
-    if !go {
-        return Ok(JobOutcome::Rejected);
-    }
-
-    set_phase(ctx, JobPhase::Promoting);
-    let staged = ctx.registry.stage(&retuned.model, &report.id)?;
     let origin = format!(
         "job {}: {} ({}), target MACs {}, budget {}",
         report.id,
@@ -330,6 +330,31 @@ fn job_body(
         spec.retune.target_macs,
         spec.retune.budget
     );
+    if !go {
+        // kept (not current) so that an admin who compares the scores may promote it anyway
+        let staged = ctx.registry.stage(&retuned.model, &report.id)?;
+        let parent = ctx.registry.current().map(|v| v.id.clone());
+        let kept = ctx
+            .registry
+            .prepare_version(
+                &staged,
+                &format!("{origin} (not promoted)"),
+                parent.as_deref(),
+                Some(new),
+            )
+            .and_then(|v| ctx.registry.commit(&staged, &v, false).map(|_| v.id));
+        match kept {
+            Ok(id) => report.candidate = Some(id),
+            Err(e) => {
+                ctx.registry.discard_staged(&staged);
+                tracing::warn!("cannot keep the rejected candidate: {e:#}");
+            }
+        }
+        return Ok(JobOutcome::Rejected);
+    }
+
+    set_phase(ctx, JobPhase::Promoting);
+    let staged = ctx.registry.stage(&retuned.model, &report.id)?;
     let v = promote(
         ctx.registry,
         ctx.serving,

@@ -65,8 +65,12 @@ pub enum ReidOutput {
     Observed(Observation),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReidMetrics {
+    /// Embedder time per batch (seconds).
+    pub embed_hist: crate::server::histogram::Histogram,
+    /// Crops per embedding batch.
+    pub batch_hist: crate::server::histogram::Histogram,
     pub batches: AtomicU64,
     pub crops: AtomicU64,
     pub embed_ns: AtomicU64,
@@ -82,6 +86,20 @@ pub struct ReidSnapshot {
     pub ms_per_crop: f64,
     pub observations: u64,
     pub errors: u64,
+}
+
+impl Default for ReidMetrics {
+    fn default() -> Self {
+        ReidMetrics {
+            embed_hist: crate::server::histogram::Histogram::latency(),
+            batch_hist: crate::server::histogram::Histogram::batch(),
+            batches: AtomicU64::new(0),
+            crops: AtomicU64::new(0),
+            embed_ns: AtomicU64::new(0),
+            observations: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ReidMetrics {
@@ -248,6 +266,8 @@ fn describe(
                     .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 m.batches.fetch_add(1, Ordering::Relaxed);
                 m.crops.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                m.embed_hist.observe_duration(t0.elapsed());
+                m.batch_hist.observe(chunk.len() as f64);
                 for ((key, _), row) in chunk.iter().zip(e.rows()) {
                     cache.insert(key.clone(), row.to_vec());
                 }

@@ -18,8 +18,12 @@ use crate::ingest::{AnalysisQueue, CameraId, Ingest};
 use crate::track::{TrackEvent, Tracker};
 
 /// Stage metrics (monotonic counters).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnalysisMetrics {
+    /// Detector time per batch (seconds).
+    pub detect_hist: super::histogram::Histogram,
+    /// Frames per detector batch.
+    pub batch_hist: super::histogram::Histogram,
     pub batches: AtomicU64,
     pub frames: AtomicU64,
     pub detections: AtomicU64,
@@ -43,6 +47,23 @@ pub struct AnalysisSnapshot {
     pub detector_errors: u64,
     pub tracklets_started: u64,
     pub tracklets_ended: u64,
+}
+
+impl Default for AnalysisMetrics {
+    fn default() -> Self {
+        AnalysisMetrics {
+            detect_hist: super::histogram::Histogram::latency(),
+            batch_hist: super::histogram::Histogram::batch(),
+            batches: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            detections: AtomicU64::new(0),
+            detect_ns: AtomicU64::new(0),
+            track_ns: AtomicU64::new(0),
+            detector_errors: AtomicU64::new(0),
+            tracklets_started: AtomicU64::new(0),
+            tracklets_ended: AtomicU64::new(0),
+        }
+    }
 }
 
 impl AnalysisMetrics {
@@ -85,6 +106,7 @@ impl Analysis {
         mut detector: Box<dyn Detector>,
         track: TrackSettings,
         events: crossbeam_channel::Sender<CameraTrackEvent>,
+        live: Arc<super::Live>,
     ) -> Analysis {
         let metrics = Arc::new(AnalysisMetrics::default());
         let m = metrics.clone();
@@ -134,6 +156,8 @@ impl Analysis {
                     };
                     m.detect_ns
                         .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    m.detect_hist.observe_duration(t0.elapsed());
+                    m.batch_hist.observe(batch.len() as f64);
                     m.batches.fetch_add(1, Ordering::Relaxed);
                     m.frames.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     let t1 = Instant::now();
@@ -148,6 +172,17 @@ impl Analysis {
                         for ev in tr.update(Some(frame), frame.seq, frame.pts, size, &d) {
                             send(camera, ev, &m);
                         }
+                        let boxes = tr
+                            .active()
+                            .iter()
+                            .map(|b| super::LiveBox {
+                                track: b.id,
+                                bbox: [b.bbox.x1, b.bbox.y1, b.bbox.x2, b.bbox.y2],
+                                score: b.score,
+                                identity: None,
+                            })
+                            .collect();
+                        live.set_view(camera, frame, boxes);
                     }
                     m.track_ns
                         .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -33,10 +33,65 @@ pub enum Control {
         name: String,
         url: String,
     },
+    /// Operator merge: `absorb` becomes part of `keep`.
+    Merge {
+        keep: i64,
+        absorb: i64,
+        operator: String,
+        reason: String,
+        reply: Reply<()>,
+    },
+    /// Operator split: `tracklets` (store row ids) of `identity` move to a new identity.
+    Split {
+        identity: i64,
+        tracklets: Vec<i64>,
+        operator: String,
+        reason: String,
+        reply: Reply<i64>,
+    },
+    /// Search by person: the `k` identities most similar to `descriptor`.
+    Search {
+        descriptor: Vec<f32>,
+        k: usize,
+        reply: Reply<Vec<(i64, f32)>>,
+    },
 }
 
-#[derive(Debug, Default)]
+/// Where the link stage answers a [`Control`] request.
+pub type Reply<T> = crossbeam_channel::Sender<Result<T, ControlError>>;
+
+/// Why the link stage refused a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// The request names something that does not exist (404 in the API).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be carried out as asked (409/422 in the API).
+    #[error("{0}")]
+    Refused(String),
+    /// The store or gallery failed (500 in the API).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<gallery::GalleryError> for ControlError {
+    fn from(e: gallery::GalleryError) -> Self {
+        match e {
+            gallery::GalleryError::UnknownIdentity(_) => ControlError::NotFound(e.to_string()),
+            gallery::GalleryError::Refused(_)
+            | gallery::GalleryError::Dimension { .. }
+            | gallery::GalleryError::BadVector(_) => ControlError::Refused(e.to_string()),
+            other => ControlError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct LinkMetrics {
+    /// Time to link and record one observation (seconds).
+    pub link_hist: super::histogram::Histogram,
+    /// Frame-to-identity latency of decisions on live tracklets (seconds).
+    pub latency_hist: super::histogram::Histogram,
     pub observations: AtomicU64,
     pub created: AtomicU64,
     pub linked: AtomicU64,
@@ -44,6 +99,10 @@ pub struct LinkMetrics {
     pub merged: AtomicU64,
     pub errors: AtomicU64,
     pub link_ns: AtomicU64,
+    /// Live identities in the gallery (after the last change).
+    pub gallery_identities: AtomicU64,
+    /// Prototype vectors in the gallery.
+    pub gallery_prototypes: AtomicU64,
     /// Frame-to-identity latency of the last decision (ms): wall time of the tracklet's last box
     /// to the moment its identity event was published.
     pub last_latency_ms: AtomicU64,
@@ -51,11 +110,32 @@ pub struct LinkMetrics {
     pub latencies: std::sync::Mutex<std::collections::VecDeque<u32>>,
 }
 
+impl Default for LinkMetrics {
+    fn default() -> Self {
+        LinkMetrics {
+            link_hist: super::histogram::Histogram::latency(),
+            latency_hist: super::histogram::Histogram::latency(),
+            observations: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            linked: AtomicU64::new(0),
+            uncertain: AtomicU64::new(0),
+            merged: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            link_ns: AtomicU64::new(0),
+            gallery_identities: AtomicU64::new(0),
+            gallery_prototypes: AtomicU64::new(0),
+            last_latency_ms: AtomicU64::new(0),
+            latencies: Default::default(),
+        }
+    }
+}
+
 /// Latencies kept for the percentiles.
 const LATENCY_WINDOW: usize = 4096;
 
 impl LinkMetrics {
     fn record_latency(&self, ms: u64) {
+        self.latency_hist.observe(ms as f64 / 1e3);
         self.last_latency_ms.store(ms, Ordering::Relaxed);
         let mut w = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
         if w.len() == LATENCY_WINDOW {
@@ -90,6 +170,8 @@ pub struct LinkSnapshot {
     pub uncertain: u64,
     pub merged: u64,
     pub errors: u64,
+    pub gallery_identities: u64,
+    pub gallery_prototypes: u64,
     pub ms_per_observation: f64,
     pub last_latency_ms: u64,
     /// Frame-to-identity latency percentiles over the last decisions on live tracklets (ms).
@@ -109,6 +191,8 @@ impl LinkMetrics {
             uncertain: l(&self.uncertain),
             merged: l(&self.merged),
             errors: l(&self.errors),
+            gallery_identities: l(&self.gallery_identities),
+            gallery_prototypes: l(&self.gallery_prototypes),
             ms_per_observation: l(&self.link_ns) as f64 / 1e6 / l(&self.observations).max(1) as f64,
             last_latency_ms: l(&self.last_latency_ms),
             latency_p50_ms: p50,
@@ -203,6 +287,8 @@ pub struct LinkParts {
     pub run: i64,
     /// The embedder's name, recorded with every descriptor.
     pub model: String,
+    /// Identity labels of live tracks (for the API's snapshots).
+    pub live: Arc<super::Live>,
 }
 
 struct Ctx {
@@ -212,9 +298,88 @@ struct Ctx {
     run: i64,
     model: String,
     metrics: Arc<LinkMetrics>,
+    live: Arc<super::Live>,
 }
 
 impl Ctx {
+    fn gallery_gauges(&self) {
+        let st = self.linker.stats();
+        self.metrics
+            .gallery_identities
+            .store(st.identities as u64, Ordering::Relaxed);
+        self.metrics
+            .gallery_prototypes
+            .store(st.prototypes as u64, Ordering::Relaxed);
+    }
+
+    fn operator(&self, operator: &str, reason: &str) -> gallery::OperatorRequest {
+        gallery::OperatorRequest {
+            operator: operator.to_string(),
+            reason: if reason.is_empty() {
+                "operator decision".into()
+            } else {
+                reason.to_string()
+            },
+            t_ms: now_ms(),
+        }
+    }
+
+    fn merge(
+        &mut self,
+        keep: i64,
+        absorb: i64,
+        operator: &str,
+        reason: &str,
+    ) -> Result<(), ControlError> {
+        if keep == absorb {
+            return Err(ControlError::Refused(
+                "an identity cannot be merged into itself".into(),
+            ));
+        }
+        let req = self.operator(operator, reason);
+        let fx = self
+            .linker
+            .merge(IdentityId(keep as u64), IdentityId(absorb as u64), &req)?;
+        self.apply(&fx.events, now_ms())
+            .map_err(|e| ControlError::Internal(format!("{e:#}")))?;
+        self.live.relabel(absorb, keep);
+        self.gallery_gauges();
+        Ok(())
+    }
+
+    fn split(
+        &mut self,
+        identity: i64,
+        tracklets: &[i64],
+        operator: &str,
+        reason: &str,
+    ) -> Result<i64, ControlError> {
+        let mut keys = Vec::with_capacity(tracklets.len());
+        for &t in tracklets {
+            let camera = self
+                .store
+                .tracklet_camera(t)
+                .map_err(|e| ControlError::Internal(e.to_string()))?
+                .ok_or_else(|| ControlError::NotFound(format!("no tracklet {t}")))?;
+            keys.push(gallery::TrackletKey::new(&camera, t as u64));
+        }
+        let req = self.operator(operator, reason);
+        let fx = self
+            .linker
+            .split(IdentityId(identity as u64), &keys, &req)?;
+        let to = fx
+            .events
+            .iter()
+            .find_map(|e| match e {
+                GalleryEvent::IdentitySplit(s) => Some(s.to.0 as i64),
+                _ => None,
+            })
+            .ok_or_else(|| ControlError::Internal("the split created no identity".into()))?;
+        self.apply(&fx.events, now_ms())
+            .map_err(|e| ControlError::Internal(format!("{e:#}")))?;
+        self.gallery_gauges();
+        Ok(to)
+    }
     /// Writes and publishes what the gallery did.
     fn apply(&mut self, events: &[GalleryEvent], seen_ms: i64) -> anyhow::Result<()> {
         for e in events {
@@ -339,10 +504,16 @@ impl Ctx {
                 quality: o.quality,
             })?;
             self.apply(&outcome.events, end_ms)?;
+            if !o.ended {
+                self.live
+                    .set_label(&o.camera, t.id, outcome.decision.identity().0 as i64);
+            }
+            self.gallery_gauges();
             self.metrics.observations.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .link_ns
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.metrics.link_hist.observe_duration(t0.elapsed());
             // latency of decisions on live tracklets: their last box is the frame just seen. An
             // ended tracklet is decided after the tracker gave it up (`track.max_misses` frames
             // later), which is the tracker's patience, not the pipeline's latency.
@@ -352,6 +523,7 @@ impl Ctx {
             }
         }
         if o.ended {
+            self.live.clear_label(&o.camera, t.id);
             self.bus.publish(Event::TrackletEnded {
                 t_ms: now_ms(),
                 camera: o.camera.to_string(),
@@ -386,6 +558,7 @@ impl LinkStage {
                 bus,
                 run,
                 model,
+                live,
             } = parts;
             let mut ctx = Ctx {
                 store,
@@ -394,7 +567,9 @@ impl LinkStage {
                 run,
                 model,
                 metrics: m,
+                live,
             };
+            ctx.gallery_gauges();
             let mut last_maintenance = Instant::now();
             loop {
                 crossbeam_channel::select! {
@@ -423,6 +598,18 @@ impl LinkStage {
                                 warn!(error = %e, camera = %camera, "cannot record a camera");
                             }
                         }
+                        Ok(Control::Merge { keep, absorb, operator, reason, reply }) => {
+                            let _ = reply.send(ctx.merge(keep, absorb, &operator, &reason));
+                        }
+                        Ok(Control::Split { identity, tracklets, operator, reason, reply }) => {
+                            let _ = reply.send(ctx.split(identity, &tracklets, &operator, &reason));
+                        }
+                        Ok(Control::Search { descriptor, k, reply }) => {
+                            let r = ctx.linker.search(&descriptor, k).map(|c| {
+                                c.into_iter().map(|c| (c.identity.0 as i64, c.similarity)).collect()
+                            });
+                            let _ = reply.send(r.map_err(ControlError::from));
+                        }
                         Err(_) => {}
                     },
                     default(Duration::from_millis(200)) => {
@@ -437,6 +624,7 @@ impl LinkStage {
                     if let Err(e) = ctx.apply(&fx.events, now_ms()) {
                         warn!(error = %e, "cannot record gallery maintenance");
                     }
+                    ctx.gallery_gauges();
                     match ctx.store.enforce_crop_retention(&retention) {
                         Ok(r) if r.deleted > 0 => info!(
                             deleted = r.deleted,

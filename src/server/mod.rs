@@ -7,14 +7,16 @@
 //! One thread per stage, bounded channels between them; `crosscam serve` and `crosscam demo` run it.
 
 pub mod analysis;
+pub mod histogram;
 pub mod link;
+pub mod live;
 pub mod stage;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{CameraSettings, Config};
 use crate::events::EventBus;
 use crate::ingest::{CameraStatus, Ingest, StateListener};
 use crate::reid::{Embedder, ReidStage};
@@ -22,7 +24,8 @@ use crate::runtime::{self, SessionOptions};
 use crate::store::Store;
 
 pub use analysis::{Analysis, AnalysisSnapshot, CameraTrackEvent};
-pub use link::{Control, LinkSnapshot, LinkStage};
+pub use link::{Control, ControlError, LinkSnapshot, LinkStage, Reply};
+pub use live::{Live, LiveBox, LiveView};
 
 pub struct Server {
     pub ingest: Arc<Ingest>,
@@ -33,6 +36,15 @@ pub struct Server {
     reid: ReidStage,
     link: LinkStage,
     pub data_dir: std::path::PathBuf,
+    /// Latest frame and boxes per camera, with identity labels.
+    pub live: Arc<Live>,
+    /// The cameras as configured now (config file, its edits, and API changes).
+    cameras: std::sync::Mutex<Vec<CameraSettings>>,
+    /// The embedder's name (recorded with descriptors).
+    pub model: String,
+    /// Receiving ends kept only to read the queue depths between the stages.
+    track_q: crossbeam_channel::Receiver<CameraTrackEvent>,
+    reid_q: crossbeam_channel::Receiver<crate::reid::ReidOutput>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +53,22 @@ pub struct ServerStatus {
     pub analysis: AnalysisSnapshot,
     pub reid: crate::reid::service::ReidSnapshot,
     pub link: LinkSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDepths {
+    /// Frames waiting per camera.
+    pub frames: Vec<(String, usize)>,
+    pub tracker_events: usize,
+    pub observations: usize,
+}
+
+/// Shared handles on the stages' counters.
+#[derive(Clone)]
+pub struct StageMetrics {
+    pub analysis: Arc<analysis::AnalysisMetrics>,
+    pub reid: Arc<crate::reid::service::ReidMetrics>,
+    pub link: Arc<link::LinkMetrics>,
 }
 
 impl Server {
@@ -108,6 +136,7 @@ impl Server {
             }
         });
         let ingest = Arc::new(Ingest::new(cfg, Some(listener))?);
+        let live = Arc::new(Live::default());
         let (track_tx, track_rx) = crossbeam_channel::bounded(4096);
         let (reid_tx, reid_rx) = crossbeam_channel::bounded(4096);
         let analysis = Analysis::start(
@@ -116,7 +145,9 @@ impl Server {
             detector,
             cfg.track.clone(),
             track_tx,
+            live.clone(),
         );
+        let (track_rx_depth, reid_rx_depth) = (track_rx.clone(), reid_rx.clone());
         let reid = ReidStage::start(embedder, cfg.reid.clone(), track_rx, reid_tx);
         let link = LinkStage::start(
             cfg,
@@ -125,7 +156,8 @@ impl Server {
                 linker,
                 bus: events.clone(),
                 run,
-                model,
+                model: model.clone(),
+                live: live.clone(),
             },
             reid_rx,
             ctrl_rx,
@@ -141,20 +173,116 @@ impl Server {
             reid,
             link,
             data_dir: cfg.server.data_dir.clone(),
+            live,
+            cameras: std::sync::Mutex::new(cfg.cameras.clone()),
+            model,
+            track_q: track_rx_depth,
+            reid_q: reid_rx_depth,
         })
+    }
+
+    /// A sender of control requests to the link stage (merge, split, search).
+    pub fn control(&self) -> crossbeam_channel::Sender<Control> {
+        self.control.clone()
+    }
+
+    /// The cameras as configured now.
+    pub fn cameras(&self) -> Vec<CameraSettings> {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a camera, or changes the one with the same id (restarting it); `Ok(true)` when it
+    /// was added.
+    pub fn put_camera(&self, c: CameraSettings) -> anyhow::Result<bool> {
+        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = cams.clone();
+        let added = match next.iter_mut().find(|x| x.id == c.id) {
+            Some(x) => {
+                *x = c;
+                false
+            }
+            None => {
+                next.push(c);
+                true
+            }
+        };
+        self.apply_locked(&mut cams, next)?;
+        Ok(added)
+    }
+
+    /// Stops and removes a camera; `Ok(false)` when there is none with that id.
+    pub fn remove_camera(&self, id: &str) -> anyhow::Result<bool> {
+        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        if !cams.iter().any(|c| c.id == id) {
+            return Ok(false);
+        }
+        let next: Vec<CameraSettings> = cams.iter().filter(|c| c.id != id).cloned().collect();
+        self.apply_locked(&mut cams, next)?;
+        self.live.forget(id);
+        Ok(true)
+    }
+
+    fn apply_locked(
+        &self,
+        current: &mut Vec<CameraSettings>,
+        next: Vec<CameraSettings>,
+    ) -> anyhow::Result<()> {
+        for c in &next {
+            if !current.contains(c) {
+                let _ = self.control.send(Control::CameraConfigured {
+                    camera: c.id.clone(),
+                    name: c.name.clone().unwrap_or_else(|| c.id.clone()),
+                    url: crate::ingest::camera::redact(&c.url),
+                });
+            }
+        }
+        self.ingest.apply(&next)?;
+        *current = next;
+        Ok(())
     }
 
     /// Makes the running cameras those of `cameras`: removes the cameras not listed, adds new
     /// ones and restarts only those whose settings changed (the others keep running).
-    pub fn apply_cameras(&self, cameras: &[crate::config::CameraSettings]) -> anyhow::Result<()> {
-        for c in cameras {
-            let _ = self.control.send(Control::CameraConfigured {
-                camera: c.id.clone(),
-                name: c.name.clone().unwrap_or_else(|| c.id.clone()),
-                url: crate::ingest::camera::redact(&c.url),
-            });
+    pub fn apply_cameras(&self, cameras: &[CameraSettings]) -> anyhow::Result<()> {
+        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = cams
+            .iter()
+            .filter(|c| !cameras.iter().any(|n| n.id == c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        self.apply_locked(&mut cams, cameras.to_vec())?;
+        for id in gone {
+            self.live.forget(&id);
         }
-        self.ingest.apply(cameras)
+        Ok(())
+    }
+
+    /// The stages' metrics, for `/metrics`.
+    pub fn metrics(&self) -> StageMetrics {
+        StageMetrics {
+            analysis: self.analysis.metrics.clone(),
+            reid: self.reid.metrics.clone(),
+            link: self.link.metrics.clone(),
+        }
+    }
+
+    /// Items waiting between the stages: per-camera frames before analysis, tracker events
+    /// before re-id, observations before linking.
+    pub fn queue_depths(&self) -> QueueDepths {
+        QueueDepths {
+            frames: self
+                .ingest
+                .queue()
+                .depths()
+                .into_iter()
+                .map(|(c, d)| (c.to_string(), d))
+                .collect(),
+            tracker_events: self.track_q.len(),
+            observations: self.reid_q.len(),
+        }
     }
 
     pub fn status(&self) -> ServerStatus {

@@ -7,7 +7,10 @@
 //! with everything committed before the kill, and a gallery that rebuilds from it.
 
 mod crops;
+mod queries;
 mod schema;
+
+pub use queries::{CameraRow, CropRef, IdentityFilter};
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

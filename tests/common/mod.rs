@@ -1,6 +1,8 @@
 //! Shared test fixtures: real RTSP cameras served by gstreamer-rtsp-server on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

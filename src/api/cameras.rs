@@ -1,0 +1,260 @@
+//! Cameras: list with state and counters, live snapshots (JPEG with boxes, or JSON with
+//! identity labels), and run-time add / change / remove for integrators.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiJson, ApiPath};
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::config::CameraSettings;
+use crate::ingest::camera::redact;
+
+/// A camera as the API shows it: settings without secrets, plus its live status.
+#[derive(Debug, Serialize)]
+pub struct CameraView {
+    pub id: String,
+    pub name: String,
+    /// The source URL with any password replaced by `***`.
+    pub url: String,
+    pub enabled: bool,
+    pub fps: Option<u32>,
+    pub realtime: bool,
+    pub loop_file: bool,
+    /// Names of the environment variables holding credentials (never their values).
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub status: Option<crate::ingest::CameraStatus>,
+}
+
+fn view(s: &ApiState, c: &CameraSettings) -> CameraView {
+    CameraView {
+        id: c.id.clone(),
+        name: c.name.clone().unwrap_or_else(|| c.id.clone()),
+        url: redact(&c.url),
+        enabled: c.enabled,
+        fps: c.fps,
+        realtime: c.realtime,
+        loop_file: c.loop_file,
+        username_env: c.username_env.clone(),
+        password_env: c.password_env.clone(),
+        status: s.server.ingest.camera_status(&c.id),
+    }
+}
+
+fn find(s: &ApiState, id: &str) -> ApiResult<CameraSettings> {
+    s.server
+        .cameras()
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no camera {id:?}")))
+}
+
+pub async fn list(State(s): State<ApiState>) -> ApiResult<Response> {
+    let cams: Vec<CameraView> = s.server.cameras().iter().map(|c| view(&s, c)).collect();
+    Ok(axum::Json(json!({ "cameras": cams })).into_response())
+}
+
+pub async fn get(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+    let c = find(&s, &id)?;
+    Ok(axum::Json(view(&s, &c)).into_response())
+}
+
+/// Parses and checks a camera from a request body; relative `file:` URLs are taken against the
+/// config file's directory, as in the config.
+fn parse_camera(s: &ApiState, mut body: Value, path_id: Option<&str>) -> ApiResult<CameraSettings> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("expected a JSON object describing the camera"))?;
+    if let Some(pid) = path_id {
+        match obj.get("id") {
+            None => {
+                obj.insert("id".into(), Value::String(pid.to_string()));
+            }
+            Some(Value::String(b)) if b == pid => {}
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "`id` in the body ({other}) differs from the id in the path ({pid:?}); a camera's id cannot change"
+                )));
+            }
+        }
+    }
+    let mut c: CameraSettings = serde_path_to_error::deserialize(body)
+        .map_err(|e| ApiError::invalid(format!("`{}`: {}", e.path(), e.inner())))?;
+    let base = s
+        .cfg
+        .source
+        .as_deref()
+        .and_then(|p| p.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    c.resolve(&base);
+    c.check()
+        .map_err(|(k, m)| ApiError::invalid(format!("`{k}`: {m}")))?;
+    Ok(c)
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let c = parse_camera(&s, body, None)?;
+    if s.server.cameras().iter().any(|x| x.id == c.id) {
+        return Err(ApiError::conflict(format!(
+            "camera {:?} exists; PUT /api/v1/cameras/{} changes it",
+            c.id, c.id
+        )));
+    }
+    let id = c.id.clone();
+    s.blocking(move |s| {
+        s.server
+            .put_camera(c)
+            .map_err(|e| ApiError::invalid(format!("{e:#}")))
+    })
+    .await?;
+    tracing::info!(camera = %id, user = %caller.user, "camera added through the API");
+    let c = find(&s, &id)?;
+    Ok((StatusCode::CREATED, axum::Json(view(&s, &c))).into_response())
+}
+
+pub async fn put(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let c = parse_camera(&s, body, Some(&id))?;
+    let added = s
+        .blocking(move |s| {
+            s.server
+                .put_camera(c)
+                .map_err(|e| ApiError::invalid(format!("{e:#}")))
+        })
+        .await?;
+    tracing::info!(camera = %id, user = %caller.user, added, "camera set through the API");
+    let c = find(&s, &id)?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view(&s, &c))).into_response())
+}
+
+pub async fn delete(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id2 = id.clone();
+    let removed = s
+        .blocking(move |s| s.server.remove_camera(&id2).map_err(ApiError::internal))
+        .await?;
+    if !removed {
+        return Err(ApiError::not_found(format!("no camera {id:?}")));
+    }
+    tracing::info!(camera = %id, user = %caller.user, "camera removed through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn live(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+    find(&s, &id)?;
+    let v =
+        s.server.live.view(&id).ok_or_else(|| {
+            ApiError::unavailable(format!("camera {id:?} has no analysed frame yet"))
+        })?;
+    Ok(axum::Json(json!({
+        "camera": id,
+        "t_ms": v.t_ms,
+        "width": v.frame.width,
+        "height": v.frame.height,
+        "boxes": v.boxes,
+    }))
+    .into_response())
+}
+
+/// Colour of an identity's boxes (unlabelled tracks are grey).
+pub fn colour(identity: Option<i64>) -> [u8; 3] {
+    const P: [[u8; 3]; 8] = [
+        [31, 119, 180],
+        [214, 39, 40],
+        [44, 160, 44],
+        [255, 127, 14],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [23, 190, 207],
+    ];
+    match identity {
+        Some(i) => P[(i.rem_euclid(8)) as usize],
+        None => [160, 160, 160],
+    }
+}
+
+fn draw_rect(img: &mut image::RgbImage, b: [f32; 4], c: [u8; 3], thick: u32) {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let cl = |v: f32, m: i64| (v.round() as i64).clamp(0, m - 1);
+    let (x1, y1, x2, y2) = (cl(b[0], w), cl(b[1], h), cl(b[2], w), cl(b[3], h));
+    for t in 0..thick as i64 {
+        for x in x1..=x2 {
+            for y in [y1 + t, y2 - t] {
+                if (0..h).contains(&y) {
+                    img.put_pixel(x as u32, y as u32, image::Rgb(c));
+                }
+            }
+        }
+        for y in y1..=y2 {
+            for x in [x1 + t, x2 - t] {
+                if (0..w).contains(&x) {
+                    img.put_pixel(x as u32, y as u32, image::Rgb(c));
+                }
+            }
+        }
+    }
+}
+
+pub async fn snapshot(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    find(&s, &id)?;
+    let v =
+        s.server.live.view(&id).ok_or_else(|| {
+            ApiError::unavailable(format!("camera {id:?} has no analysed frame yet"))
+        })?;
+    let jpeg = s
+        .blocking(move |_| {
+            let f = &v.frame;
+            let mut img = image::RgbImage::new(f.width, f.height);
+            for y in 0..f.height as usize {
+                let row = &f.data[y * f.stride..y * f.stride + 3 * f.width as usize];
+                let dst =
+                    &mut img.as_mut()[y * 3 * f.width as usize..(y + 1) * 3 * f.width as usize];
+                dst.copy_from_slice(row);
+            }
+            for b in &v.boxes {
+                draw_rect(&mut img, b.bbox, colour(b.identity), 2);
+            }
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+                .encode_image(&img)
+                .map_err(ApiError::internal)?;
+            Ok(out)
+        })
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}

@@ -1,0 +1,357 @@
+//! Identities: list and filter, detail with crops per camera, timelines, search by image,
+//! operator merge / split, and the audit trail.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiBytes, ApiJson, ApiPath, ApiQuery};
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::report::{TimelineOptions, timeline_svg};
+use crate::server::Control;
+use crate::store::IdentityFilter;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only identities seen by this camera.
+    pub camera: Option<String>,
+    /// Only identities seen at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Only identities seen at or before this time.
+    pub until_ms: Option<i64>,
+    #[serde(default)]
+    pub include_retired: bool,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be from 1 to 1000"));
+    }
+    let f = IdentityFilter {
+        id: None,
+        camera: q.camera,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        include_retired: q.include_retired,
+        limit,
+        offset: q.offset.unwrap_or(0),
+    };
+    let (rows, total) = s
+        .with_store(move |st| Ok(st.identities_filtered(&f)?))
+        .await?;
+    Ok(axum::Json(json!({ "identities": rows, "total": total })).into_response())
+}
+
+pub async fn get(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
+    let (row, sightings, crops) = s
+        .with_store(move |st| {
+            let row = st
+                .identity(id)?
+                .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
+            Ok((row, st.sightings_of(id)?, st.crops_of_identity(id, 4)?))
+        })
+        .await?;
+    let mut cameras: Vec<serde_json::Value> = Vec::new();
+    let mut names: Vec<&str> = sightings.iter().map(|x| x.camera.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for cam in names {
+        let cs: Vec<_> = crops
+            .iter()
+            .filter(|c| c.camera == cam)
+            .map(|c| json!({"id": c.id, "tracklet": c.tracklet, "quality": c.quality, "url": format!("/api/v1/crops/{}", c.id)}))
+            .collect();
+        let seen: Vec<_> = sightings.iter().filter(|x| x.camera == cam).collect();
+        cameras.push(json!({
+            "camera": cam,
+            "first_ms": seen.iter().map(|x| x.start_ms).min(),
+            "last_ms": seen.iter().map(|x| x.end_ms).max(),
+            "sightings": seen.len(),
+            "crops": cs,
+        }));
+    }
+    Ok(
+        axum::Json(json!({ "identity": row, "cameras": cameras, "sightings": sightings }))
+            .into_response(),
+    )
+}
+
+pub async fn timeline(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
+    let sightings = s
+        .with_store(move |st| {
+            st.identity(id)?
+                .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
+            Ok(st.sightings_of(id)?)
+        })
+        .await?;
+    let steps: Vec<_> = sightings
+        .iter()
+        .map(|x| json!({"camera": x.camera, "start_ms": x.start_ms, "end_ms": x.end_ms, "tracklet": x.tracklet, "decision": x.decision, "similarity": x.similarity}))
+        .collect();
+    Ok(axum::Json(json!({ "identity": id, "timeline": steps })).into_response())
+}
+
+fn svg(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn timeline_svg_one(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Response> {
+    let sightings = s
+        .with_store(move |st| {
+            st.identity(id)?
+                .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
+            Ok(st.sightings_of(id)?)
+        })
+        .await?;
+    Ok(svg(timeline_svg(
+        &sightings,
+        &TimelineOptions::default(),
+        &format!("identity {id}: sightings by camera"),
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteTimelineQuery {
+    pub since_ms: Option<i64>,
+    /// Only identities seen by at least this many cameras.
+    pub min_cameras: Option<usize>,
+    pub max_rows: Option<usize>,
+}
+
+pub async fn site_timeline_svg(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<SiteTimelineQuery>,
+) -> ApiResult<Response> {
+    let since = q.since_ms.unwrap_or(i64::MIN);
+    let sightings = s
+        .with_store(move |st| {
+            Ok(st
+                .sightings()?
+                .into_iter()
+                .filter(|x| x.end_ms >= since)
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    let opts = TimelineOptions {
+        min_cameras: q.min_cameras.unwrap_or(1).max(1),
+        max_rows: q.max_rows.unwrap_or(40).clamp(1, 500),
+    };
+    Ok(svg(timeline_svg(&sightings, &opts, "who went where, when")))
+}
+
+pub async fn crop(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
+    let bytes = s
+        .with_store(move |st| {
+            let p = st
+                .crop_file(id)?
+                .ok_or_else(|| ApiError::not_found(format!("no crop {id}")))?;
+            std::fs::read(&p).map_err(|_| {
+                ApiError::not_found(format!("crop {id}: its file is gone (crop retention)"))
+            })
+        })
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The identity that becomes part of the one in the path.
+    pub absorb: i64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+pub async fn merge(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(keep): ApiPath<i64>,
+    ApiJson(b): ApiJson<MergeBody>,
+) -> ApiResult<Response> {
+    check_reason(&b.reason)?;
+    let user = caller.user.clone();
+    s.control(move |reply| Control::Merge {
+        keep,
+        absorb: b.absorb,
+        operator: user,
+        reason: b.reason,
+        reply,
+    })
+    .await?;
+    tracing::info!(kept = keep, absorbed = b.absorb, user = %caller.user, "operator merge");
+    Ok(axum::Json(json!({"kept": keep, "absorbed": b.absorb})).into_response())
+}
+
+fn check_reason(r: &str) -> ApiResult<()> {
+    if r.len() > 500 {
+        return Err(ApiError::invalid("`reason` is at most 500 bytes"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    /// Tracklet ids (from the identity's sightings) that become a new identity.
+    pub tracklets: Vec<i64>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+pub async fn split(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(identity): ApiPath<i64>,
+    ApiJson(b): ApiJson<SplitBody>,
+) -> ApiResult<Response> {
+    check_reason(&b.reason)?;
+    if b.tracklets.is_empty() || b.tracklets.len() > 10_000 {
+        return Err(ApiError::invalid(
+            "`tracklets` lists 1 to 10000 tracklet ids",
+        ));
+    }
+    let user = caller.user.clone();
+    let to = s
+        .control(move |reply| Control::Split {
+            identity,
+            tracklets: b.tracklets,
+            operator: user,
+            reason: b.reason,
+            reply,
+        })
+        .await?;
+    tracing::info!(from = identity, to, user = %caller.user, "operator split");
+    Ok(axum::Json(json!({"from": identity, "to": to})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// How many identities to return (1–50, default 10).
+    pub k: Option<usize>,
+}
+
+pub async fn search(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+    headers: axum::http::HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Response> {
+    let k = q.k.unwrap_or(10);
+    if !(1..=50).contains(&k) {
+        return Err(ApiError::bad_request("`k` must be from 1 to 50"));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("image/") && ct != "application/octet-stream" {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "upload the person's picture as the body, with Content-Type image/jpeg or image/png",
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty: upload a JPEG or PNG picture",
+        ));
+    }
+    let descriptor = s
+        .blocking(move |s| {
+            let img = image::load_from_memory(&body)
+                .map_err(|e| {
+                    ApiError::invalid(format!("the upload is not a JPEG or PNG picture: {e}"))
+                })?
+                .to_rgb8();
+            if img.width() < 8 || img.height() < 16 {
+                return Err(ApiError::invalid(
+                    "the picture is too small (at least 8×16 pixels)",
+                ));
+            }
+            let mut guard = s.search_embedder.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                let rt = crate::runtime::init(&s.cfg.runtime).map_err(ApiError::internal)?;
+                let manifest = crate::models::Manifest::load(&s.cfg.models.manifest)
+                    .map_err(ApiError::internal)?;
+                *guard = Some(
+                    crate::reid::Embedder::open(
+                        &s.server.model,
+                        &manifest,
+                        rt,
+                        crate::runtime::SessionOptions::default(),
+                    )
+                    .map_err(|e| ApiError::internal(format!("{e:#}")))?,
+                );
+            }
+            let e = guard
+                .as_mut()
+                .expect("opened above")
+                .embed_images(&[img])
+                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            Ok(e.row(0).to_vec())
+        })
+        .await?;
+    let hits = s
+        .control(move |reply| Control::Search {
+            descriptor,
+            k,
+            reply,
+        })
+        .await?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
+    let crops = s
+        .with_store(move |st| {
+            let mut v = Vec::new();
+            for id in ids {
+                v.push(st.crops_of_identity(id, 1)?.into_iter().next());
+            }
+            Ok(v)
+        })
+        .await?;
+    let matches: Vec<_> = hits
+        .iter()
+        .zip(crops)
+        .map(|((id, sim), c)| {
+            json!({
+                "identity": id,
+                "similarity": sim,
+                "crop": c.map(|c| format!("/api/v1/crops/{}", c.id)),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "matches": matches })).into_response())
+}
+
+pub async fn audit(State(s): State<ApiState>) -> ApiResult<Response> {
+    let rows = s.with_store(|st| Ok(st.audit()?)).await?;
+    Ok(axum::Json(json!({ "audit": rows })).into_response())
+}
