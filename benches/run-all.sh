@@ -26,4 +26,7 @@ done
 "$B" bench embed --model "$OUT/r50.onnx" --model "$OUT/r50-half.onnx" --model "$OUT/r50-half-r16.onnx" \
   --model "$OUT/r50-half-g16.onnx" --batch 16 --rounds 12 > "$OUT/prune-bench.txt" 2>&1
 "$B" bench eval --repeat 5 > "$OUT/eval.txt" 2>&1
+# the API under load needs wrk (Debian package)
+command -v wrk >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; }
+"$B" bench api --seconds 30 --clients 200 --wrk-seconds 10 > "$OUT/api.txt" 2>&1
 uptime > "$OUT/uptime-end.txt"

@@ -199,8 +199,17 @@ fn camera_config(
     )?)
 }
 
+/// `n` real-time vtest cameras (the API benchmark's site), camera k starting 30·k s in.
+pub fn camera_config_for_api(cfg: &Config, n: usize) -> anyhow::Result<Config> {
+    let mut c = camera_config(cfg, n, 5, 640, None)?;
+    for (k, cam) in c.cameras.iter_mut().enumerate() {
+        cam.start_s = Some(30.0 * k as f64);
+    }
+    Ok(c)
+}
+
 /// Waits until every camera is live (at most 20 s), then 3 s more for the pipeline to settle.
-fn warm_up(ingest: &crate::ingest::Ingest) {
+pub(crate) fn warm_up(ingest: &crate::ingest::Ingest) {
     let t_live = Instant::now();
     while ingest.status().iter().any(|s| s.state != CameraState::Live)
         && t_live.elapsed() < Duration::from_secs(20)

@@ -3,10 +3,12 @@
 //! bare detector, and cameras → tracklets end to end (`camera`), and the identity gallery's search
 //! and memory at scale (`gallery`).
 
+pub mod api;
 pub mod camera;
 pub mod embed;
 pub mod gallery;
 
+pub use api::{ApiBenchReport, api, render_api};
 pub use camera::*;
 pub use embed::*;
 pub use gallery::{GalleryBenchOptions, GalleryBenchReport, gallery, render_gallery};

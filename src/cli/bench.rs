@@ -27,6 +27,26 @@ pub enum BenchCommand {
     /// Identity gallery search: exact vs HNSW query latency (p50/p99), build time and recall at
     /// several sizes, and memory per identity, on seeded synthetic re-id-like features.
     Gallery(BenchGalleryArgs),
+    /// The API under load: camera rates without and with N WebSocket clients on the event
+    /// stream (each must receive every event), then wrk on a few endpoints (p50/p99).
+    Api(BenchApiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchApiArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Seconds per phase (without clients, with clients).
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Seconds of wrk per endpoint (0 = no HTTP load).
+    #[arg(long, default_value_t = 10)]
+    pub wrk_seconds: u32,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -300,6 +320,15 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rs)?);
+            }
+        }
+        BenchCommand::Api(a) => {
+            let cfg = a.config.load()?;
+            let r = crate::bench::api(&cfg, a.seconds, a.clients, a.wrk_seconds)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::render_api(&r));
             }
         }
         BenchCommand::Pipeline(a) => {

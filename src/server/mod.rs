@@ -121,7 +121,7 @@ impl Server {
             "linking values"
         );
         let linker = link::restore_gallery(cfg, &store, &model, dim)?;
-        let events = EventBus::new(4096);
+        let events = EventBus::new(cfg.api.ws_buffer);
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let control = ctrl_tx.clone();
         let user = listener;
