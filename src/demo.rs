@@ -73,6 +73,12 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
     let server = Arc::new(Server::start(cfg, None)?);
+    // subscribe before anything else takes time: the cameras are starting already
+    let writer = opts
+        .events
+        .map(|p| crate::events::write_json_lines(&server.events, p))
+        .transpose()?;
+    let mut rx = server.events.subscribe();
     let api = if cfg.api.enabled {
         match crate::api::start(cfg, server.clone()) {
             Ok(a) => Some(a),
@@ -97,11 +103,6 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
             eprintln!("{b}");
         }
     }
-    let writer = opts
-        .events
-        .map(|p| crate::events::write_json_lines(&server.events, p))
-        .transpose()?;
-    let mut rx = server.events.subscribe();
     tracing::info!(cameras = cfg.cameras.len(), data = %cfg.server.data_dir.display(), "crosscam running; Ctrl-C to stop");
     let start = Instant::now();
     let mut last_status = Instant::now();

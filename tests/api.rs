@@ -49,6 +49,28 @@ fn api_end_to_end() {
     let integrator = d.login("integrator");
     let (st, me) = d.get("/api/v1/me", Some(&operator));
     assert_eq!((st, me["role"].as_str()), (200, Some("operator")));
+    // the session cookie works for the browser, but not in a request another site makes
+    let cookie = format!("crosscam_session={operator}");
+    let with_origin = |origin: &str| {
+        d.agent
+            .get(&d.url("/api/v1/me"))
+            .header("Cookie", &cookie)
+            .header("Origin", origin)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        with_origin("http://evil.example"),
+        403,
+        "cross-site request with the cookie"
+    );
+    assert_eq!(
+        with_origin(&d.base),
+        200,
+        "same-site request with the cookie"
+    );
 
     // ---- the OpenAPI document matches the routes ---------------------------------------------
     let (st, doc) = d.get("/api/v1/openapi.json", Some(&admin));
@@ -292,6 +314,12 @@ fn api_end_to_end() {
         (with_crops.len() >= 2).then_some(with_crops)
     });
     let (a, b) = (ids[0], ids[1]);
+    let (_, page) = d.get("/api/v1/identities?limit=1&offset=1", Some(&operator));
+    assert_eq!(page["identities"].as_array().unwrap().len(), 1, "{page}");
+    assert!(
+        page["total"].as_u64().unwrap() >= 2,
+        "the total is before paging: {page}"
+    );
     let (st, detail) = d.get(&format!("/api/v1/identities/{a}"), Some(&operator));
     assert_eq!(st, 200);
     assert_eq!(detail["identity"]["id"], a);

@@ -20,6 +20,7 @@ fn write_config(dir: &Path, clip: &Path) -> PathBuf {
         "[server]\ndata_dir = \"{data}\"\n\
          [models]\nmanifest = \"{root}/models/manifest.toml\"\nembedder = \"mobilenetv2-imagenet\"\n\
          [analysis]\nfps = 5\nwidth = 640\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n\
          [[cameras]]\nid = \"a\"\nurl = \"file://{clip}\"\n",
         data = dir.join("data").display(),
         clip = clip.display(),

@@ -14,7 +14,8 @@ fn write(path: &Path, data: &Path, cameras: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut text = format!(
         "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{root}/models/manifest.toml\"\n\
-         embedder = \"mobilenetv2-imagenet\"\n[analysis]\nfps = 2\nwidth = 320\n",
+         embedder = \"mobilenetv2-imagenet\"\n[analysis]\nfps = 2\nwidth = 320\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n",
         data.display()
     );
     for c in cameras {

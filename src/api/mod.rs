@@ -145,6 +145,26 @@ pub async fn require(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // a browser sends the session cookie with requests other sites make it send: refuse those
+    // (the cookie is SameSite=Strict too); programs send their token in the header
+    if req.headers().get(header::AUTHORIZATION).is_none()
+        && let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+    {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+        if origin_host != host {
+            return Err(ApiError::forbidden(format!(
+                "a request from {origin} with this site's session cookie is refused (cross-site)"
+            )));
+        }
+    }
     let token = request_token(req.headers()).ok_or_else(|| {
         ApiError::unauthorized(
             "sign in first: POST /api/v1/login, then send `Authorization: Bearer <token>`",

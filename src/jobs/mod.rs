@@ -1,6 +1,7 @@
 //! Long-running admin jobs: on-site pruning and re-tuning of the embedder, with a model registry,
-//! atomic promotion and rollback. Used by the CLI (`crosscam job …`) now and by the server's
-//! admin API later; docs/retuning.md explains them for site admins.
+//! atomic promotion and rollback. Used by the CLI (`crosscam job …`) and, through it, by the
+//! daemon's admin API (`src/api/jobs.rs` runs `crosscam job run` as a child process);
+//! docs/retuning.md explains them for site admins.
 //!
 //! - [`source`]: where a job's crops come from ([`source::CropSource`]; the server's crop store
 //!   implements it; [`source::DatasetSource`] reads a dataset folder).

@@ -47,7 +47,7 @@ pub struct CameraRow {
 impl Store {
     /// Identities matching `f`, newest last-seen first, with the total before paging.
     pub fn identities_filtered(&self, f: &IdentityFilter) -> Result<(Vec<IdentityRow>, usize)> {
-        let sql = "SELECT i.id, i.created_ms, i.last_seen_ms, i.retired_ms, i.merged_into,
+        let matching = "SELECT i.id, i.created_ms, i.last_seen_ms, i.retired_ms, i.merged_into,
                     COUNT(s.tracklet), COALESCE(GROUP_CONCAT(DISTINCT t.camera), '')
              FROM identities i LEFT JOIN sightings s ON s.identity = i.id
              LEFT JOIN tracklets t ON t.id = s.tracklet
@@ -56,12 +56,30 @@ impl Store {
              GROUP BY i.id
              HAVING (?2 IS NULL OR SUM(t.camera = ?2) > 0)
                 AND (?3 IS NULL OR MAX(t.end_ms) >= ?3)
-                AND (?4 IS NULL OR MIN(t.start_ms) <= ?4)
-             ORDER BY i.last_seen_ms DESC, i.id DESC";
-        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+                AND (?4 IS NULL OR MIN(t.start_ms) <= ?4)";
+        let total: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM ({matching})"),
+                params![f.include_retired, f.camera, f.since_ms, f.until_ms, f.id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let sql = format!("{matching} ORDER BY i.last_seen_ms DESC, i.id DESC LIMIT ?6 OFFSET ?7");
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(f.offset).unwrap_or(i64::MAX);
         let rows = st
             .query_map(
-                params![f.include_retired, f.camera, f.since_ms, f.until_ms, f.id],
+                params![
+                    f.include_retired,
+                    f.camera,
+                    f.since_ms,
+                    f.until_ms,
+                    f.id,
+                    limit,
+                    offset
+                ],
                 |r| {
                     let cams: String = r.get(6)?;
                     Ok(IdentityRow {
@@ -82,11 +100,7 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
-        let total = rows.len();
-        Ok((
-            rows.into_iter().skip(f.offset).take(f.limit).collect(),
-            total,
-        ))
+        Ok((rows, total as usize))
     }
 
     pub fn identity(&self, id: i64) -> Result<Option<IdentityRow>> {
