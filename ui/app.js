@@ -298,7 +298,7 @@ pages.jobs = async () => {
       flash(`job ${j.id} started`, true); load();
     } catch (e) { flash(e.message); }
   } });
-  const score = (s) => s ? `${pct(s.rank1)} / ${pct(s.map)} · ${(s.macs / 1e9).toFixed(3)} GMACs` : "–";
+  const score = (s) => s ? `${pct(s.rank1)} / ${pct(s.mAP)} · ${(s.macs / 1e9).toFixed(3)} GMACs` : "–";
   const showCompare = (j) => {
     const r = j.report || {};
     const cls = (a, b) => a === undefined || b === undefined ? "" : (b > a ? "better" : b < a ? "worse" : "");
@@ -306,7 +306,7 @@ pages.jobs = async () => {
       h("table", {}, h("thead", {}, h("tr", {}, ["", "rank-1", "mAP", "GMACs", "params"].map(t => h("th", { text: t })))),
         h("tbody", {}, ["old", "new"].map(k => r[k] ? h("tr", {}, h("td", { text: k === "old" ? `serving (${r.serving_before || "?"})` : "candidate" }),
           h("td", { class: k === "new" ? cls(r.old?.rank1, r.new?.rank1) : "", text: pct(r[k].rank1) }),
-          h("td", { class: k === "new" ? cls(r.old?.map, r.new?.map) : "", text: pct(r[k].map) }),
+          h("td", { class: k === "new" ? cls(r.old?.mAP, r.new?.mAP) : "", text: pct(r[k].mAP) }),
           h("td", { text: (r[k].macs / 1e9).toFixed(3) }), h("td", { text: (r[k].params / 1e6).toFixed(2) + " M" })) : null))),
       h("p", { text: `${r.status || j.state}: ${r.decision || r.error || ""}` }),
       r.candidate ? h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) }) : null);
@@ -330,7 +330,7 @@ pages.jobs = async () => {
     modelsBody.replaceChildren(...m.versions.slice().reverse().map(v => h("tr", { "data-model": v.id },
       h("td", { text: v.id + (v.id === m.current ? " (current)" : v.id === m.previous ? " (previous)" : "") }),
       h("td", { text: (v.macs / 1e9).toFixed(3) }), h("td", { text: (v.params / 1e6).toFixed(2) + " M" }),
-      h("td", { text: v.eval ? `${pct(v.eval.rank1)} / ${pct(v.eval.map)}` : "–" }), h("td", { text: v.origin }),
+      h("td", { text: v.eval ? `${pct(v.eval.rank1)} / ${pct(v.eval.mAP)}` : "–" }), h("td", { text: v.origin }),
       h("td", {}, v.id !== m.current ? h("button", { text: "Promote", onclick: () => promote(v.id) }) : null))));
     serving.textContent = `The pipeline serves ${m.serving}; the registry's current version is ${m.current || "–"}.`;
   };

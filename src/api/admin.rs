@@ -170,17 +170,17 @@ fn no_job_running(s: &ApiState) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn promote(
-    State(s): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<String>,
+/// Makes the version `pick` names current in the registry (refused while a job runs); answers
+/// the new current and previous versions.
+async fn make_current(
+    s: ApiState,
+    caller: Caller,
+    pick: impl FnOnce(&crate::jobs::Registry) -> ApiResult<String> + Send + 'static,
 ) -> ApiResult<Response> {
     no_job_running(&s)?;
     s.blocking(move |s| {
         let mut reg = registry(s)?;
-        if reg.get(&id).is_none() {
-            return Err(ApiError::not_found(format!("no model version {id:?}")));
-        }
+        let id = pick(&reg)?;
         reg.set_current(&id)
             .map_err(|e| ApiError::internal(format!("{e:#}")))?;
         tracing::info!(version = %id, user = %caller.user, "model version made current");
@@ -192,23 +192,26 @@ pub async fn promote(
     .await
 }
 
+pub async fn promote(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    make_current(s, caller, move |reg| match reg.get(&id) {
+        Some(v) => Ok(v.id.clone()),
+        None => Err(ApiError::not_found(format!("no model version {id:?}"))),
+    })
+    .await
+}
+
 pub async fn rollback(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Response> {
-    no_job_running(&s)?;
-    s.blocking(move |s| {
-        let mut reg = registry(s)?;
-        let prev = reg.previous().map(|v| v.id.clone()).ok_or_else(|| {
-            ApiError::conflict("there is no previous model version to roll back to")
-        })?;
-        reg.set_current(&prev)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-        tracing::info!(version = %prev, user = %caller.user, "model rolled back");
-        Ok(
-            axum::Json(json!({"current": prev, "previous": reg.previous().map(|v| &v.id)}))
-                .into_response(),
-        )
+    make_current(s, caller, |reg| {
+        reg.previous()
+            .map(|v| v.id.clone())
+            .ok_or_else(|| ApiError::conflict("there is no previous model version to roll back to"))
     })
     .await
 }

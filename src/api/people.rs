@@ -87,18 +87,22 @@ pub async fn get(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiRes
 }
 
 pub async fn timeline(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
-    let sightings = s
-        .with_store(move |st| {
-            st.identity(id)?
-                .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
-            Ok(st.sightings_of(id)?)
-        })
-        .await?;
+    let sightings = sightings_of(&s, id).await?;
     let steps: Vec<_> = sightings
         .iter()
         .map(|x| json!({"camera": x.camera, "start_ms": x.start_ms, "end_ms": x.end_ms, "tracklet": x.tracklet, "decision": x.decision, "similarity": x.similarity}))
         .collect();
     Ok(axum::Json(json!({ "identity": id, "timeline": steps })).into_response())
+}
+
+/// An identity's sightings; 404 when there is no such identity.
+async fn sightings_of(s: &ApiState, id: i64) -> ApiResult<Vec<crate::store::SightingRow>> {
+    s.with_store(move |st| {
+        st.identity(id)?
+            .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
+        Ok(st.sightings_of(id)?)
+    })
+    .await
 }
 
 fn svg(body: String) -> Response {
@@ -116,13 +120,7 @@ pub async fn timeline_svg_one(
     State(s): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
-    let sightings = s
-        .with_store(move |st| {
-            st.identity(id)?
-                .ok_or_else(|| ApiError::not_found(format!("no identity {id}")))?;
-            Ok(st.sightings_of(id)?)
-        })
-        .await?;
+    let sightings = sightings_of(&s, id).await?;
     Ok(svg(timeline_svg(
         &sightings,
         &TimelineOptions::default(),

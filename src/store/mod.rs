@@ -175,6 +175,46 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// The columns [`sighting_row`] reads, in order (`s` = sightings, `t` = their tracklets).
+pub(crate) const SIGHTING_COLUMNS: &str = "s.tracklet, t.camera, t.track_id, t.start_ms, t.end_ms, \
+     s.identity, s.similarity, s.margin, s.decision, s.model, s.created_ms";
+
+pub(crate) fn sighting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SightingRow> {
+    let d: String = r.get(8)?;
+    Ok(SightingRow {
+        tracklet: r.get(0)?,
+        camera: r.get(1)?,
+        track_id: r.get(2)?,
+        start_ms: r.get(3)?,
+        end_ms: r.get(4)?,
+        identity: r.get(5)?,
+        similarity: r.get(6)?,
+        margin: r.get(7)?,
+        decision: Decision::parse(&d),
+        model: r.get(9)?,
+        created_ms: r.get(10)?,
+    })
+}
+
+/// Reads an identity from the columns id, created, last seen, retired, merged into, sighting
+/// count, comma-separated cameras.
+pub(crate) fn identity_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityRow> {
+    let cams: String = r.get(6)?;
+    Ok(IdentityRow {
+        id: r.get(0)?,
+        created_ms: r.get(1)?,
+        last_seen_ms: r.get(2)?,
+        retired_ms: r.get(3)?,
+        merged_into: r.get(4)?,
+        sightings: r.get(5)?,
+        cameras: cams
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 /// A stored tracklet's boxes: (row id, camera, [(stream-time ms, box)]).
 pub type StoredBoxes = (i64, String, Vec<(i64, crate::frame::BBox)>);
 
@@ -488,22 +528,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(params![include_retired], |r| {
-                let cams: String = r.get(6)?;
-                Ok(IdentityRow {
-                    id: r.get(0)?,
-                    created_ms: r.get(1)?,
-                    last_seen_ms: r.get(2)?,
-                    retired_ms: r.get(3)?,
-                    merged_into: r.get(4)?,
-                    sightings: r.get(5)?,
-                    cameras: cams
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                })
-            })
+            .query_map(params![include_retired], identity_row)
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
@@ -514,28 +539,12 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT s.tracklet, t.camera, t.track_id, t.start_ms, t.end_ms, s.identity, s.similarity, s.margin,
-                        s.decision, s.model, s.created_ms
-                 FROM sightings s JOIN tracklets t ON t.id = s.tracklet ORDER BY t.start_ms, s.tracklet",
+                &format!("SELECT {SIGHTING_COLUMNS}
+                 FROM sightings s JOIN tracklets t ON t.id = s.tracklet ORDER BY t.start_ms, s.tracklet"),
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| {
-                let d: String = r.get(8)?;
-                Ok(SightingRow {
-                    tracklet: r.get(0)?,
-                    camera: r.get(1)?,
-                    track_id: r.get(2)?,
-                    start_ms: r.get(3)?,
-                    end_ms: r.get(4)?,
-                    identity: r.get(5)?,
-                    similarity: r.get(6)?,
-                    margin: r.get(7)?,
-                    decision: Decision::parse(&d),
-                    model: r.get(9)?,
-                    created_ms: r.get(10)?,
-                })
-            })
+            .query_map([], sighting_row)
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Decision, IdentityRow, Result, SightingRow, Store};
+use super::{
+    IdentityRow, Result, SIGHTING_COLUMNS, SightingRow, Store, identity_row, sighting_row,
+};
 
 /// Which identities to list.
 #[derive(Debug, Clone, Default)]
@@ -80,22 +82,7 @@ impl Store {
                     limit,
                     offset
                 ],
-                |r| {
-                    let cams: String = r.get(6)?;
-                    Ok(IdentityRow {
-                        id: r.get(0)?,
-                        created_ms: r.get(1)?,
-                        last_seen_ms: r.get(2)?,
-                        retired_ms: r.get(3)?,
-                        merged_into: r.get(4)?,
-                        sightings: r.get(5)?,
-                        cameras: cams
-                            .split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect(),
-                    })
-                },
+                identity_row,
             )
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -117,30 +104,13 @@ impl Store {
     pub fn sightings_of(&self, identity: i64) -> Result<Vec<SightingRow>> {
         let mut st = self
             .conn
-            .prepare(
-                "SELECT s.tracklet, t.camera, t.track_id, t.start_ms, t.end_ms, s.identity, s.similarity,
-                        s.margin, s.decision, s.model, s.created_ms
-                 FROM sightings s JOIN tracklets t ON t.id = s.tracklet
-                 WHERE s.identity = ?1 ORDER BY t.start_ms, s.tracklet",
-            )
+            .prepare(&format!(
+                "SELECT {SIGHTING_COLUMNS} FROM sightings s JOIN tracklets t ON t.id = s.tracklet
+                     WHERE s.identity = ?1 ORDER BY t.start_ms, s.tracklet"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(params![identity], |r| {
-                let d: String = r.get(8)?;
-                Ok(SightingRow {
-                    tracklet: r.get(0)?,
-                    camera: r.get(1)?,
-                    track_id: r.get(2)?,
-                    start_ms: r.get(3)?,
-                    end_ms: r.get(4)?,
-                    identity: r.get(5)?,
-                    similarity: r.get(6)?,
-                    margin: r.get(7)?,
-                    decision: Decision::parse(&d),
-                    model: r.get(9)?,
-                    created_ms: r.get(10)?,
-                })
-            })
+            .query_map(params![identity], sighting_row)
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
