@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{cut_clip, wait_for};
@@ -30,17 +30,19 @@ fn write_config(dir: &Path, clip: &Path) -> PathBuf {
     p
 }
 
-fn serve(config: &Path, dir: &Path, run: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crosscam"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--events")
-        .arg(dir.join(format!("events-{run}.jsonl")))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap())
-        .spawn()
-        .expect("cannot start crosscam serve")
+fn serve(config: &Path, dir: &Path, run: usize) -> common::KillOnDrop {
+    common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_crosscam"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--events")
+            .arg(dir.join(format!("events-{run}.jsonl")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap())
+            .spawn()
+            .expect("cannot start crosscam serve"),
+    )
 }
 
 /// The store as another process sees it while the server writes (WAL: readers don't block).

@@ -46,15 +46,17 @@ fn edited_cameras_are_applied_without_a_restart() {
         dir.path().join("serve.log"),
     );
     write(&config, &data, &["one"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crosscam"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--events")
-        .arg(&events)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_crosscam"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--events")
+            .arg(&events)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let live = |c: &str| state(&events, c).as_deref() == Some("live");
     assert!(

@@ -309,7 +309,7 @@ pages.jobs = async () => {
           h("td", { class: k === "new" ? cls(r.old?.mAP, r.new?.mAP) : "", text: pct(r[k].mAP) }),
           h("td", { text: (r[k].macs / 1e9).toFixed(3) }), h("td", { text: (r[k].params / 1e6).toFixed(2) + " M" })) : null))),
       h("p", { text: `${r.status || j.state}: ${r.decision || r.error || ""}` }),
-      r.candidate ? h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) }) : null);
+      ...(r.candidate ? [h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) })] : []));
   };
   const promote = async (v) => { try { await api(`/api/v1/models/${v}/promote`, { method: "POST" }); flash(`${v} is current`, true); load(); } catch (e) { flash(e.message); } };
   const load = async () => {
