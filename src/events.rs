@@ -1,6 +1,7 @@
 //! The process's one typed event stream: camera states, tracklets, identities. Stages publish;
-//! any number of subscribers read (the JSON-lines writer of `crosscam serve --events`, and later
-//! the WebSocket API). A subscriber that falls behind loses the oldest events and is told how many.
+//! any number of subscribers read (the JSON-lines writer of `crosscam serve --events`, and the
+//! WebSocket API, src/api/events.rs). A subscriber that falls behind loses the oldest events and
+//! is told how many.
 
 use std::io::Write;
 use std::path::Path;
