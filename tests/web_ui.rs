@@ -16,11 +16,16 @@ fn web_ui_in_headless_chromium() {
         clip_camera("plaza", 30.0)
     );
     let d = Daemon::start(&cams, "");
-    // the jobs page needs stored crops to re-tune on: wait for some ended tracklets
+    // the job the browser starts re-tunes on stored crops: wait for enough ended tracklets that
+    // it trains (and can be cancelled) instead of failing at once for lack of data
     let admin = d.login("admin");
-    d.wait_for(120, "tracklets with crops in the store", || {
-        let (_, v) = d.get("/api/v1/identities", Some(&admin));
-        (v["total"].as_u64().unwrap_or(0) >= 3).then_some(())
+    d.wait_for(180, "ended tracklets and identities in the store", || {
+        let (_, st) = d.get("/api/v1/status", Some(&admin));
+        let (_, ids) = d.get("/api/v1/identities", Some(&admin));
+        let ended = st["pipeline"]["analysis"]["tracklets_ended"]
+            .as_u64()
+            .unwrap_or(0);
+        (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3).then_some(())
     });
     let root = env!("CARGO_MANIFEST_DIR");
     let mut cmd = std::process::Command::new("node");
