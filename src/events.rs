@@ -100,6 +100,20 @@ impl Event {
         }
     }
 
+    /// Every `type` tag, as [`Event::kind`] gives them (the WebSocket's `?types=` filter).
+    pub const KINDS: &'static [&'static str] = &[
+        "camera_state",
+        "tracklet_started",
+        "tracklet_ended",
+        "identity_created",
+        "identity_linked",
+        "identity_merged",
+        "identity_split",
+        "identity_retired",
+        "job_progress",
+        "job_finished",
+    ];
+
     /// The `type` tag as serialised.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -213,5 +227,39 @@ mod tests {
         assert_eq!(lines[0]["type"], "identity_created");
         assert_eq!(lines[0]["identity"], 1);
         assert_eq!(lines[1]["state"], "live");
+    }
+
+    #[test]
+    fn kind_is_the_serialised_type_tag() {
+        let events = [
+            Event::IdentityCreated {
+                t_ms: 1,
+                identity: 1,
+                camera: "a".into(),
+                tracklet: 2,
+            },
+            Event::IdentityMerged {
+                t_ms: 1,
+                kept: 1,
+                absorbed: 2,
+                reason: "r".into(),
+            },
+            Event::JobFinished {
+                t_ms: 1,
+                job: "j".into(),
+                status: "cancelled".into(),
+                detail: String::new(),
+            },
+            Event::TrackletStarted {
+                t_ms: 1,
+                camera: "a".into(),
+                track: 3,
+            },
+        ];
+        for e in events {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["type"], e.kind());
+            assert!(Event::KINDS.contains(&e.kind()));
+        }
     }
 }

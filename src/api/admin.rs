@@ -161,7 +161,7 @@ pub async fn model(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> A
 }
 
 fn no_job_running(s: &ApiState) -> ApiResult<()> {
-    if let Some(j) = s.jobs.list().into_iter().find(|j| j.state == "running") {
+    if let Some(j) = s.jobs.running().first() {
         return Err(ApiError::conflict(format!(
             "job {} is running and may change the registry; wait for it or cancel it",
             j.id

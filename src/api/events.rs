@@ -32,19 +32,6 @@ fn list(s: &Option<String>) -> Option<Vec<String>> {
     })
 }
 
-const TYPES: &[&str] = &[
-    "camera_state",
-    "tracklet_started",
-    "tracklet_ended",
-    "identity_created",
-    "identity_linked",
-    "identity_merged",
-    "identity_split",
-    "identity_retired",
-    "job_progress",
-    "job_finished",
-];
-
 pub async fn events(
     State(s): State<ApiState>,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -53,11 +40,13 @@ pub async fn events(
     let cameras = list(&q.camera);
     let types = list(&q.types);
     if let Some(t) = &types
-        && let Some(bad) = t.iter().find(|t| !TYPES.contains(&t.as_str()))
+        && let Some(bad) = t
+            .iter()
+            .find(|t| !crate::events::Event::KINDS.contains(&t.as_str()))
     {
         return Err(ApiError::bad_request(format!(
             "unknown event type {bad:?}; known: {}",
-            TYPES.join(", ")
+            crate::events::Event::KINDS.join(", ")
         )));
     }
     // subscribe before the upgrade completes: nothing published after this answer is missed

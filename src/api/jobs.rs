@@ -319,15 +319,19 @@ impl JobManager {
         Ok(e.view.clone())
     }
 
+    /// The jobs running now (only this daemon's; no report files read).
+    pub fn running(&self) -> Vec<JobView> {
+        lock(&self.jobs)
+            .values()
+            .filter(|e| e.view.state == "running")
+            .map(|e| e.view.clone())
+            .collect()
+    }
+
     /// Cancels every running job (daemon shutdown).
     pub fn cancel_all(&self) {
-        let ids: Vec<String> = lock(&self.jobs)
-            .iter()
-            .filter(|(_, e)| e.view.state == "running")
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            let _ = self.cancel(&id);
+        for j in self.running() {
+            let _ = self.cancel(&j.id);
         }
     }
 }

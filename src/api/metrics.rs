@@ -65,45 +65,48 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 pub async fn metrics(State(s): State<ApiState>) -> Response {
     let mut o = String::with_capacity(16 * 1024);
     let cams = s.server.ingest.status();
-    let counter = |o: &mut String,
-                   name: &str,
-                   help: &str,
-                   f: &dyn Fn(&crate::ingest::CameraStatus) -> u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+    type Count = fn(&crate::ingest::CameraStatus) -> u64;
+    let per_camera: [(&str, &str, Count); 4] = [
+        (
+            "crosscam_camera_frames_in_total",
+            "Frames received from the camera.",
+            |c| c.frames_in,
+        ),
+        (
+            "crosscam_camera_frames_analysed_total",
+            "Frames analysed (detector and tracker).",
+            |c| c.analysed,
+        ),
+        (
+            "crosscam_camera_frames_dropped_total",
+            "Frames dropped (sampling or a full queue).",
+            |c| c.dropped,
+        ),
+        (
+            "crosscam_camera_reconnects_total",
+            "Reconnections to the camera.",
+            |c| c.reconnects,
+        ),
+    ];
+    for (name, help, count) in per_camera {
+        family(&mut o, name, "counter", help);
         for c in &cams {
-            let _ = writeln!(o, "{name}{{camera=\"{}\"}} {}", esc(&c.id), f(c));
+            let _ = writeln!(o, "{name}{{camera=\"{}\"}} {}", esc(&c.id), count(c));
         }
-    };
-    counter(
+    }
+    family(
         &mut o,
-        "crosscam_camera_frames_in_total",
-        "Frames received from the camera.",
-        &|c| c.frames_in,
-    );
-    counter(
-        &mut o,
-        "crosscam_camera_frames_analysed_total",
-        "Frames analysed (detector and tracker).",
-        &|c| c.analysed,
-    );
-    counter(
-        &mut o,
-        "crosscam_camera_frames_dropped_total",
-        "Frames dropped (sampling or a full queue).",
-        &|c| c.dropped,
-    );
-    counter(
-        &mut o,
-        "crosscam_camera_reconnects_total",
-        "Reconnections to the camera.",
-        &|c| c.reconnects,
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_camera_state The camera's state (1 for the current one).\n# TYPE crosscam_camera_state gauge"
+        "crosscam_camera_state",
+        "gauge",
+        "The camera's state (1 for the current one).",
     );
     for c in &cams {
         let _ = writeln!(
@@ -113,9 +116,11 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             c.state
         );
     }
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_camera_last_frame_age_seconds Time since the camera's last frame.\n# TYPE crosscam_camera_last_frame_age_seconds gauge"
+    family(
+        &mut o,
+        "crosscam_camera_last_frame_age_seconds",
+        "gauge",
+        "Time since the camera's last frame.",
     );
     for c in &cams {
         if let Some(a) = c.last_frame_age_ms {
@@ -128,9 +133,11 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         }
     }
     let q = s.server.queue_depths();
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_queue_depth Items waiting before a stage.\n# TYPE crosscam_queue_depth gauge"
+    family(
+        &mut o,
+        "crosscam_queue_depth",
+        "gauge",
+        "Items waiting before a stage.",
     );
     for (cam, d) in &q.frames {
         let _ = writeln!(
@@ -151,34 +158,34 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
     );
 
     let m = s.server.metrics();
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_stage_seconds Time per unit of work of each stage (detect: a batch of frames; embed: a batch of crops; link: one observation; frame_to_identity: a live tracklet's last frame to its identity decision).\n# TYPE crosscam_stage_seconds histogram"
-    );
-    m.analysis
-        .detect_hist
-        .write(&mut o, "crosscam_stage_seconds", "stage=\"detect\"");
-    m.reid
-        .embed_hist
-        .write(&mut o, "crosscam_stage_seconds", "stage=\"embed\"");
-    m.link
-        .link_hist
-        .write(&mut o, "crosscam_stage_seconds", "stage=\"link\"");
-    m.link.latency_hist.write(
-        &mut o,
-        "crosscam_stage_seconds",
-        "stage=\"frame_to_identity\"",
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_batch_size Items per inference batch.\n# TYPE crosscam_batch_size histogram"
-    );
-    m.analysis
-        .batch_hist
-        .write(&mut o, "crosscam_batch_size", "stage=\"detect\"");
-    m.reid
-        .batch_hist
-        .write(&mut o, "crosscam_batch_size", "stage=\"embed\"");
+    // (family, help, [(histogram, stage label)])
+    type Family<'a> = (&'a str, &'a str, Vec<(&'a Histogram, &'a str)>);
+    let histograms: [Family; 2] = [
+        (
+            "crosscam_stage_seconds",
+            "Time per unit of work of each stage (detect: a batch of frames; embed: a batch of crops; link: one observation; frame_to_identity: a live tracklet's last frame to its identity decision).",
+            vec![
+                (&m.analysis.detect_hist, "detect"),
+                (&m.reid.embed_hist, "embed"),
+                (&m.link.link_hist, "link"),
+                (&m.link.latency_hist, "frame_to_identity"),
+            ],
+        ),
+        (
+            "crosscam_batch_size",
+            "Items per inference batch.",
+            vec![
+                (&m.analysis.batch_hist, "detect"),
+                (&m.reid.batch_hist, "embed"),
+            ],
+        ),
+    ];
+    for (name, help, stages) in histograms {
+        family(&mut o, name, "histogram", help);
+        for (h, stage) in stages {
+            h.write(&mut o, name, &format!("stage=\"{stage}\""));
+        }
+    }
     let l = m.link.snapshot();
     let a = m.analysis.snapshot();
     let r = m.reid.snapshot();
@@ -274,14 +281,16 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             s.started.elapsed().as_secs_f64(),
         ),
     ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
     }
-    let jobs = s.jobs.list();
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_job_progress Progress of running jobs (0–1 within the current phase).\n# TYPE crosscam_job_progress gauge"
+    family(
+        &mut o,
+        "crosscam_job_progress",
+        "gauge",
+        "Progress of running jobs (0–1 within the current phase).",
     );
-    for j in jobs.iter().filter(|j| j.state == "running") {
+    for j in s.jobs.running() {
         let p = if j.total > 0 {
             j.done as f64 / j.total as f64
         } else {
@@ -294,9 +303,11 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             esc(&j.phase)
         );
     }
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_http_requests_total API requests by route and status.\n# TYPE crosscam_http_requests_total counter"
+    family(
+        &mut o,
+        "crosscam_http_requests_total",
+        "counter",
+        "API requests by route and status.",
     );
     {
         let req = s.http.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,9 +321,11 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             );
         }
     }
-    let _ = writeln!(
-        o,
-        "# HELP crosscam_http_request_seconds API request latency by route.\n# TYPE crosscam_http_request_seconds histogram"
+    family(
+        &mut o,
+        "crosscam_http_request_seconds",
+        "histogram",
+        "API request latency by route.",
     );
     {
         let lat = s.http.latency.lock().unwrap_or_else(|e| e.into_inner());

@@ -79,13 +79,8 @@ impl ApiState {
         &self,
         f: impl FnOnce(&Store) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
-        let s = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = s.store.lock().unwrap_or_else(|e| e.into_inner());
-            f(&store)
-        })
-        .await
-        .map_err(ApiError::internal)?
+        self.blocking(move |s| f(&s.store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
     }
 
     /// Runs blocking work (auth database, files, models) off the async threads.

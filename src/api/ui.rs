@@ -30,32 +30,29 @@ const SECURITY: [(header::HeaderName, &str); 3] = [
     ),
 ];
 
-pub async fn index() -> Response {
-    let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response();
+/// `body` with its content type and the security headers (`revalidate`: `Cache-Control: no-cache`).
+fn page(content_type: &'static str, revalidate: bool, body: &'static str) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let h = r.headers_mut();
+    if revalidate {
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+    }
     for (k, v) in SECURITY {
-        r.headers_mut()
-            .insert(k, header::HeaderValue::from_static(v));
+        h.insert(k, header::HeaderValue::from_static(v));
     }
     r
 }
 
+pub async fn index() -> Response {
+    page("text/html; charset=utf-8", false, INDEX)
+}
+
 pub async fn file(ApiPath(name): ApiPath<String>) -> Response {
     match FILES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, ct, body)) => {
-            let mut r = (
-                [
-                    (header::CONTENT_TYPE, *ct),
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                *body,
-            )
-                .into_response();
-            for (k, v) in SECURITY {
-                r.headers_mut()
-                    .insert(k, header::HeaderValue::from_static(v));
-            }
-            r
-        }
+        Some((_, ct, body)) => page(ct, true, body),
         None => (StatusCode::NOT_FOUND, "no such file").into_response(),
     }
 }

@@ -221,10 +221,11 @@ impl Server {
         }
         let next: Vec<CameraSettings> = cams.iter().filter(|c| c.id != id).cloned().collect();
         self.apply_locked(&mut cams, next)?;
-        self.live.forget(id);
         Ok(true)
     }
 
+    /// Makes `next` the running cameras (`current` is the locked list): records new and changed
+    /// cameras in the store, applies them to the ingest, forgets the live views of removed ones.
     fn apply_locked(
         &self,
         current: &mut Vec<CameraSettings>,
@@ -240,6 +241,12 @@ impl Server {
             }
         }
         self.ingest.apply(&next)?;
+        for gone in current
+            .iter()
+            .filter(|c| !next.iter().any(|n| n.id == c.id))
+        {
+            self.live.forget(&gone.id);
+        }
         *current = next;
         Ok(())
     }
@@ -248,16 +255,7 @@ impl Server {
     /// ones and restarts only those whose settings changed (the others keep running).
     pub fn apply_cameras(&self, cameras: &[CameraSettings]) -> anyhow::Result<()> {
         let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<String> = cams
-            .iter()
-            .filter(|c| !cameras.iter().any(|n| n.id == c.id))
-            .map(|c| c.id.clone())
-            .collect();
-        self.apply_locked(&mut cams, cameras.to_vec())?;
-        for id in gone {
-            self.live.forget(&id);
-        }
-        Ok(())
+        self.apply_locked(&mut cams, cameras.to_vec())
     }
 
     /// The stages' metrics, for `/metrics`.
