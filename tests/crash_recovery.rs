@@ -133,16 +133,7 @@ fn sigkill_loses_nothing_and_the_gallery_comes_back() {
         sightings(&data).iter().filter(|s| linked_to_old(s)).count() >= 3
     });
     // stop gracefully (SIGTERM): cameras stop, the store is flushed, the gallery dumped
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exited = wait_for(Duration::from_secs(30), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if exited.is_none() {
-        child.kill().unwrap();
-    }
-    let status = child.wait().unwrap();
+    let status = child.terminate(30);
     let text = log(dir, 2);
     assert!(
         text.contains("gallery restored"),
@@ -157,7 +148,7 @@ fn sigkill_loses_nothing_and_the_gallery_comes_back() {
         after.iter().filter(|s| linked_to_old(s)).count()
     );
     assert!(
-        exited.is_some() && status.success(),
+        status.is_some_and(|s| s.success()),
         "SIGTERM did not stop the server cleanly: {status:?}\n{text}"
     );
 

@@ -34,15 +34,17 @@ fn demo_serves_virtual_cameras_and_prints_a_login() {
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"");
     let config = dir.path().join("demo.toml");
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crosscam"))
-        .args(["demo", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env_remove("CROSSCAM_DEMO_PASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_crosscam"))
+            .args(["demo", "--config"])
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .env_remove("CROSSCAM_DEMO_PASSWORD")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let err = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -137,19 +139,6 @@ fn demo_serves_virtual_cameras_and_prints_a_login() {
     for c in cams["cameras"].as_array().unwrap() {
         assert_eq!(c["status"]["reconnects"], 0, "{c}");
     }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the demo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = child.terminate(60).expect("the demo stops on SIGTERM");
     assert!(status.success(), "{status:?}");
 }

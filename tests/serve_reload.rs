@@ -97,16 +97,10 @@ fn edited_cameras_are_applied_without_a_restart() {
     );
     assert!(live("two"));
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exited = wait_for(Duration::from_secs(30), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if exited.is_none() {
-        child.kill().unwrap();
-    }
-    assert!(exited.is_some(), "SIGTERM did not stop the daemon");
+    assert!(
+        child.terminate(30).is_some(),
+        "SIGTERM did not stop the daemon"
+    );
     // the store knows the camera that was added at run time
     let conn = rusqlite::Connection::open(data.join("crosscam.db")).unwrap();
     let n: i64 = conn

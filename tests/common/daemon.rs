@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -11,7 +11,7 @@ use serde_json::Value;
 pub const PASSWORD: &str = "test-password-1";
 
 pub struct Daemon {
-    pub child: Child,
+    pub child: super::KillOnDrop,
     pub base: String,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -120,7 +120,7 @@ impl Daemon {
             }
         };
         Daemon {
-            child,
+            child: super::KillOnDrop(child),
             base,
             dir,
             config,
@@ -262,18 +262,7 @@ impl Daemon {
 
     /// SIGTERM and wait (at most 60 s); returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        false
+        self.child.terminate(60).is_some_and(|s| s.success())
     }
 }
 

@@ -279,6 +279,27 @@ impl std::ops::DerefMut for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// SIGTERM, then waits up to `secs` for the process to exit; kills it if it has not. The exit
+    /// status when it stopped by itself, `None` when it had to be killed.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on the pid of our own child, not reaped yet (try_wait reaps it below)
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        None
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
