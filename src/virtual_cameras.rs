@@ -160,10 +160,6 @@ impl VirtualCameras {
             port: bound,
         })
     }
-
-    pub fn url(&self, name: &str) -> String {
-        format!("rtsp://127.0.0.1:{}/{name}", self.port)
-    }
 }
 
 impl Drop for VirtualCameras {

@@ -231,14 +231,7 @@ pub async fn snapshot(
         })?;
     let jpeg = s
         .blocking(move |_| {
-            let f = &v.frame;
-            let mut img = image::RgbImage::new(f.width, f.height);
-            for y in 0..f.height as usize {
-                let row = &f.data[y * f.stride..y * f.stride + 3 * f.width as usize];
-                let dst =
-                    &mut img.as_mut()[y * 3 * f.width as usize..(y + 1) * 3 * f.width as usize];
-                dst.copy_from_slice(row);
-            }
+            let mut img = v.frame.to_image();
             for b in &v.boxes {
                 draw_rect(&mut img, b.bbox, colour(b.identity), 2);
             }
