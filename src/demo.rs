@@ -13,6 +13,52 @@ use crate::config::Config;
 use crate::events::Event;
 use crate::server::Server;
 
+/// What the demo shows, and what it does not prove: printed at its start.
+pub const DEMO_NOTE: &str = "\
+demo: two virtual cameras replay one street clip (vtest.avi): `entrance` as recorded, `plaza`
+      30 s ahead, mirrored, zoomed in and colour-shifted, so the same people look different
+      on the two cameras. The default embedder (crosscam-resnet18-vtest) was trained on about
+      20 of the people in this clip (and evaluated on 21 others): links here are easier than
+      on your site's footage. Re-tune on your own cameras (docs/retuning.md) before trusting it.";
+
+/// Empties a demo data directory for a clean run, keeping only the decoded clip
+/// (`virtual-cameras/`). Returns the number of people that were stored (0 when there was no
+/// store). A directory that holds no crosscam store is left alone.
+pub fn start_clean(data_dir: &Path) -> Result<u64> {
+    let db = data_dir.join("crosscam.db");
+    if !db.is_file() {
+        return Ok(0);
+    }
+    let people =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM identities", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0)
+            .max(0) as u64;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if entry.file_name() == "virtual-cameras" {
+            continue;
+        }
+        let p = entry.path();
+        let r = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot clear {} for a clean demo: {e} (or run with --keep)",
+                p.display()
+            )
+        })?;
+    }
+    Ok(people)
+}
+
 pub struct RunOptions<'a> {
     /// Write every event as a JSON line here (`-` = stdout).
     pub events: Option<&'a Path>,
@@ -94,13 +140,20 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
         None
     };
     if let Some(a) = &api {
-        eprintln!(
+        // the demo talks to people on stdout (logs stay on stderr); `serve` keeps stdout for
+        // its events (`--events -`)
+        let line = format!(
             "web UI and API: {}/  (API document: {}/api/v1/openapi.json)",
             a.url(),
             a.url()
         );
+        if opts.narrate {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
         if let Some(b) = &opts.banner {
-            eprintln!("{b}");
+            println!("{b}");
         }
     }
     tracing::info!(cameras = cfg.cameras.len(), data = %cfg.server.data_dir.display(), "crosscam running; Ctrl-C to stop");
@@ -115,7 +168,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
                     if opts.narrate
                         && let Some(line) = narrate(&e)
                     {
-                        eprintln!("{line}");
+                        println!("{line}");
                     }
                 }
                 Err(TryRecvError::Lagged(_)) => continue,

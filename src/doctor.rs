@@ -1,11 +1,11 @@
 //! `crosscam doctor`: checks that this machine can run crosscam, and says how to fix what is not.
 //!
-//! Checks: GStreamer version and every element the pipeline templates (and the decoders crosscam's
+//! Checks: GStreamer version and every element the camera pipelines (and the decoders crosscam's
 //! media need) use; the ONNX Runtime library (path, version, CUDA); each model in the manifest
 //! (file, checksum, loads, one inference with the manifest's shapes); GPU visibility; the data
 //! directory. A check is either required (its failure makes doctor exit non-zero) or informational.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
-/// Elements crosscam needs besides those named in the templates: decoders that `decodebin` picks
+/// Elements crosscam needs besides those its camera pipelines create by name: decoders that `decodebin` picks
 /// for the bundled media, and what the RTSP tests use to serve them.
 const EXTRA_ELEMENTS: &[(&str, &str)] = &[
     (
@@ -57,27 +57,6 @@ const EXTRA_ELEMENTS: &[(&str, &str)] = &[
         "AVI demuxing: install gstreamer1.0-plugins-good",
     ),
 ];
-
-/// Element names used in a pipeline template (`name prop=value ! caps ! …`).
-pub fn template_elements(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for seg in text.split('!') {
-        let Some(first) = seg.split_whitespace().next() else {
-            continue;
-        };
-        if first.contains('/')
-            || first.contains('=')
-            || first.ends_with('.')
-            || first.starts_with('{')
-        {
-            continue;
-        }
-        if !out.iter().any(|e| e == first) {
-            out.push(first.to_string());
-        }
-    }
-    out
-}
 
 fn check(name: &str, required: bool, r: Result<String, String>) -> Check {
     match r {
@@ -139,35 +118,13 @@ fn gstreamer_checks() -> Vec<Check> {
             Err(format!("GStreamer {major}.{minor}.{micro} is older than 1.22; install Debian 12's packages (`make setup`)"))
         },
     ));
-    let dir = crate::paths::pipelines_dir();
     let mut needed: Vec<(String, String)> = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(rd) => {
-            let mut files: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pipeline"))
-                .collect();
-            files.sort();
-            for f in files {
-                let text = std::fs::read_to_string(&f).unwrap_or_default();
-                for e in template_elements(&text) {
-                    if !needed.iter().any(|(n, _)| *n == e) {
-                        needed.push((
-                            e,
-                            format!(
-                                "used by {}",
-                                f.file_name().unwrap_or_default().to_string_lossy()
-                            ),
-                        ));
-                    }
-                }
+    for kind in crate::ingest::pipeline::KINDS {
+        for e in crate::ingest::pipeline::required_elements(kind) {
+            if !needed.iter().any(|(n, _)| n == e) {
+                needed.push((e.to_string(), format!("used by {kind} cameras")));
             }
         }
-        Err(e) => checks.push(check(
-            "pipeline templates",
-            true,
-            Err(format!("cannot read {}: {e}", dir.display())),
-        )),
     }
     for (e, why) in EXTRA_ELEMENTS {
         if !needed.iter().any(|(n, _)| n == e) {
@@ -299,18 +256,4 @@ pub fn render(r: &Report) -> String {
         "\nsome required checks failed (see FAIL lines for the fix)\n"
     });
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_elements_in_templates_but_not_caps_or_placeholders() {
-        let t = "rtspsrc name=src location=\"{location}\" ! decodebin ! videoscale ! video/x-raw,{scale_caps}pixel-aspect-ratio=1/1 ! appsink name=sink";
-        assert_eq!(
-            template_elements(t),
-            vec!["rtspsrc", "decodebin", "videoscale", "appsink"]
-        );
-    }
 }

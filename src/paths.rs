@@ -1,9 +1,10 @@
 //! Where crosscam finds its own files: the project root (models, pipelines, configs) and the
 //! dependency folder `.deps/` that `make setup` fills (ONNX Runtime, test media).
 //!
-//! Search order for the root: `CROSSCAM_HOME`; the working directory or one of its parents when it
-//! holds `models/manifest.toml`; the executable's ancestors (`target/release/crosscam` sits two
-//! levels below the root); the source tree the binary was built from.
+//! Search order for the root: `CROSSCAM_HOME`; the executable's ancestors (`target/release/crosscam`
+//! sits two levels below the root; an installed `bin/crosscam` finds `share/crosscam`); the
+//! source tree the binary was built from. Never the working directory or its parents: a
+//! library or model file planted there must not be loaded by a daemon started from there.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -18,19 +19,12 @@ pub fn project_root() -> PathBuf {
         if let Some(h) = std::env::var_os("CROSSCAM_HOME") {
             return PathBuf::from(h);
         }
-        let candidates = std::env::current_dir()
-            .ok()
-            .into_iter()
-            .flat_map(|d| d.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
-            .chain(std::env::current_exe().ok().into_iter().flat_map(|e| {
-                e.ancestors()
-                    .skip(1)
-                    .map(Path::to_path_buf)
-                    .collect::<Vec<_>>()
-            }));
-        for c in candidates {
-            if is_root(&c) {
-                return c;
+        let exe = std::env::current_exe().ok();
+        for dir in exe.iter().flat_map(|e| e.ancestors().skip(1)) {
+            for c in [dir.to_path_buf(), dir.join("share/crosscam")] {
+                if is_root(&c) {
+                    return c;
+                }
             }
         }
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -48,8 +42,4 @@ pub fn deps_dir() -> PathBuf {
 /// A test or demo media file from `.deps/media` (vtest.avi, vtest-h264.mp4, messi5.jpg).
 pub fn media(name: &str) -> PathBuf {
     deps_dir().join("media").join(name)
-}
-
-pub fn pipelines_dir() -> PathBuf {
-    project_root().join("pipelines")
 }

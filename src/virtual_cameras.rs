@@ -3,7 +3,10 @@
 //! and looping without end (so the daemon sees live RTSP cameras that never stop).
 //!
 //! The clip is decoded once into JPEG frames (`<dir>/frames`); each camera is a looping
-//! `multifilesrc` over its own rotation of those frames (symbolic links), re-encoded to H.264.
+//! `multifilesrc` over its own rotation of those frames (symbolic links with absolute targets),
+//! re-encoded to H.264. Every camera after the first also sees the street differently —
+//! mirrored, zoomed in, darker and colour-shifted ([`LOOKS`]) — so that matching a person across
+//! cameras is re-identification, not matching identical pixels.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,18 @@ use gstreamer_rtsp_server::prelude::*;
 
 /// Frames per second the virtual cameras play at (the clip's own rate).
 const FPS: u32 = 10;
+
+/// How camera k sees the scene (camera 0 as recorded, then these in turn): GStreamer elements
+/// between the JPEG decoder and the encoder, constants only.
+const LOOKS: [&str; 2] = [
+    // mirrored, 15 % zoom off-centre, darker, warmer and less saturated
+    "videoflip method=horizontal-flip ! videocrop left=40 right=75 top=30 bottom=56 \
+     ! videoscale ! video/x-raw,width=768,height=576 \
+     ! videobalance brightness=-0.08 contrast=1.1 saturation=0.7 hue=0.04",
+    // zoomed out of a cropped corner, brighter, cooler
+    "videocrop left=90 right=0 top=0 bottom=70 ! videoscale ! video/x-raw,width=768,height=576 \
+     ! videobalance brightness=0.06 saturation=0.8 hue=-0.05",
+];
 
 pub struct VirtualCameras {
     _server: rtsp::RTSPServer,
@@ -112,6 +127,17 @@ impl VirtualCameras {
             "the demo clip {} is missing: run `make setup`",
             clip.display()
         );
+        std::fs::create_dir_all(work)
+            .with_context(|| format!("cannot create {}", work.display()))?;
+        // absolute, so the links below resolve wherever the demo was started from
+        let work = &work
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", work.display()))?;
+        anyhow::ensure!(
+            !work.to_string_lossy().contains(['"', '\\']),
+            "the demo's data directory {} contains a quote or a backslash; use a plainer path",
+            work.display()
+        );
         let n = extract_frames(clip, work)?;
         gst::init()?;
         let server = rtsp::RTSPServer::new();
@@ -120,12 +146,23 @@ impl VirtualCameras {
         let mounts = server
             .mount_points()
             .context("RTSP server without mount points")?;
-        for (name, start_s) in cameras {
+        for (k, (name, start_s)) in cameras.iter().enumerate() {
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "a virtual camera's name must be letters, digits, '-' or '_', found {name:?}"
+            );
             let offset = ((start_s * FPS as f64).round() as usize) % n;
             let d = rotation(work, name, n, offset)?;
+            let look = match k {
+                0 => String::new(),
+                k => format!("{} ! ", LOOKS[(k - 1) % LOOKS.len()]),
+            };
             let factory = rtsp::RTSPMediaFactory::new();
             factory.set_launch(&format!(
-                "( multifilesrc location=\"{}/%05d.jpg\" loop=true caps=\"image/jpeg,framerate={FPS}/1\" ! jpegdec ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={} bitrate=1500 ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+                "( multifilesrc location=\"{}/%05d.jpg\" loop=true caps=\"image/jpeg,framerate={FPS}/1\" ! jpegdec ! videoconvert ! {look}videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={} bitrate=1500 ! rtph264pay name=pay0 pt=96 config-interval=1 )",
                 d.display(),
                 FPS * 2
             ));

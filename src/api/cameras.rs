@@ -92,6 +92,11 @@ fn parse_camera(s: &ApiState, mut body: Value, path_id: Option<&str>) -> ApiResu
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     c.resolve(&base);
+    // before any check that looks at the file: a path outside the media folders gets the same
+    // answer whether or not it exists
+    s.server
+        .check_api_source(&c)
+        .map_err(|m| ApiError::invalid(format!("`url`: {m}")))?;
     c.check()
         .map_err(|(k, m)| ApiError::invalid(format!("`{k}`: {m}")))?;
     Ok(c)

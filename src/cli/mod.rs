@@ -69,6 +69,20 @@ pub enum Command {
     /// re-id metrics (results for docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Internal: one camera's pipeline in a process of its own (started by the daemon; speaks a
+    /// binary protocol on standard input and output).
+    #[command(hide = true)]
+    CameraWorker(CameraWorkerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CameraWorkerArgs {
+    /// Probe the file whose path comes on standard input instead of running a camera.
+    #[arg(long)]
+    pub probe: bool,
+    /// The camera this process serves (shown by `ps`; the spec comes on standard input).
+    #[arg(long)]
+    pub camera: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +130,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dataset(d) => eval::dataset(d),
         Command::Bench(b) => bench::run(b),
         Command::User(u) => user::run(u),
+        Command::CameraWorker(a) => {
+            if a.probe {
+                crate::ingest::worker::probe()?;
+            } else {
+                crate::ingest::worker::run()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -76,6 +76,9 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// Keep the people, crops and jobs of earlier demo runs (default: every run starts clean).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `crosscam doctor`.
@@ -139,6 +142,15 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             virtual_cams.push((name.to_string(), 30.0 * i as f64));
         }
     }
+    if !a.keep {
+        let removed = crate::demo::start_clean(&cfg.server.data_dir)?;
+        if removed > 0 {
+            println!(
+                "demo: starting clean (the {removed} people of the last run in {} are gone; --keep keeps them)",
+                cfg.server.data_dir.display()
+            );
+        }
+    }
     let _cams = match port {
         Some(p) => Some(crate::virtual_cameras::VirtualCameras::start(
             &crate::paths::media("vtest.avi"),
@@ -148,6 +160,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         )?),
         None => None,
     };
+    println!("{}", crate::demo::DEMO_NOTE);
     let banner = if cfg.api.enabled {
         Some(demo_users(&cfg)?)
     } else {

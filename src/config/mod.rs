@@ -192,6 +192,9 @@ pub struct IngestSettings {
     pub rtsp_latency_ms: u64,
     /// Frames waiting for analysis per camera; when full the oldest is dropped (and counted).
     pub queue_depth: usize,
+    /// Folders whose videos `file:` cameras added through the API may play (relative to the
+    /// config file). Empty: the API cannot add file cameras (the config file still can).
+    pub media_dirs: Vec<PathBuf>,
 }
 
 impl Default for IngestSettings {
@@ -204,6 +207,7 @@ impl Default for IngestSettings {
             connect_timeout_ms: 15_000,
             rtsp_latency_ms: 200,
             queue_depth: 2,
+            media_dirs: Vec::new(),
         }
     }
 }
@@ -364,8 +368,22 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let mut cfg: Config = parse_toml(text, &file)?;
-        cfg.source = Some(path.to_path_buf());
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // relative paths resolve once, against the config's directory made absolute: a path
+        // like `config/../data` must mean the same from every working directory and in every
+        // place it is handed to (symbolic links, child processes, the API)
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = parent.canonicalize().unwrap_or_else(|_| {
+            std::env::current_dir()
+                .map(|d| d.join(&parent))
+                .unwrap_or(parent)
+        });
+        cfg.source = Some(match path.file_name() {
+            Some(name) => base.join(name),
+            None => path.to_path_buf(),
+        });
         cfg.resolve_paths(&base);
         cfg.validate(text, &file)?;
         Ok(cfg)
@@ -387,6 +405,9 @@ impl Config {
         }
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
             abs(p);
+        }
+        for d in &mut self.ingest.media_dirs {
+            abs(d);
         }
         for c in &mut self.cameras {
             // `file:relative/path` → absolute file URL against the config's directory

@@ -1,23 +1,23 @@
-//! One camera: a thread that builds its GStreamer pipeline, feeds frames into the analysis queue,
-//! watches the bus and the frame flow, and reconnects with back-off — driven by the
-//! [`Supervisor`] state machine. Cameras never share a pipeline or a thread, so one camera's
-//! trouble cannot stall another.
+//! One camera: a thread that runs its GStreamer pipeline in a camera process of its own
+//! ([`super::worker`], supervised by [`super::process`]), feeds the frames it sends into the
+//! analysis queue, watches its events and the frame flow, and restarts it with back-off — driven
+//! by the [`Supervisor`] state machine. Cameras never share a pipeline, a thread or a process, so
+//! one camera's trouble (even an element that aborts) cannot stall or kill another.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use tracing::{debug, info, info_span, warn};
 
 use super::pipeline::{self, PipelineParams};
+use super::process;
 use super::queue::{AnalysisQueue, CameraId, Pushed};
 use super::source::SourceUrl;
 use super::state::{CameraState, CameraStatus, Counters, StateCell};
 use super::supervisor::{Action, Backoff, Event, Failure, SourceKind, Supervisor, Timing};
+use super::worker::{FailureKind, WorkerEvent, WorkerSpec};
 use crate::config::{CameraSettings, IngestSettings};
 
 /// Called on every state change: (camera, new state, detail).
@@ -38,7 +38,8 @@ pub struct CameraContext {
     pub ingest: IngestSettings,
     pub fps: u32,
     pub width: Option<u32>,
-    pub pipelines_dir: std::path::PathBuf,
+    /// The program that runs camera processes (`crosscam`, see [`super::process::worker_exe`]).
+    pub worker: std::path::PathBuf,
     pub queue: Arc<AnalysisQueue>,
     pub listener: Option<StateListener>,
 }
@@ -114,24 +115,6 @@ struct Runner {
     stopping: Arc<AtomicBool>,
 }
 
-/// Classifies a pipeline error for retrying.
-pub fn classify(err: &gst::glib::Error, debug: &str) -> Failure {
-    use gst::ResourceError as R;
-    let text = format!("{} {}", err.message(), debug).to_ascii_lowercase();
-    match err.kind::<R>() {
-        Some(R::NotAuthorized) => Failure::Unauthorized,
-        Some(R::NotFound) => Failure::NotFound,
-        Some(R::OpenRead)
-            if text.contains("no such file") || text.contains("could not open file") =>
-        {
-            Failure::NotFound
-        }
-        _ if text.contains("401") || text.contains("unauthorized") => Failure::Unauthorized,
-        _ if text.contains("404") || text.contains("not found") => Failure::NotFound,
-        _ => Failure::Other,
-    }
-}
-
 impl Runner {
     fn publish(&self, s: CameraState, detail: &str) {
         if let Some(prev) = self.state.set(s, detail) {
@@ -186,8 +169,14 @@ impl Runner {
             Duration::from_millis(i.reconnect_max_ms),
         );
         let mut sup = Supervisor::new(kind, timing, backoff, Instant::now());
+        if let Some(t) = c.start_s
+            && let Err(e) = pipeline::start_time(t)
+        {
+            self.publish(CameraState::Stopped, &e.to_string());
+            return;
+        }
         let params = PipelineParams {
-            source: source.clone(),
+            url: c.url.clone(),
             transport: c.transport,
             latency_ms: i.rtsp_latency_ms,
             fps: Some(c.fps.unwrap_or(self.ctx.fps)),
@@ -243,71 +232,69 @@ impl Runner {
         self.publish(CameraState::Stopped, &detail);
     }
 
-    /// One connection attempt: runs until the pipeline must be rebuilt or the camera stops.
+    /// What to call the source in messages (never a password).
+    fn what(&self) -> String {
+        match SourceUrl::parse(&self.ctx.settings.url) {
+            Ok(SourceUrl::File(p)) => format!("file {}", p.display()),
+            Ok(SourceUrl::Rtsp(u)) => redact(&u),
+            Ok(SourceUrl::V4l2(d)) => format!("device {}", d.display()),
+            _ => redact(&self.ctx.settings.url),
+        }
+    }
+
+    /// One connection attempt: starts the camera process and runs until its pipeline must be
+    /// rebuilt, it dies, or the camera stops.
     fn attempt(
         &self,
         params: &PipelineParams,
         sup: &mut Supervisor,
         seq: &Arc<AtomicU64>,
     ) -> Result<Action, String> {
-        let (tname, template) =
-            pipeline::load_template(&self.ctx.pipelines_dir, params.source.kind())
-                .map_err(|e| e.to_string())?;
-        let text = pipeline::render(&template, params);
-        let (pipe, sink) = pipeline::build(&tname, &text).map_err(|e| e.to_string())?;
-        let (user, pass) = self.ctx.settings.credentials();
-        pipeline::set_credentials(&pipe, user.as_deref(), pass.as_deref());
-        self.install_sink(&sink, seq.clone());
-        let guard = PipelineGuard(pipe.clone());
-        let bus = pipe.bus().ok_or("pipeline without a bus")?;
-        if let (SourceUrl::File(_), Some(t)) = (&params.source, self.ctx.settings.start_s)
-            && t > 0.0
-        {
-            // a file camera that starts into its clip: preroll, then an accurate seek
-            let _ = pipe.set_state(gst::State::Paused);
-            let (res, _, _) = pipe.state(gst::ClockTime::from_seconds(10));
-            let sought = res.is_ok()
-                && pipe
-                    .seek_simple(
-                        gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
-                        gst::ClockTime::from_nseconds((t * 1e9) as u64),
-                    )
-                    .is_ok();
-            if !sought {
-                warn!(
-                    start_s = t,
-                    "cannot start the file at start_s: playing it from the beginning"
-                );
-            }
-        }
-        if let Err(e) = pipe.set_state(gst::State::Playing) {
-            // the error details follow on the bus; give them a moment to arrive
-            if let Some(msg) = bus.timed_pop_filtered(
-                gst::ClockTime::from_mseconds(500),
-                &[gst::MessageType::Error],
-            ) && let gst::MessageView::Error(err) = msg.view()
-            {
-                return Ok(self.error_action(sup, err));
-            }
-            return Err(format!("cannot start the pipeline: {e}"));
-        }
+        let (user, password) = self.ctx.settings.credentials();
+        let spec = WorkerSpec {
+            params: params.clone(),
+            start_s: self.ctx.settings.start_s,
+            user,
+            password,
+            what: self.what(),
+        };
+        let mut child = process::CameraProcess::spawn(&self.ctx.worker, &spec, &self.id)?;
+        let events = child.take_events();
+        self.pump_frames(&mut child, seq.clone());
         let mut frames_seen = self.counters.frames_in.load(Ordering::Relaxed);
         loop {
             if self.stopping.load(Ordering::SeqCst) {
-                drop(guard);
+                child.stop();
                 return Ok(Action::Stop);
             }
-            let ev = match bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
-                Some(msg) => match msg.view() {
-                    gst::MessageView::Eos(_) => Some(Event::Eos),
-                    gst::MessageView::Error(err) => return Ok(self.error_action(sup, err)),
-                    gst::MessageView::Warning(w) => {
-                        debug!(warning = %w.error(), src = ?w.src().map(|s| s.path_string()), "pipeline warning");
-                        None
-                    }
-                    _ => None,
-                },
-                None => None,
+            let ev = match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(WorkerEvent::Eos) => Some(Event::Eos),
+                Ok(WorkerEvent::Error { failure, message }) => Some(Event::Error(
+                    match failure {
+                        FailureKind::Unauthorized => Failure::Unauthorized,
+                        FailureKind::NotFound => Failure::NotFound,
+                        FailureKind::Other => Failure::Other,
+                    },
+                    message,
+                )),
+                Ok(WorkerEvent::Playing) => None,
+                Ok(WorkerEvent::RewindFailed) => {
+                    // some demuxers cannot seek: rebuild instead
+                    child.stop();
+                    return Ok(Action::Reconnect {
+                        retry_in: Duration::ZERO,
+                    });
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    // the process is gone: say how it ended and what it last said
+                    let why = child.exit_reason();
+                    warn!(reason = %why, "camera process ended");
+                    Some(Event::Error(
+                        Failure::Other,
+                        format!("{}: the camera process {why}", self.what()),
+                    ))
+                }
             };
             let now = Instant::now();
             let n = self.counters.frames_in.load(Ordering::Relaxed);
@@ -324,24 +311,20 @@ impl Runner {
                 Action::Nothing => {}
                 Action::Rewind => {
                     debug!("end of file: looping");
-                    if pipe
-                        .seek_simple(
-                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                            gst::ClockTime::ZERO,
-                        )
-                        .is_err()
-                    {
-                        // some demuxers cannot seek: rebuild instead
+                    if !child.rewind() {
+                        child.stop();
                         return Ok(Action::Reconnect {
                             retry_in: Duration::ZERO,
                         });
                     }
                 }
                 a @ Action::Reconnect { .. } => {
+                    child.stop();
                     self.publish(sup.state, &sup.detail);
                     return Ok(a);
                 }
                 Action::Stop => {
+                    child.stop();
                     self.publish(sup.state, &sup.detail);
                     return Ok(Action::Stop);
                 }
@@ -349,86 +332,37 @@ impl Runner {
         }
     }
 
-    fn error_action(&self, sup: &mut Supervisor, err: &gst::message::Error) -> Action {
-        let debug = err.debug().map(|d| d.to_string()).unwrap_or_default();
-        let src = err
-            .src()
-            .map(|s| s.path_string().to_string())
-            .unwrap_or_default();
-        let failure = classify(&err.error(), &debug);
-        // say which source failed: GStreamer's own messages ("Resource not found.") do not
-        let what = match SourceUrl::parse(&self.ctx.settings.url) {
-            Ok(SourceUrl::File(p)) => format!("file {}", p.display()),
-            Ok(SourceUrl::Rtsp(u)) => redact(&u),
-            Ok(SourceUrl::V4l2(d)) => format!("device {}", d.display()),
-            _ => self.ctx.settings.url.clone(),
-        };
-        let msg = format!("{what}: {} (element {src})", err.error());
-        let a = sup.on(Event::Error(failure, msg), Instant::now(), rand::random());
-        self.publish(sup.state, &sup.detail);
-        a
-    }
-
-    fn install_sink(&self, sink: &gst_app::AppSink, seq: Arc<AtomicU64>) {
+    /// Moves the process's frames into the analysis queue (on the process's reader thread).
+    fn pump_frames(&self, child: &mut process::CameraProcess, seq: Arc<AtomicU64>) {
         let queue = self.ctx.queue.clone();
         let counters = self.counters.clone();
         let id = self.id.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let n = seq.fetch_add(1, Ordering::Relaxed);
-                    match pipeline::frame_from_sample(&sample, n) {
-                        Ok(frame) => {
-                            counters.frame_in();
-                            match queue.push(&id, frame) {
-                                Pushed::DroppedOldest => {
-                                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Pushed::Closed => return Err(gst::FlowError::Flushing),
-                                Pushed::Queued => {}
+        child.on_frame(Box::new(
+            move |width, height, stride, pts_ns, data: &[u8]| {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                match pipeline::frame_from_bytes(
+                    width,
+                    height,
+                    stride,
+                    Duration::from_nanos(pts_ns),
+                    n,
+                    data,
+                ) {
+                    Ok(frame) => {
+                        counters.frame_in();
+                        match queue.push(&id, frame) {
+                            Pushed::DroppedOldest => {
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
                             }
+                            Pushed::Closed | Pushed::Queued => {}
                         }
-                        Err(e) => warn!(error = %e, "dropping an unreadable frame"),
                     }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+                    Err(e) => warn!(error = %e, "dropping an unreadable frame"),
+                }
+            },
+        ));
     }
 }
 
-/// An RTSP URL without the password, for logs and messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Sets the pipeline to NULL when dropped, whatever path the attempt left by.
-struct PipelineGuard(gst::Pipeline);
-
-impl Drop for PipelineGuard {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("rtsp://admin:hunter2@10.0.0.5/s1"),
-            "rtsp://admin:***@10.0.0.5/s1"
-        );
-        assert_eq!(redact("rtsp://10.0.0.5/s1"), "rtsp://10.0.0.5/s1");
-    }
-}
+/// An RTSP URL without its credentials, for logs and messages (kept here for older callers).
+pub use super::source::redact;

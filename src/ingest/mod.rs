@@ -5,11 +5,13 @@
 
 pub mod camera;
 pub mod pipeline;
+pub mod process;
 pub mod queue;
 pub mod reader;
 pub mod source;
 pub mod state;
 pub mod supervisor;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -27,7 +29,7 @@ pub struct Ingest {
     ingest: IngestSettings,
     fps: u32,
     width: Option<u32>,
-    pipelines_dir: std::path::PathBuf,
+    worker: std::path::PathBuf,
     queue: Arc<AnalysisQueue>,
     cameras: Mutex<BTreeMap<String, Camera>>,
     listener: Option<StateListener>,
@@ -40,7 +42,7 @@ impl Ingest {
             ingest: cfg.ingest.clone(),
             fps: cfg.analysis.fps,
             width: (cfg.analysis.width > 0).then_some(cfg.analysis.width),
-            pipelines_dir: crate::paths::pipelines_dir(),
+            worker: process::worker_exe()?,
             queue: AnalysisQueue::new(cfg.ingest.queue_depth),
             cameras: Mutex::new(BTreeMap::new()),
             listener,
@@ -49,6 +51,21 @@ impl Ingest {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Camera>> {
         self.cameras.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a camera before it is started: a file camera's file must be a video (probed in a
+    /// process of its own, so a file that crashes the decoder crashes only the probe).
+    pub fn check(&self, c: &CameraSettings) -> Result<(), String> {
+        let Ok(source::SourceUrl::File(path)) = source::SourceUrl::parse(&c.url) else {
+            return Ok(());
+        };
+        process::probe_file(&self.worker, &path).map_err(|why| {
+            format!(
+                "camera {:?}: {} cannot be played by a file camera: {why}; give it a video file (MP4, AVI, MKV, …)",
+                c.id,
+                path.display()
+            )
+        })
     }
 
     pub fn queue(&self) -> Arc<AnalysisQueue> {
@@ -68,7 +85,7 @@ impl Ingest {
             ingest: self.ingest.clone(),
             fps: self.fps,
             width: self.width,
-            pipelines_dir: self.pipelines_dir.clone(),
+            worker: self.worker.clone(),
             queue: self.queue.clone(),
             listener: self.listener.clone(),
         });

@@ -1,5 +1,5 @@
 //! Reading every frame of a video file in order, for offline tools (`crosscam detect`,
-//! `crosscam track`, dataset building): same templates as cameras, but no frame is dropped and
+//! `crosscam track`, dataset building): the same pipeline as a file camera, but no frame is dropped and
 //! the file is read as fast as the consumer takes frames.
 
 use std::path::Path;
@@ -9,7 +9,6 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::pipeline::{self, PipelineParams};
-use super::source::SourceUrl;
 use crate::config::RtspTransport;
 use crate::frame::Frame;
 
@@ -42,16 +41,15 @@ impl VideoReader {
             "video file {} does not exist",
             path.display()
         );
-        let (tname, template) = pipeline::load_template(&crate::paths::pipelines_dir(), "file")?;
         let params = PipelineParams {
-            source: SourceUrl::File(path.to_path_buf()),
+            url: format!("file://{}", path.display()),
             transport: RtspTransport::Auto,
             latency_ms: 0,
             fps,
             width,
             realtime: false,
         };
-        let (pipeline, sink) = pipeline::build(&tname, &pipeline::render(&template, &params))?;
+        let (pipeline, sink) = pipeline::build(&params, None, None)?;
         // lossless: the appsink blocks the pipeline instead of dropping frames
         sink.set_drop(false);
         sink.set_max_buffers(4);

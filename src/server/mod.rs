@@ -40,6 +40,8 @@ pub struct Server {
     pub live: Arc<Live>,
     /// The cameras as configured now (config file, its edits, and API changes).
     cameras: std::sync::Mutex<Vec<CameraSettings>>,
+    /// Where `file:` cameras added through the API may play from.
+    media_dirs: Vec<std::path::PathBuf>,
     /// The embedder's name (recorded with descriptors).
     pub model: String,
     /// Receiving ends kept only to read the queue depths between the stages.
@@ -163,6 +165,9 @@ impl Server {
             ctrl_rx,
         );
         for c in &cfg.cameras {
+            ingest.check(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        for c in &cfg.cameras {
             ingest.add(c.clone())?;
         }
         Ok(Server {
@@ -175,10 +180,17 @@ impl Server {
             data_dir: cfg.server.data_dir.clone(),
             live,
             cameras: std::sync::Mutex::new(cfg.cameras.clone()),
+            media_dirs: cfg.ingest.media_dirs.clone(),
             model,
             track_q: track_rx_depth,
             reid_q: reid_rx_depth,
         })
+    }
+
+    /// Checks a camera that comes through the API: `file:` cameras only inside `[ingest]
+    /// media_dirs`.
+    pub fn check_api_source(&self, c: &CameraSettings) -> Result<(), String> {
+        crate::ingest::source::check_media_dir(&c.url, &self.media_dirs)
     }
 
     /// A sender of control requests to the link stage (merge, split, search).
@@ -231,6 +243,10 @@ impl Server {
         current: &mut Vec<CameraSettings>,
         next: Vec<CameraSettings>,
     ) -> anyhow::Result<()> {
+        // every new or changed camera is checked before anything changes
+        for c in next.iter().filter(|c| !current.contains(c)) {
+            self.ingest.check(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         for c in &next {
             if !current.contains(c) {
                 let _ = self.control.send(Control::CameraConfigured {
