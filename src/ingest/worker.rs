@@ -118,6 +118,13 @@ pub fn explain(
             "RTSP 404: the camera has no stream at this path (check the URL's path)".to_string()
         }
         FailureKind::NotFound => "not found (check the path)".to_string(),
+        _ if rtsp
+            && (matches!(err.kind::<R>(), Some(R::OpenReadWrite) | Some(R::OpenRead))
+                || text.contains("connection refused")
+                || text.contains("could not connect")) =>
+        {
+            "cannot connect: nothing answers at this host and port (connection refused or host unreachable; is the camera on, the port right?)".to_string()
+        }
         _ if text.contains("connection refused") || text.contains("could not connect") => {
             "connection refused: nothing answers at this host and port (is the camera on, the port right?)".to_string()
         }
