@@ -143,7 +143,7 @@ impl CameraProcess {
     pub fn take_events(&mut self) -> Receiver<WorkerEvent> {
         self.events_rx
             .take()
-            .unwrap_or_else(|| crossbeam_channel::never())
+            .unwrap_or_else(crossbeam_channel::never)
     }
 
     /// Starts reading the process's output: frames go to `sink`, events to [`Self::take_events`].

@@ -403,6 +403,9 @@ pub fn probe() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What typefinding found, and each decoded stream's caps name and frame rate.
+type Found = (Option<String>, Vec<(String, Option<(i32, i32)>)>);
+
 fn probe_path(path: &std::path::Path) -> ProbeReport {
     let mut r = ProbeReport {
         container: None,
@@ -432,7 +435,7 @@ fn probe_path(path: &std::path::Path) -> ProbeReport {
             return r;
         }
     };
-    let found: Arc<Mutex<(Option<String>, Vec<(String, Option<(i32, i32)>)>)>> = Arc::default();
+    let found: Arc<Mutex<Found>> = Arc::default();
     let f2 = found.clone();
     find.connect("have-type", false, move |args| {
         if let Some(caps) = args.get(2).and_then(|v| v.get::<gst::Caps>().ok())
