@@ -28,7 +28,29 @@ impl Default for TimelineOptions {
     }
 }
 
-/// The identity timeline as an SVG document.
+/// How many cameras these sightings come from.
+fn camera_count(v: &[&SightingRow]) -> usize {
+    let mut c: Vec<&str> = v.iter().map(|s| s.camera.as_str()).collect();
+    c.sort_unstable();
+    c.dedup();
+    c.len()
+}
+
+/// How many rows the timeline would have without `max_rows`: identities seen by at least
+/// `min_cameras` cameras.
+pub fn timeline_identities(sightings: &[SightingRow], min_cameras: usize) -> usize {
+    let mut by_id: BTreeMap<i64, Vec<&SightingRow>> = BTreeMap::new();
+    for s in sightings {
+        by_id.entry(s.identity).or_default().push(s);
+    }
+    by_id
+        .values()
+        .filter(|v| camera_count(v) >= min_cameras)
+        .count()
+}
+
+/// The identity timeline as an SVG document (at most `max_rows` rows: count what was left out
+/// with [`timeline_identities`]).
 pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &str) -> String {
     let mut by_id: BTreeMap<i64, Vec<&SightingRow>> = BTreeMap::new();
     for s in sightings {
@@ -39,12 +61,7 @@ pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &s
     cameras.dedup();
     let mut rows: Vec<(i64, Vec<&SightingRow>)> = by_id
         .into_iter()
-        .filter(|(_, v)| {
-            let mut c: Vec<&str> = v.iter().map(|s| s.camera.as_str()).collect();
-            c.sort_unstable();
-            c.dedup();
-            c.len() >= opts.min_cameras
-        })
+        .filter(|(_, v)| camera_count(v) >= opts.min_cameras)
         .collect();
     rows.sort_by_key(|(id, v)| (v.iter().map(|s| s.start_ms).min().unwrap_or(0), *id));
     rows.truncate(opts.max_rows);
@@ -170,5 +187,20 @@ mod tests {
             "t",
         );
         assert!(multi.contains("id 1") && !multi.contains("id 2"));
+        assert_eq!(timeline_identities(&rows, 1), 2);
+        assert_eq!(timeline_identities(&rows, 2), 1);
+        assert_eq!(timeline_identities(&rows, 3), 0);
+        let first = timeline_svg(
+            &rows,
+            &TimelineOptions {
+                min_cameras: 1,
+                max_rows: 1,
+            },
+            "t",
+        );
+        assert!(
+            first.contains("id 1") && !first.contains("id 2"),
+            "max_rows keeps the earliest"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `crosscam eval` end to end on a tiny Market-1501-layout dataset cut from messi5.jpg, with the
-//! bundled MobileNetV2: JSON fields, the skipped-query count, saved features, re-ranking, and
-//! errors for folders that are not datasets.
+//! bundled MobileNetV2: JSON fields, the skipped-query count, the few-queries warning, saved
+//! features, re-ranking, and errors for folders that are not datasets.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -105,6 +105,15 @@ fn eval_reports_metrics_saves_features_and_reranks() {
     assert_eq!(j["format"], "market1501");
     assert_eq!(j["pseudo_labels"], true);
     assert!(j["rerank"].is_null());
+    // 4 scored queries: too few to compare models, and the report says so
+    let few = j["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .find(|w| w["code"] == "few_queries")
+        .expect("a few_queries warning");
+    assert_eq!(few["value"], 4.0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: only 4 queries scored"));
     assert!(
         out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("embedding "),
         "--json runs print no progress"
@@ -165,6 +174,7 @@ fn eval_reports_metrics_saves_features_and_reranks() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("rank-1") && text.contains("100.0%"), "{text}");
     assert!(text.contains("1 skipped"), "{text}");
+    assert!(text.contains("warning: only 4 queries scored"), "{text}");
 
     // dataset info
     let j = json_of(&crosscam(&[

@@ -1,5 +1,6 @@
-//! `crosscam model info` against the reference figures of PLATFORM.md, on torchvision-style ResNet
-//! graphs written by crosscam's own ONNX writer (no PyTorch needed), and ONNX Runtime loading them.
+//! `crosscam model info` against torchvision's reference figures (docs/models.md), on
+//! torchvision-style ResNet graphs written by crosscam's own ONNX writer (no PyTorch needed), and
+//! ONNX Runtime loading them.
 
 use std::process::Command;
 

@@ -20,7 +20,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Print one JSON object (rank1, rank5, rank10, mAP as fractions, num_query, num_gallery,
-    /// num_skipped_query, model_macs, …) instead of a table.
+    /// num_skipped_query, model_macs, warnings [{code, message, value, threshold}], …) instead
+    /// of a table.
     #[arg(long)]
     pub json: bool,
     /// Also write query.npy, gallery.npy (float32 [n, D], L2-normalised) and query.csv,
@@ -241,6 +242,10 @@ pub fn run_eval(a: EvalArgs) -> Result<ExitCode> {
     let report = model::evaluate_model(&mut embedder, &a.model, model_macs, &ds, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        // the JSON has them under "warnings"; say them to whoever watches the terminal too
+        for w in &report.warnings {
+            eprintln!("warning: {}", w.message);
+        }
     } else {
         print!("{}", model::render(&report));
     }

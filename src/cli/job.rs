@@ -31,7 +31,7 @@ pub struct JobDirArgs {
     #[command(flatten)]
     pub config: super::ConfigArg,
     /// Data directory (default: the config's `server.data_dir`). The registry is DATA/models.
-    #[arg(long)]
+    #[arg(long, alias = "data")]
     pub data_dir: Option<PathBuf>,
     /// The model registered as v0001 when the registry is empty (manifest name or ONNX file;
     /// default: the config's `models.embedder`).

@@ -141,17 +141,47 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Sets up logging: `RUST_LOG` if set, else `default` (the config's `server.log`).
+/// Sets up logging: `RUST_LOG` if set, else `default` (the config's `server.log`). Log lines go
+/// to stderr (stdout is for results and the demo's narration), coloured only when stderr is a
+/// terminal and `NO_COLOR` is not set (https://no-color.org).
 pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     // ONNX Runtime logs every graph transformation at info level, hnsw_rs every graph it
     // builds, dumps or drops: keep them to warnings
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{default},ort=warn,hnsw_rs=warn,anndists=warn"))
     });
+    let ansi = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
+}
+
+/// Colour codes only on a terminal, and not when `NO_COLOR` is set to anything but "".
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(
+            !use_colour(false, None),
+            "a file or pipe gets no escape codes"
+        );
+    }
 }

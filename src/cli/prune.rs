@@ -236,6 +236,42 @@ pub fn run(cmd: PruneCmd) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", prune::report::render(&report));
+        print!("{}", next_steps(&out));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to do with a pruned model: pruning alone costs accuracy, re-tuning wins it back.
+fn next_steps(out: &std::path::Path) -> String {
+    let out = out.display().to_string();
+    let retuned = match out.strip_suffix(".onnx") {
+        Some(stem) => format!("{stem}-retuned.onnx"),
+        None => format!("{out}-retuned.onnx"),
+    };
+    format!(
+        "\nnext steps (a pruned model has not been re-tuned; its accuracy is lower until it is):\n\
+         \x20 re-tune it on your footage (ResNet re-id models): crosscam retune --model {out} --dataset DATASET --out {retuned}\n\
+         \x20 score it: crosscam eval --model {out} --dataset DATASET\n\
+         \x20 (DATASET: a re-id dataset folder, e.g. from `crosscam dataset build`; docs/retuning.md)\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_name_the_pruned_model() {
+        let s = next_steps(std::path::Path::new("out/half.onnx"));
+        assert!(
+            s.contains(
+                "crosscam retune --model out/half.onnx --dataset DATASET --out out/half-retuned.onnx"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("crosscam eval --model out/half.onnx --dataset DATASET"),
+            "{s}"
+        );
+    }
 }

@@ -263,41 +263,77 @@ fn run_model_build(a: ModelBuildArgs) -> Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct TimelineArgs {
-    /// The server's data directory (holding crosscam.db).
-    #[arg(long)]
-    pub data: PathBuf,
+    /// The server's data directory (holding crosscam.db; the config's `server.data_dir`).
+    #[arg(long = "data-dir", alias = "data", value_name = "DATA_DIR")]
+    pub data_dir: PathBuf,
     /// The SVG file to write.
     #[arg(long)]
     pub out: PathBuf,
     /// Only identities seen by at least this many cameras.
     #[arg(long, default_value_t = 1)]
     pub min_cameras: usize,
-    /// At most this many identities (the earliest first).
-    #[arg(long, default_value_t = 60)]
+    /// At most this many identities (the earliest first); the number left out is printed.
+    #[arg(long, alias = "limit", default_value_t = 60)]
     pub max_rows: usize,
+    /// Every identity, however many (overrides --max-rows).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `crosscam timeline`: the identity timeline of a data directory as a picture.
 pub fn timeline(a: TimelineArgs) -> Result<ExitCode> {
     anyhow::ensure!(
-        a.data.join("crosscam.db").is_file(),
+        a.data_dir.join("crosscam.db").is_file(),
         "{} holds no crosscam.db: give the server's data directory (server.data_dir)",
-        a.data.display()
+        a.data_dir.display()
     );
-    let store = crate::store::Store::open(&a.data)?;
+    let store = crate::store::Store::open(&a.data_dir)?;
     let sightings = store.sightings()?;
     let opts = crate::report::TimelineOptions {
         min_cameras: a.min_cameras,
-        max_rows: a.max_rows,
+        max_rows: if a.all { usize::MAX } else { a.max_rows },
     };
-    let title = format!("crosscam identities ({} sightings)", sightings.len());
+    let identities = crate::report::timeline_identities(&sightings, opts.min_cameras);
+    let shown = identities.min(opts.max_rows);
+    let title = if shown < identities {
+        format!(
+            "crosscam identities: the first {shown} of {identities} ({} sightings)",
+            sightings.len()
+        )
+    } else {
+        format!("crosscam identities ({} sightings)", sightings.len())
+    };
     std::fs::write(
         &a.out,
         crate::report::timeline_svg(&sightings, &opts, &title),
     )
     .with_context(|| format!("cannot write {}", a.out.display()))?;
-    eprintln!("wrote {}", a.out.display());
+    eprintln!(
+        "wrote {}: {shown} identit{}",
+        a.out.display(),
+        if shown == 1 { "y" } else { "ies" }
+    );
+    if let Some(note) = left_out_note(identities, shown, a.min_cameras) {
+        eprintln!("{note}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the timeline left out, and how to draw it (None when every identity is drawn).
+fn left_out_note(identities: usize, shown: usize, min_cameras: usize) -> Option<String> {
+    (shown < identities).then(|| {
+        format!(
+            "{} more identit{}{} left out (only the earliest {shown} are drawn): \
+             --max-rows N draws more, --all draws every one",
+            identities - shown,
+            if identities - shown == 1 { "y" } else { "ies" },
+            if min_cameras > 1 {
+                format!(" seen by at least {min_cameras} cameras")
+            } else {
+                String::new()
+            },
+        )
+    })
 }
 
 #[derive(Args, Debug)]
@@ -327,4 +363,26 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_says_how_many_identities_it_left_out() {
+        assert_eq!(left_out_note(60, 60, 1), None);
+        assert_eq!(left_out_note(12, 12, 1), None);
+        let note = left_out_note(143, 60, 1).unwrap();
+        assert!(note.starts_with("83 more identities left out"), "{note}");
+        assert!(
+            note.contains("--all") && note.contains("--max-rows"),
+            "{note}"
+        );
+        let note = left_out_note(61, 60, 2).unwrap();
+        assert!(
+            note.starts_with("1 more identity seen by at least 2 cameras left out"),
+            "{note}"
+        );
+    }
 }

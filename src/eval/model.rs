@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use serde::Serialize;
 
 use super::dataset::{Dataset, Item, Split};
@@ -73,6 +73,110 @@ pub struct EvalReport {
     pub metric_seconds: f64,
     /// Linking calibration from the same features (null when nobody is in two cameras).
     pub linking: Option<super::calibrate::LinkCalibrationReport>,
+    /// Reasons not to trust the numbers above (too few queries, collapsed features); empty when
+    /// none applies.
+    pub warnings: Vec<EvalWarning>,
+}
+
+/// Fewer scored queries than this and rank-1 / mAP are too coarse to compare models.
+pub const MIN_QUERIES: usize = 30;
+/// Median cosine similarity between features above which the model is taken as collapsed.
+pub const DEGENERATE_SIMILARITY: f64 = 0.99;
+/// Features compared (all pairs) for the median similarity: evenly spaced rows.
+const SIMILARITY_SAMPLE: usize = 512;
+
+/// Why the numbers of an evaluation may not mean what they seem to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalWarning {
+    /// `few_queries` or `degenerate_features`.
+    pub code: &'static str,
+    /// One sentence for people.
+    pub message: String,
+    /// The measured value (scored queries; median pairwise cosine similarity).
+    pub value: f64,
+    /// The limit it crossed.
+    pub threshold: f64,
+}
+
+/// Median cosine similarity over all pairs of (up to 512 evenly spaced) rows of `features`;
+/// None with fewer than two rows. Rows are normalised here; two zero rows count as identical.
+pub fn median_pair_similarity(features: ArrayView2<f32>) -> Option<f64> {
+    let n = features.nrows();
+    if n < 2 {
+        return None;
+    }
+    let m = n.min(SIMILARITY_SAMPLE);
+    let rows: Vec<Vec<f32>> = (0..m)
+        .map(|k| {
+            let r = features.row(k * n / m);
+            let norm = r.dot(&r).sqrt();
+            if norm > 1e-12 {
+                r.iter().map(|v| v / norm).collect()
+            } else {
+                vec![0.0; r.len()]
+            }
+        })
+        .collect();
+    let zero = |v: &[f32]| v.iter().all(|x| *x == 0.0);
+    let mut sims = Vec::with_capacity(m * (m - 1) / 2);
+    for i in 0..m {
+        for j in i + 1..m {
+            let (a, b) = (&rows[i], &rows[j]);
+            sims.push(if zero(a) && zero(b) {
+                1.0
+            } else {
+                a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>()
+            });
+        }
+    }
+    sims.sort_by(f64::total_cmp);
+    let k = sims.len();
+    Some(if k % 2 == 1 {
+        sims[k / 2]
+    } else {
+        (sims[k / 2 - 1] + sims[k / 2]) / 2.0
+    })
+}
+
+/// The warnings for `scored_queries` queries and these features (query and gallery rows).
+pub fn eval_warnings(scored_queries: usize, features: ArrayView2<f32>) -> Vec<EvalWarning> {
+    let mut w = Vec::new();
+    if scored_queries < MIN_QUERIES {
+        let step = if scored_queries > 0 {
+            format!(
+                " (one query moves rank-1 by {:.1} points)",
+                100.0 / scored_queries as f64
+            )
+        } else {
+            String::new()
+        };
+        w.push(EvalWarning {
+            code: "few_queries",
+            message: format!(
+                "only {scored_queries} quer{} scored{step}: with fewer than {MIN_QUERIES} the \
+                 scores are too coarse to compare models; use a dataset with more people seen \
+                 by two cameras",
+                if scored_queries == 1 { "y" } else { "ies" }
+            ),
+            value: scored_queries as f64,
+            threshold: MIN_QUERIES as f64,
+        });
+    }
+    if let Some(median) = median_pair_similarity(features)
+        && median > DEGENERATE_SIMILARITY
+    {
+        w.push(EvalWarning {
+            code: "degenerate_features",
+            message: format!(
+                "the features are nearly all alike (median cosine similarity {median:.3} between \
+                 images, above {DEGENERATE_SIMILARITY}): the model has collapsed, and its ranks \
+                 are decided by tiny differences, not by who is in the picture"
+            ),
+            value: median,
+            threshold: DEGENERATE_SIMILARITY,
+        });
+    }
+    w
 }
 
 /// Embeds `items` in batches (L2-normalised rows, in item order).
@@ -150,10 +254,9 @@ pub fn evaluate_model(
     let m = evaluate(qf.view(), gf.view(), &ql, &gl, &opts.metrics)?;
     let metric_seconds = t1.elapsed().as_secs_f64();
     let all: Vec<&Item> = ds.query.iter().chain(&ds.gallery).collect();
-    let linking = super::calibrate::calibrate(
-        &all,
-        ndarray::concatenate(ndarray::Axis(0), &[qf.view(), gf.view()])?.view(),
-    );
+    let features = ndarray::concatenate(ndarray::Axis(0), &[qf.view(), gf.view()])?;
+    let linking = super::calibrate::calibrate(&all, features.view());
+    let warnings = eval_warnings(m.num_valid_query, features.view());
     Ok(EvalReport {
         rank1: m.rank(1),
         rank5: m.rank(5),
@@ -175,6 +278,7 @@ pub fn evaluate_model(
         embed_seconds,
         metric_seconds,
         linking,
+        warnings,
     })
 }
 
@@ -284,6 +388,12 @@ pub fn render(r: &EvalReport) -> String {
         "\nembedding {:.1} s, metrics {:.2} s\n",
         r.embed_seconds, r.metric_seconds
     ));
+    if !r.warnings.is_empty() {
+        s.push('\n');
+        for w in &r.warnings {
+            s.push_str(&format!("warning: {}\n", w.message));
+        }
+    }
     s
 }
 
@@ -298,5 +408,106 @@ mod tests {
             "/d/q/0001_c1s1_000001_00.jpg"
         );
         assert_eq!(csv_field("/d/a,b \"x\".jpg"), "\"/d/a,b \"\"x\"\".jpg\"");
+    }
+
+    /// `n` unit rows spread over `dim` dimensions: row i is mostly axis i % dim.
+    fn varied(n: usize, dim: usize) -> Array2<f32> {
+        Array2::from_shape_fn((n, dim), |(i, j)| {
+            if j == i % dim {
+                1.0
+            } else {
+                0.02 * ((i * 7 + j * 3) % 5) as f32
+            }
+        })
+    }
+
+    #[test]
+    fn collapsed_features_are_flagged() {
+        // every image gets nearly the same feature: pairwise similarity ≈ 1.00
+        let f = Array2::from_shape_fn((40, 16), |(i, j)| {
+            1.0 + if j == 0 { 1e-3 * i as f32 } else { 0.0 }
+        });
+        let median = median_pair_similarity(f.view()).unwrap();
+        assert!(median > 0.999, "{median}");
+        let w = eval_warnings(100, f.view());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].code, "degenerate_features");
+        assert!(w[0].value > DEGENERATE_SIMILARITY);
+        assert!(w[0].message.contains("collapsed"), "{}", w[0].message);
+        // all-zero features are collapsed too
+        let w = eval_warnings(100, Array2::<f32>::zeros((10, 8)).view());
+        assert_eq!(w[0].code, "degenerate_features");
+    }
+
+    #[test]
+    fn few_queries_are_flagged() {
+        let f = varied(60, 32);
+        let w = eval_warnings(6, f.view());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].code, "few_queries");
+        assert_eq!((w[0].value, w[0].threshold), (6.0, 30.0));
+        assert!(w[0].message.contains("16.7 points"), "{}", w[0].message);
+        let both = eval_warnings(0, Array2::<f32>::ones((5, 4)).view());
+        let codes: Vec<&str> = both.iter().map(|w| w.code).collect();
+        assert_eq!(codes, ["few_queries", "degenerate_features"]);
+    }
+
+    #[test]
+    fn enough_varied_queries_give_no_warning() {
+        let f = varied(800, 64);
+        let median = median_pair_similarity(f.view()).unwrap();
+        assert!(median < 0.5, "{median}");
+        assert_eq!(eval_warnings(MIN_QUERIES, f.view()), []);
+        assert_eq!(eval_warnings(750, f.view()), []);
+    }
+
+    #[test]
+    fn median_similarity_of_known_pairs() {
+        assert_eq!(median_pair_similarity(varied(1, 4).view()), None);
+        // three rows: pairs (a,b) = 1, (a,c) = 0, (b,c) = 0 → median 0
+        let f = ndarray::array![[1.0f32, 0.0], [2.0, 0.0], [0.0, 3.0]];
+        assert_eq!(median_pair_similarity(f.view()), Some(0.0));
+        // two rows: the one pair, normalised (cos 45° ≈ 0.707)
+        let g = ndarray::array![[1.0f32, 0.0], [1.0, 1.0]];
+        let m = median_pair_similarity(g.view()).unwrap();
+        assert!((m - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-6, "{m}");
+    }
+
+    #[test]
+    fn warnings_are_in_the_json_and_the_text() {
+        let r = EvalReport {
+            rank1: 1.0,
+            rank5: 1.0,
+            rank10: 1.0,
+            map: 1.0,
+            num_query: 6,
+            num_gallery: 9,
+            num_valid_query: 6,
+            num_skipped_query: 0,
+            model_macs: None,
+            model: "m".into(),
+            dataset: "d".into(),
+            format: "market1501".into(),
+            pseudo_labels: false,
+            feature_dim: 4,
+            rerank: None,
+            cmc: vec![1.0],
+            device: "cpu".into(),
+            embed_seconds: 0.0,
+            metric_seconds: 0.0,
+            linking: None,
+            warnings: eval_warnings(6, Array2::<f32>::ones((15, 4)).view()),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["warnings"][0]["code"], "few_queries");
+        assert_eq!(v["warnings"][1]["code"], "degenerate_features");
+        assert!(
+            v["warnings"][1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1.000")
+        );
+        let text = render(&r);
+        assert_eq!(text.matches("\nwarning: ").count(), 2, "{text}");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! hnsw_rs cannot delete, so removal is a tombstone that `search_filter` skips, and the graph is
 //! rebuilt from its live points once tombstones pass the configured ratio (at 50% deleted a
-//! filtered query was 7× slower, PLATFORM.md). Graph node ids are our own dense numbers
+//! filtered query was 7× slower: 9.7 ms against 1.36 ms p50, 100k × 512 clustered vectors on a
+//! 2-core x86-64, measured when hnsw_rs was chosen). Graph node ids are our own dense numbers
 //! (`data id`), mapped to the caller's ids, so a rebuild renumbers freely.
 //!
 //! Recently inserted points are also kept in a small exact index searched beside the graph:

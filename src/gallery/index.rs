@@ -5,7 +5,8 @@
 //! never misses, the default for small galleries and the oracle in tests) and
 //! [`HnswIndex`](super::HnswIndex) (hnsw_rs graph — sub-linear, approximate). [`AutoIndex`](super::AutoIndex)
 //! switches from the first to the second as the gallery grows. The trait is the seam where a
-//! shared vector store would plug in when the linker moves off one machine (DESIGN.md).
+//! shared vector store would plug in if the linker moved off one machine (not built: today one
+//! process holds the whole gallery).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -1,6 +1,7 @@
 //! Distillation: a student ResNet learns to reproduce a teacher's embeddings of the same crops
 //! (the teacher is any ONNX embedder run by ONNX Runtime — crosscam's bundled ImageNet
-//! MobileNetV2 when no pretrained ResNet exists, MODELS-AND-MEDIA.md). The student's pooled
+//! MobileNetV2, since no pretrained ResNet can be had from the registries: docs/training.md). The
+//! student's pooled
 //! features go through a learned linear projection when the widths differ (trained with the
 //! student, dropped at export) and are compared with a cosine or MSE loss ([`super::loss`]).
 

@@ -247,8 +247,8 @@ mod tests {
 
     #[test]
     fn spec_layouts_count_the_reference_macs() {
-        // PLATFORM.md: ResNet18 1.990 GMACs, ResNet50 4.053 GMACs at 256×128, last stride 1
-        // (conv MACs only; the classifier-free heads add nothing).
+        // torchvision's ResNet18 1.990 GMACs, ResNet50 4.053 GMACs at 256×128, last stride 1
+        // (conv MACs only; the classifier-free heads add nothing; docs/models.md).
         let r18 = NetLayout::from_spec(&ResNetSpec::resnet18().for_reid(), true);
         assert_eq!(r18.feature_dim(), 512);
         assert!((r18.conv_macs() as f64 / 1e9 - 1.990).abs() < 0.002);

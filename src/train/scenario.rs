@@ -1,4 +1,5 @@
-//! The pruning scenarios of PRUNING.md (S0–S5), run with the training engine and the pruner, and
+//! The pruning scenarios of docs/retuning.md (S0–S5, after Masson et al. 2021, *Exploiting
+//! prunability for person re-identification*), run with the training engine and the pruner, and
 //! the recipe that makes a fresh re-id ResNet (distillation, then re-id training).
 //!
 //! Three kinds of training data stand in for the paper's three kinds (docs/retuning.md says what
@@ -57,7 +58,7 @@ use crate::prune::{
 /// Metadata key of models written by `crosscam retune` / `crosscam train`.
 pub const META_RETUNE: &str = "crosscam.retune";
 
-/// The scenarios of PRUNING.md.
+/// The scenarios of docs/retuning.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Scenario {
     /// No pruning, no training: direct transfer of the input model.
