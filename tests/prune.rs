@@ -730,3 +730,102 @@ fn flattened_feature_maps_slice_the_linear_layer_per_channel() {
     assert_eq!(shape, vec![3, classes]);
     assert!(rel_diff(&want, &got) <= 1e-5, "{}", rel_diff(&want, &got));
 }
+
+/// PyTorch's exporter writes one initializer for equal-valued tensors, so the convolutions of an
+/// untrained (or re-initialised) network with BatchNorm fused share one zero bias, and layers tied
+/// on purpose share one weight. Here three convs share a bias and the last two a weight; pruning
+/// slices them differently for each reader (conv1 and conv2 lose output channels, conv3 feeds the
+/// embedding and keeps all of its outputs but loses input channels). Each reader must get its own
+/// slice: the pruned model runs and keeps its output dimension.
+#[test]
+fn shared_bias_and_weight_initializers_are_copied_on_write() {
+    use crosscam::onnx::{Attr, Dim, Graph, Node, Tensor, ValueInfo};
+    let c = 16usize;
+    let vals = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 211) as f32 / 211.0 - 0.5) * 0.4)
+            .collect()
+    };
+    let mut g = Graph::default();
+    g.inputs.push(ValueInfo {
+        name: "input".into(),
+        elem_type: 1,
+        shape: Some(vec![
+            Dim::Named("N".into()),
+            Dim::Fixed(3),
+            Dim::Fixed(16),
+            Dim::Fixed(16),
+        ]),
+    });
+    g.initializers
+        .insert("w1".into(), Tensor::f32(vec![c, 3, 3, 3], vals(c * 27, 1)));
+    g.initializers.insert(
+        "w.shared".into(),
+        Tensor::f32(vec![c, c, 3, 3], vals(c * c * 9, 2)),
+    );
+    // the zero bias of freshly fused BatchNorms, written once for all three convs
+    g.initializers
+        .insert("b.shared".into(), Tensor::f32(vec![c], vec![0.0; c]));
+    let conv = |name: &str, x: &str, w: &str, y: &str| {
+        Node::new("Conv", name, &[x, w, "b.shared"], &[y])
+            .with_attr("kernel_shape", Attr::Ints(vec![3, 3]))
+            .with_attr("pads", Attr::Ints(vec![1, 1, 1, 1]))
+    };
+    g.nodes = vec![
+        conv("conv1", "input", "w1", "c1"),
+        Node::new("Relu", "relu1", &["c1"], &["r1"]),
+        conv("conv2", "r1", "w.shared", "c2"),
+        Node::new("Relu", "relu2", &["c2"], &["r2"]),
+        conv("conv3", "r2", "w.shared", "c3"),
+        Node::new("Relu", "relu3", &["c3"], &["r3"]),
+        Node::new("GlobalAveragePool", "gap", &["r3"], &["gap"]),
+        Node::new("Flatten", "flatten", &["gap"], &["features"]).with_attr("axis", Attr::Int(1)),
+    ];
+    g.outputs.push(ValueInfo {
+        name: "features".into(),
+        elem_type: 1,
+        shape: Some(vec![Dim::Named("N".into()), Dim::Fixed(c as i64)]),
+    });
+    let m = Model {
+        ir_version: 8,
+        opset: 17,
+        other_opsets: vec![],
+        producer_name: "test".into(),
+        producer_version: String::new(),
+        metadata: vec![],
+        graph: g,
+    };
+    let x = input(2, 16, 16);
+    assert_eq!(run(&m, &x).0, vec![2, c]);
+
+    let mut opts = PruneOptions::new(Target::Ratio(0.5));
+    opts.widths = WidthPolicy {
+        min_channels: 1,
+        multiple: 1,
+    };
+    let p = prune::prune(&m, &opts, &mut l1(), &mut NoRetune).unwrap();
+    let pg = &p.model.graph;
+    let node = |name: &str| pg.nodes.iter().find(|n| n.name == name).unwrap();
+    let dims = |n: &Node, i: usize| pg.initializers[&n.inputs[i]].dims.clone();
+    let (c1, c2, c3) = (node("conv1"), node("conv2"), node("conv3"));
+    assert_eq!(dims(c1, 1), vec![c / 2, 3, 3, 3]);
+    assert_eq!(dims(c1, 2), vec![c / 2]);
+    assert_eq!(dims(c2, 1), vec![c / 2, c / 2, 3, 3]);
+    assert_eq!(dims(c2, 2), vec![c / 2]);
+    assert_eq!(dims(c3, 1), vec![c, c / 2, 3, 3]);
+    assert_eq!(dims(c3, 2), vec![c], "conv3 keeps the whole shared bias");
+    // equal slices are written once; nothing is left unread
+    assert_eq!(c1.inputs[2], c2.inputs[2]);
+    assert_ne!(c2.inputs[1], c3.inputs[1]);
+    for name in pg.initializers.keys() {
+        assert!(
+            pg.nodes.iter().any(|n| n.inputs.contains(name)),
+            "initializer '{name}' is no longer read"
+        );
+    }
+    // written to disk and read back, as `crosscam prune` does
+    let back = Model::from_bytes(&p.model.to_bytes()).unwrap();
+    let (shape, out) = run(&back, &x);
+    assert_eq!(shape, vec![2, c], "the embedding dimension is unchanged");
+    assert!(out.iter().all(|v| v.is_finite()));
+}

@@ -443,7 +443,10 @@ impl Graph {
         }
     }
 
-    /// Every value a node consumes must be a graph input, an initializer, or an earlier node's output.
+    /// Every value a node consumes must be a graph input, an initializer, or an earlier node's
+    /// output, and every value is defined once (ONNX's single-assignment rule: a node output that
+    /// reuses the name of an input, an initializer or another output would give one name two
+    /// shapes).
     pub fn check_topological(&self) -> Result<(), OnnxError> {
         let mut known: HashSet<&str> = self.inputs.iter().map(|v| v.name.as_str()).collect();
         known.extend(self.initializers.keys().map(String::as_str));
@@ -456,7 +459,14 @@ impl Graph {
                     )));
                 }
             }
-            known.extend(n.outputs.iter().map(String::as_str));
+            for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                if !known.insert(o.as_str()) {
+                    return Err(OnnxError::Invalid(format!(
+                        "{} writes '{o}', which an input, an initializer or another node already defines",
+                        n.describe()
+                    )));
+                }
+            }
         }
         for o in &self.outputs {
             if !known.contains(o.name.as_str()) {
@@ -799,9 +809,17 @@ fn tensor_from_proto(t: &proto::TensorProto) -> Result<Tensor, String> {
     let dims: Vec<usize> = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .map(|&d| {
+            if d > super::shape::MAX_DIM {
+                return Err(format!("dimension {d} is out of range"));
+            }
+            usize::try_from(d).map_err(|_| format!("negative dimension {d}"))
+        })
         .collect::<Result<_, _>>()?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("its shape {dims:?} has more elements than memory can hold"))?;
     let raw = t.raw_data.as_deref();
     let dt = t.data_type.unwrap_or(0);
     let data = match dt {
@@ -853,7 +871,22 @@ fn tensor_from_proto(t: &proto::TensorProto) -> Result<Tensor, String> {
         TensorData::U8(v) => v.len(),
         TensorData::I8(v) => v.len(),
         TensorData::Bool(v) => v.len(),
-        TensorData::Raw { .. } => n,
+        TensorData::Raw { data_type, bytes } => {
+            // the stored bytes must hold the declared elements (sub-byte types pack two per byte)
+            let fits = match raw_element_bits(*data_type) {
+                Some(bits) => n
+                    .checked_mul(bits)
+                    .is_some_and(|b| b.div_ceil(8) == bytes.len()),
+                None => n <= bytes.len().saturating_mul(2),
+            };
+            if !fits {
+                return Err(format!(
+                    "holds {} bytes of element type {data_type}, which do not make its shape {dims:?}",
+                    bytes.len()
+                ));
+            }
+            n
+        }
     };
     if len != n {
         return Err(format!(
@@ -861,6 +894,25 @@ fn tensor_from_proto(t: &proto::TensorProto) -> Result<Tensor, String> {
         ));
     }
     Ok(Tensor { dims, data })
+}
+
+/// Bits per element of the element types kept as raw bytes, when ONNX fixes them.
+fn raw_element_bits(data_type: i32) -> Option<usize> {
+    match data_type {
+        // float16, uint16, int16, bfloat16
+        4 | 5 | 10 | 16 => Some(16),
+        // uint32
+        12 => Some(32),
+        // uint64, complex64
+        13 | 14 => Some(64),
+        // complex128
+        15 => Some(128),
+        // the float8 variants
+        17..=20 => Some(8),
+        // uint4, int4, float4e2m1
+        21..=23 => Some(4),
+        _ => None,
+    }
 }
 
 fn tensor_to_proto(name: &str, t: &Tensor) -> proto::TensorProto {
@@ -1009,5 +1061,40 @@ mod tests {
         };
         let e = g.check_topological().unwrap_err().to_string();
         assert!(e.contains("'late'") && e.contains("'a'"), "{e}");
+    }
+
+    #[test]
+    fn a_value_defined_twice_is_rejected_with_the_node_name() {
+        let g = Graph {
+            nodes: vec![
+                Node::new("Relu", "first", &["x"], &["a"]),
+                Node::new("Relu", "again", &["x"], &["a"]),
+            ],
+            inputs: vec![ValueInfo {
+                name: "x".into(),
+                elem_type: 1,
+                shape: None,
+            }],
+            ..Default::default()
+        };
+        let e = g.check_topological().unwrap_err().to_string();
+        assert!(e.contains("'again'") && e.contains("writes 'a'"), "{e}");
+    }
+
+    #[test]
+    fn huge_or_unfilled_dimensions_are_errors() {
+        let p = proto::TensorProto {
+            dims: vec![0, 1 << 62],
+            data_type: Some(data_type::FLOAT),
+            ..Default::default()
+        };
+        assert!(tensor_from_proto(&p).unwrap_err().contains("out of range"));
+        let p = proto::TensorProto {
+            dims: vec![1 << 20, 1 << 20],
+            data_type: Some(data_type::FLOAT16),
+            raw_data: Some(vec![0; 4]),
+            ..Default::default()
+        };
+        assert!(tensor_from_proto(&p).unwrap_err().contains("do not make"));
     }
 }

@@ -49,7 +49,16 @@ pub fn parse_input_size(s: &str) -> Result<Vec<i64>, String> {
 }
 
 pub fn model_info(path: &Path, input: Option<&[i64]>) -> Result<ModelInfo, OnnxError> {
-    let mut model = Model::load(path)?;
+    let model = Model::load(path)?;
+    describe(model, &path.display().to_string(), input).map_err(|e| e.in_file(path))
+}
+
+/// What `model` is, for a file called `file` (errors are not yet tagged with the file).
+pub fn describe(
+    mut model: Model,
+    file: &str,
+    input: Option<&[i64]>,
+) -> Result<ModelInfo, OnnxError> {
     let declared = |v: &super::ValueInfo| TensorInfo {
         name: v.name.clone(),
         shape: v
@@ -60,13 +69,10 @@ pub fn model_info(path: &Path, input: Option<&[i64]>) -> Result<ModelInfo, OnnxE
     };
     let inputs = model.graph.inputs.iter().map(declared).collect();
     let outputs = model.graph.outputs.iter().map(declared).collect();
-    model
-        .graph
-        .fold_constant_nodes()
-        .map_err(|e| e.in_file(path))?;
-    let in_shapes = shape::input_shapes(&model, 1, input).map_err(|e| e.in_file(path))?;
+    model.graph.fold_constant_nodes()?;
+    let in_shapes = shape::input_shapes(&model, 1, input)?;
     let shapes = shape::infer(&model, &in_shapes);
-    let c = cost::cost(&model, &shapes);
+    let c = cost::cost(&model, &shapes)?;
     let counted_for = model
         .graph
         .inputs
@@ -75,7 +81,7 @@ pub fn model_info(path: &Path, input: Option<&[i64]>) -> Result<ModelInfo, OnnxE
         .cloned()
         .unwrap_or_default();
     Ok(ModelInfo {
-        file: path.display().to_string(),
+        file: file.to_string(),
         producer: format!("{} {}", model.producer_name, model.producer_version)
             .trim()
             .to_string(),

@@ -28,6 +28,9 @@ pub enum OnnxError {
     },
     #[error("shape inference stopped at {node}: {msg}")]
     Shape { node: String, msg: String },
+    /// A node whose inputs, attributes or shapes make no sense (`node` is `Node::describe`).
+    #[error("invalid ONNX model at {node}: {msg}")]
+    Node { node: String, msg: String },
 }
 
 impl OnnxError {

@@ -23,6 +23,63 @@ pub struct Shapes {
 /// Constant tensors up to this many elements are propagated.
 const MAX_CONST: usize = 4096;
 
+/// The largest dimension inference accepts. Declared and inferred sizes beyond it (or negative)
+/// come from a broken or hostile model; refusing them keeps every later product inside `i64`.
+pub const MAX_DIM: i64 = 1 << 32;
+
+/// The largest element count of one tensor inference accepts (a tera-element tensor is no model's).
+pub const MAX_NUMEL: i64 = 1 << 40;
+
+/// Largest window, stride, dilation and padding a sliding-window op may declare.
+const MAX_WINDOW_ATTR: i64 = 1 << 20;
+
+/// Checks that `dims` is a shape crosscam can compute with: no negative or oversized dimension,
+/// and an element count within [`MAX_NUMEL`].
+pub fn check_dims(dims: &[i64]) -> Result<(), String> {
+    if let Some(d) = dims.iter().find(|&&d| !(0..=MAX_DIM).contains(&d)) {
+        return Err(format!("dimension {d} of shape {dims:?} is out of range"));
+    }
+    numel(dims).map(|_| ())
+}
+
+/// The element count of a shape, or an error when it exceeds [`MAX_NUMEL`] (or a dimension is
+/// negative).
+pub fn numel(dims: &[i64]) -> Result<i64, String> {
+    let mut n: i64 = 1;
+    for &d in dims {
+        if d < 0 {
+            return Err(format!("negative dimension {d} in shape {dims:?}"));
+        }
+        n = n
+            .checked_mul(d)
+            .filter(|&v| v <= MAX_NUMEL)
+            .ok_or_else(|| format!("shape {dims:?} has too many elements"))?;
+    }
+    // a zero dimension makes the whole product zero, whatever came before
+    Ok(n)
+}
+
+/// A constant with the given shape and values, when they agree (a hostile model can make a
+/// propagated value disagree with the inferred shape; such values are dropped, not trusted).
+fn const_tensor(dims: &[i64], data: TensorData) -> Option<Tensor> {
+    let dims: Vec<usize> = dims
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<_>>()?;
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    let len = match &data {
+        TensorData::F32(v) => v.len(),
+        TensorData::F64(v) => v.len(),
+        TensorData::I64(v) => v.len(),
+        TensorData::I32(v) => v.len(),
+        TensorData::U8(v) => v.len(),
+        TensorData::I8(v) => v.len(),
+        TensorData::Bool(v) => v.len(),
+        TensorData::Raw { .. } => return None,
+    };
+    (len == n).then_some(Tensor { dims, data })
+}
+
 impl Shapes {
     pub fn get(&self, name: &str) -> Option<&[i64]> {
         self.dims.get(name).map(Vec::as_slice)
@@ -80,6 +137,9 @@ pub fn input_shapes(
             };
             dims.push(v);
         }
+        check_dims(&dims).map_err(|e| {
+            OnnxError::Invalid(format!("input '{}' has an unusable shape: {e}", inp.name))
+        })?;
         if k == 0
             && let Some(o) = override_chw
             && o.len() + 1 != declared.len()
@@ -88,7 +148,7 @@ pub fn input_shapes(
                 "input '{}' has rank {}, so an input size needs {} numbers, not {}",
                 inp.name,
                 declared.len(),
-                declared.len() - 1,
+                declared.len().saturating_sub(1),
                 o.len()
             )));
         }
@@ -108,7 +168,13 @@ pub fn infer(model: &Model, inputs: &HashMap<String, Vec<i64>>) -> Shapes {
         s.dims.insert(name.clone(), dims.clone());
     }
     for node in &model.graph.nodes {
-        match infer_node(model, &s, node) {
+        let inferred = infer_node(model, &s, node).and_then(|outs| {
+            for (dims, _) in &outs {
+                check_dims(dims)?;
+            }
+            Ok(outs)
+        });
+        match inferred {
             Ok(outs) => {
                 for (name, (dims, value)) in node.outputs.iter().zip(outs) {
                     if name.is_empty() {
@@ -278,7 +344,10 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 .map(<[i64]>::to_vec)
                 .unwrap_or_else(|| w[2..].to_vec());
             let group = n.attr_i("group").unwrap_or(1);
-            if x[1] != w[1] * group {
+            if group < 1 {
+                return Err(format!("group {group} is not positive"));
+            }
+            if w[1].checked_mul(group) != Some(x[1]) {
                 return Err(format!(
                     "input has {} channels but the weight expects {} × group {group}",
                     x[1], w[1]
@@ -291,33 +360,38 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         "ConvTranspose" => {
             let x = shape(0)?;
             let w = shape(1)?;
+            if x.len() < 3 || w.len() != x.len() {
+                return Err(format!(
+                    "input rank {} / weight rank {} do not make a transposed convolution",
+                    x.len(),
+                    w.len()
+                ));
+            }
             let group = n.attr_i("group").unwrap_or(1);
-            let k: Vec<i64> = n
-                .attr_ints("kernel_shape")
-                .map(<[i64]>::to_vec)
-                .unwrap_or_else(|| w[2..].to_vec());
+            if !(1..=MAX_DIM).contains(&group) {
+                return Err(format!("group {group} is out of range"));
+            }
             let sp = x.len() - 2;
-            let mut out = vec![x[0], w[1] * group];
+            let k = window_attr(n, "kernel_shape", sp, 1, w[2..].to_vec())?;
+            let cout = w[1]
+                .checked_mul(group)
+                .ok_or("its output channels overflow")?;
+            let mut out = vec![x[0], cout];
             if let Some(os) = n.attr_ints("output_shape") {
-                out.extend_from_slice(&os[os.len() - sp..]);
+                let tail = os.len().checked_sub(sp).ok_or_else(|| {
+                    format!(
+                        "output_shape has {} entries for {sp} spatial axes",
+                        os.len()
+                    )
+                })?;
+                out.extend_from_slice(&os[tail..]);
             } else {
-                let strides = n
-                    .attr_ints("strides")
-                    .map(<[i64]>::to_vec)
-                    .unwrap_or(vec![1; sp]);
-                let dil = n
-                    .attr_ints("dilations")
-                    .map(<[i64]>::to_vec)
-                    .unwrap_or(vec![1; sp]);
-                let pads = n
-                    .attr_ints("pads")
-                    .map(<[i64]>::to_vec)
-                    .unwrap_or(vec![0; 2 * sp]);
-                let opad = n
-                    .attr_ints("output_padding")
-                    .map(<[i64]>::to_vec)
-                    .unwrap_or(vec![0; sp]);
+                let strides = window_attr(n, "strides", sp, 1, vec![1; sp])?;
+                let dil = window_attr(n, "dilations", sp, 1, vec![1; sp])?;
+                let pads = window_attr(n, "pads", 2 * sp, 0, vec![0; 2 * sp])?;
+                let opad = window_attr(n, "output_padding", sp, 0, vec![0; sp])?;
                 for i in 0..sp {
+                    // every factor is bounded (MAX_DIM, MAX_WINDOW_ATTR): no overflow
                     out.push(
                         strides[i] * (x[2 + i] - 1) + opad[i] + (k[i] - 1) * dil[i] + 1
                             - pads[i]
@@ -329,6 +403,9 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         }
         "MaxPool" | "AveragePool" | "LpPool" => {
             let x = shape(0)?;
+            if x.len() < 3 {
+                return Err(format!("input of rank {} has no spatial axes", x.len()));
+            }
             let k = n
                 .attr_ints("kernel_shape")
                 .ok_or("kernel_shape is missing")?
@@ -340,6 +417,9 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         }
         "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {
             let x = shape(0)?;
+            if x.len() < 2 {
+                return Err(format!("input of rank {} has no channel axis", x.len()));
+            }
             let mut out = x[..2].to_vec();
             out.extend(std::iter::repeat_n(1, x.len() - 2));
             Ok(vec![(out, None)])
@@ -420,10 +500,12 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 axis + x.len() as i64
             } else {
                 axis
-            } as usize;
-            let left: i64 = x[..a.min(x.len())].iter().product();
-            let right: i64 = x[a.min(x.len())..].iter().product();
-            Ok(vec![(vec![left, right], None)])
+            };
+            let a = usize::try_from(a)
+                .ok()
+                .filter(|&a| a <= x.len())
+                .ok_or_else(|| format!("axis {axis} is out of range for rank {}", x.len()))?;
+            Ok(vec![(vec![numel(&x[..a])?, numel(&x[a..])?], None)])
         }
         "Reshape" => {
             let x = shape(0)?.to_vec();
@@ -436,10 +518,7 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             };
             let allow_zero = n.attr_i("allowzero").unwrap_or(0) == 1;
             let out = reshape(&x, &target, allow_zero)?;
-            let v = value(0).map(|t| Tensor {
-                dims: out.iter().map(|&d| d as usize).collect(),
-                data: t.data.clone(),
-            });
+            let v = value(0).and_then(|t| const_tensor(&out, t.data.clone()));
             Ok(vec![(out, v)])
         }
         "Transpose" => {
@@ -459,14 +538,24 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             let axis = norm_axis(n.attr_i("axis").ok_or("axis is missing")?, first.len())?;
             let mut out = first.to_vec();
             for i in 1..n.inputs.len() {
-                out[axis] += shape(i)?[axis];
+                let s = shape(i)?;
+                if s.len() != first.len() {
+                    return Err(format!(
+                        "input {i} has rank {}, input 0 rank {}",
+                        s.len(),
+                        first.len()
+                    ));
+                }
+                out[axis] = out[axis]
+                    .checked_add(s[axis])
+                    .ok_or("the concatenated axis overflows")?;
             }
             // propagate 1-D integer constants (shape vectors)
             let v = if out.len() == 1 {
                 let parts: Option<Vec<Vec<i64>>> = (0..n.inputs.len())
                     .map(|i| value(i).and_then(Tensor::as_i64))
                     .collect();
-                parts.map(|p| Tensor::i64(vec![out[0] as usize], p.concat()))
+                parts.and_then(|p| const_tensor(&out, TensorData::I64(p.concat())))
             } else {
                 None
             };
@@ -481,11 +570,18 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 sp.to_vec()
             } else {
                 let k = n.attr_i("num_outputs").unwrap_or(n.outputs.len() as i64);
+                if k < 1 || k > n.outputs.len() as i64 {
+                    return Err(format!(
+                        "it splits into {k} parts but has {} outputs",
+                        n.outputs.len()
+                    ));
+                }
                 let each = (x[axis] + k - 1) / k;
                 (0..k).map(|i| each.min(x[axis] - i * each)).collect()
             };
             Ok(parts
                 .iter()
+                .take(n.outputs.len())
                 .map(|&p| {
                     let mut o = x.to_vec();
                     o[axis] = p;
@@ -517,15 +613,29 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 let k = st.len();
                 (st, en, ax, vec![1; k])
             };
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
+                return Err(format!(
+                    "{} starts, {} ends, {} axes and {} steps do not match",
+                    starts.len(),
+                    ends.len(),
+                    axes.len(),
+                    steps.len()
+                ));
+            }
             let mut out = x.clone();
             let mut ranges = Vec::new();
             for i in 0..starts.len() {
                 let a = norm_axis(axes[i], x.len())?;
                 let (b, e, st) = slice_range(x[a], starts[i], ends[i], steps[i])?;
-                out[a] = if st > 0 {
-                    ((e - b).max(0) + st - 1) / st
+                let span = if st > 0 { e - b } else { b - e }.max(0);
+                // ceil(span / |step|) without overflowing on huge steps
+                out[a] = if span == 0 {
+                    0
                 } else {
-                    ((b - e).max(0) + (-st) - 1) / (-st)
+                    ((span as u64 - 1) / st.unsigned_abs() + 1) as i64
                 };
                 ranges.push((a, b, st));
             }
@@ -533,8 +643,13 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             let v = match (value(0).and_then(Tensor::as_i64), x.len()) {
                 (Some(vals), 1) if ranges.len() == 1 => {
                     let (_, b, st) = ranges[0];
-                    let vals: Vec<i64> = (0..out[0]).map(|k| vals[(b + k * st) as usize]).collect();
-                    Some(Tensor::i64(vec![vals.len()], vals))
+                    let picked: Option<Vec<i64>> = (0..out[0])
+                        .map(|k| {
+                            let i = k.checked_mul(st)?.checked_add(b)?;
+                            vals.get(usize::try_from(i).ok()?).copied()
+                        })
+                        .collect();
+                    picked.and_then(|p| const_tensor(&out, TensorData::I64(p)))
                 }
                 _ => None,
             };
@@ -562,7 +677,10 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             }
             let mut out = x.to_vec();
             for (i, &a) in axes.iter().enumerate() {
-                out[a] += pads[i] + pads[i + axes.len()];
+                out[a] = pads[i]
+                    .checked_add(pads[i + axes.len()])
+                    .and_then(|p| p.checked_add(out[a]))
+                    .ok_or("the padded size overflows")?;
             }
             Ok(vec![(out, None)])
         }
@@ -578,7 +696,12 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 None
             };
             let out = match sizes {
-                Some(sz) if !sz.is_empty() => sz,
+                Some(sz) if !sz.is_empty() => {
+                    if sz.len() != x.len() {
+                        return Err(format!("{} sizes for rank {}", sz.len(), x.len()));
+                    }
+                    sz
+                }
                 _ => {
                     let sc = value(scales_idx)
                         .and_then(|t| t.as_f32().map(|c| c.to_vec()))
@@ -621,10 +744,7 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 .filter(|(i, _)| !axes.contains(i))
                 .map(|(_, &d)| d)
                 .collect();
-            let v = value(0).map(|t| Tensor {
-                dims: out.iter().map(|&d| d as usize).collect(),
-                data: t.data.clone(),
-            });
+            let v = value(0).and_then(|t| const_tensor(&out, t.data.clone()));
             Ok(vec![(out, v)])
         }
         "Unsqueeze" => {
@@ -649,10 +769,7 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                     out.push(*src.next().ok_or("too many axes")?);
                 }
             }
-            let v = value(0).map(|t| Tensor {
-                dims: out.iter().map(|&d| d as usize).collect(),
-                data: t.data.clone(),
-            });
+            let v = value(0).and_then(|t| const_tensor(&out, t.data.clone()));
             Ok(vec![(out, v)])
         }
         "Shape" => {
@@ -662,17 +779,15 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             let start = clamp(n.attr_i("start").unwrap_or(0));
             let end = clamp(n.attr_i("end").unwrap_or(r));
             let vals: Vec<i64> = x[start as usize..end.max(start) as usize].to_vec();
+            let dims = [vals.len() as i64];
             Ok(vec![(
-                vec![vals.len() as i64],
-                Some(Tensor::i64(vec![vals.len()], vals)),
+                dims.to_vec(),
+                const_tensor(&dims, TensorData::I64(vals)),
             )])
         }
         "Size" => {
             let x = shape(0)?;
-            Ok(vec![(
-                vec![],
-                Some(Tensor::i64(vec![], vec![x.iter().product()])),
-            )])
+            Ok(vec![(vec![], Some(Tensor::i64(vec![], vec![numel(x)?])))])
         }
         "Gather" => {
             let x = shape(0)?;
@@ -693,7 +808,7 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                             data.get(i as usize).copied()
                         })
                         .collect();
-                    vals.map(|v| Tensor::i64(out.iter().map(|&d| d as usize).collect(), v))
+                    vals.and_then(|v| const_tensor(&out, TensorData::I64(v)))
                 }
                 _ => None,
             };
@@ -707,10 +822,15 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         "Tile" => {
             let x = shape(0)?;
             let reps = const_ints(1, "repeats")?;
-            Ok(vec![(
-                x.iter().zip(reps).map(|(&d, r)| d * r).collect(),
-                None,
-            )])
+            if reps.len() != x.len() {
+                return Err(format!("{} repeats for rank {}", reps.len(), x.len()));
+            }
+            let out = x
+                .iter()
+                .zip(reps)
+                .map(|(&d, r)| d.checked_mul(r).ok_or("the tiled size overflows"))
+                .collect::<Result<_, _>>()?;
+            Ok(vec![(out, None)])
         }
         "ScatterND" | "ScatterElements" | "Scatter" => same(0),
         "ConstantOfShape" => {
@@ -719,12 +839,11 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
                 Some(Attr::Tensor(t)) => t.clone(),
                 _ => Tensor::f32(vec![1], vec![0.0]),
             };
-            let count: i64 = dims.iter().product();
+            let count = numel(&dims)?;
             let v = match (&value.data, count as usize <= MAX_CONST) {
-                (TensorData::I64(x), true) => Some(Tensor::i64(
-                    dims.iter().map(|&d| d as usize).collect(),
-                    vec![x[0]; count as usize],
-                )),
+                (TensorData::I64(x), true) => x
+                    .first()
+                    .and_then(|&x| const_tensor(&dims, TensorData::I64(vec![x; count as usize]))),
                 _ => None,
             };
             Ok(vec![(dims, v)])
@@ -735,9 +854,9 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         }
         "Range" => {
             let (a, l, d) = (
-                value(0).and_then(|t| t.as_f32().map(|v| v[0])),
-                value(1).and_then(|t| t.as_f32().map(|v| v[0])),
-                value(2).and_then(|t| t.as_f32().map(|v| v[0])),
+                value(0).and_then(|t| t.as_f32()?.first().copied()),
+                value(1).and_then(|t| t.as_f32()?.first().copied()),
+                value(2).and_then(|t| t.as_f32()?.first().copied()),
             );
             match (a, l, d) {
                 (Some(a), Some(l), Some(d)) if d != 0.0 => {
@@ -751,7 +870,7 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
             let x = shape(0)?;
             let axis = norm_axis(n.attr_i("axis").unwrap_or(-1), x.len())?;
             let k = if opset >= 10 {
-                const_ints(1, "k")?[0]
+                *const_ints(1, "k")?.first().ok_or("its k is empty")?
             } else {
                 n.attr_i("k").ok_or("k missing")?
             };
@@ -762,10 +881,20 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
         "DepthToSpace" | "SpaceToDepth" => {
             let x = shape(0)?;
             let b = n.attr_i("blocksize").ok_or("blocksize missing")?;
+            if x.len() != 4 {
+                return Err(format!("input of rank {} (expected 4)", x.len()));
+            }
+            if !(1..=MAX_WINDOW_ATTR).contains(&b) {
+                return Err(format!("blocksize {b} is out of range"));
+            }
+            // dimensions ≤ MAX_DIM (2³²), b ≤ 2²⁰: b² and one dimension × b fit in i64
             let out = if op == "DepthToSpace" {
                 vec![x[0], x[1] / (b * b), x[2] * b, x[3] * b]
             } else {
-                vec![x[0], x[1] * b * b, x[2] / b, x[3] / b]
+                let c = x[1]
+                    .checked_mul(b * b)
+                    .ok_or("the output channels overflow")?;
+                vec![x[0], c, x[2] / b, x[3] / b]
             };
             Ok(vec![(out, None)])
         }
@@ -784,18 +913,12 @@ fn window_out(n: &Node, input: &[i64], k: &[i64], ceil: bool) -> Result<Vec<i64>
             k.len()
         ));
     }
-    let strides = n
-        .attr_ints("strides")
-        .map(<[i64]>::to_vec)
-        .unwrap_or(vec![1; sp]);
-    let dil = n
-        .attr_ints("dilations")
-        .map(<[i64]>::to_vec)
-        .unwrap_or(vec![1; sp]);
-    let pads = n
-        .attr_ints("pads")
-        .map(<[i64]>::to_vec)
-        .unwrap_or(vec![0; 2 * sp]);
+    if let Some(bad) = k.iter().find(|&&v| !(1..=MAX_WINDOW_ATTR).contains(&v)) {
+        return Err(format!("kernel size {bad} is out of range"));
+    }
+    let strides = window_attr(n, "strides", sp, 1, vec![1; sp])?;
+    let dil = window_attr(n, "dilations", sp, 1, vec![1; sp])?;
+    let pads = window_attr(n, "pads", 2 * sp, 0, vec![0; 2 * sp])?;
     let auto_pad = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
     let mut out = Vec::with_capacity(sp);
     for i in 0..sp {
@@ -828,7 +951,32 @@ fn window_out(n: &Node, input: &[i64], k: &[i64], ceil: bool) -> Result<Vec<i64>
     Ok(out)
 }
 
+/// A per-axis integer attribute of a sliding-window op: `len` entries, each in
+/// `min..=MAX_WINDOW_ATTR` (strides and dilations from 1, pads from 0), or `default` when absent.
+fn window_attr(
+    n: &Node,
+    name: &str,
+    len: usize,
+    min: i64,
+    default: Vec<i64>,
+) -> Result<Vec<i64>, String> {
+    let v = match n.attr_ints(name) {
+        Some(v) => v.to_vec(),
+        None => default,
+    };
+    if v.len() != len {
+        return Err(format!("{name} has {} entries, expected {len}", v.len()));
+    }
+    if let Some(bad) = v.iter().find(|&&x| !(min..=MAX_WINDOW_ATTR).contains(&x)) {
+        return Err(format!("{name} holds {bad}, out of range"));
+    }
+    Ok(v)
+}
+
 fn matmul_shape(a: &[i64], b: &[i64]) -> Result<Vec<i64>, String> {
+    if a.is_empty() || b.is_empty() {
+        return Err(format!("MatMul of a scalar: {a:?} × {b:?}"));
+    }
     let a2: Vec<i64> = if a.len() == 1 {
         vec![1, a[0]]
     } else {
@@ -855,7 +1003,7 @@ fn matmul_shape(a: &[i64], b: &[i64]) -> Result<Vec<i64>, String> {
 }
 
 fn reshape(x: &[i64], target: &[i64], allow_zero: bool) -> Result<Vec<i64>, String> {
-    let total: i64 = x.iter().product();
+    let total = numel(x)?;
     let mut out: Vec<i64> = Vec::with_capacity(target.len());
     let mut infer_at = None;
     for (i, &t) in target.iter().enumerate() {
@@ -874,7 +1022,7 @@ fn reshape(x: &[i64], target: &[i64], allow_zero: bool) -> Result<Vec<i64>, Stri
             t => out.push(t),
         }
     }
-    let known: i64 = out.iter().product();
+    let known = numel(&out)?;
     if let Some(i) = infer_at {
         if known == 0 || total % known != 0 {
             return Err(format!("cannot reshape {x:?} to {target:?}"));
@@ -919,23 +1067,26 @@ fn int_binary(op: &str, a: Option<&Tensor>, b: Option<&Tensor>, out: &[i64]) -> 
     }
     let (x, y) = (a.as_i64()?, b.as_i64()?);
     let n = x.len().max(y.len());
-    let get = |v: &Vec<i64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    let get = |v: &[i64], i: usize| -> Option<i64> {
+        if v.len() == 1 {
+            v.first().copied()
+        } else {
+            v.get(i).copied()
+        }
+    };
     let vals: Option<Vec<i64>> = (0..n)
         .map(|i| {
-            let (p, q) = (get(&x, i), get(&y, i));
+            let (p, q) = (get(&x, i)?, get(&y, i)?);
             match op {
-                "Add" => Some(p + q),
-                "Sub" => Some(p - q),
-                "Mul" => Some(p * q),
-                "Div" => (q != 0).then(|| p.div_euclid(q)),
+                "Add" => p.checked_add(q),
+                "Sub" => p.checked_sub(q),
+                "Mul" => p.checked_mul(q),
+                "Div" => p.checked_div_euclid(q),
                 _ => None,
             }
         })
         .collect();
-    Some(Tensor::i64(
-        out.iter().map(|&d| d as usize).collect(),
-        vals?,
-    ))
+    const_tensor(out, TensorData::I64(vals?))
 }
 
 #[cfg(test)]
@@ -966,6 +1117,126 @@ mod tests {
         assert_eq!(matmul_shape(&[8, 512], &[512, 10]).unwrap(), vec![8, 10]);
         assert_eq!(matmul_shape(&[3, 8, 5], &[5, 2]).unwrap(), vec![3, 8, 2]);
         assert_eq!(matmul_shape(&[5], &[5, 2]).unwrap(), vec![2]);
+    }
+
+    /// One node reading input `x` of shape `x_dims` (and the given initializers), inferred alone.
+    fn infer_one(node: Node, x_dims: &[i64], inits: &[(&str, Tensor)]) -> Shapes {
+        use super::super::graph::{Graph, ValueInfo};
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            elem_type: 1,
+            shape: Some(x_dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+        });
+        for (k, t) in inits {
+            g.initializers.insert(k.to_string(), t.clone());
+        }
+        g.nodes.push(node);
+        let m = Model {
+            ir_version: 8,
+            opset: 17,
+            other_opsets: vec![],
+            producer_name: String::new(),
+            producer_version: String::new(),
+            metadata: vec![],
+            graph: g,
+        };
+        infer(&m, &input_shapes(&m, 1, None).unwrap())
+    }
+
+    fn gap(s: &Shapes) -> String {
+        let (node, msg) = s.first_gap.clone().expect("inference stops");
+        format!("{node}: {msg}")
+    }
+
+    #[test]
+    fn malformed_window_attributes_stop_inference_at_the_node() {
+        let w = Tensor::f32(vec![2, 1, 3, 3], vec![0.0; 18]);
+        let conv = |attr: &str, v: Vec<i64>| {
+            Node::new("Conv", "c", &["x", "w"], &["y"]).with_attr(attr, Attr::Ints(v))
+        };
+        for (attr, v, want) in [
+            ("strides", vec![0, 0], "strides holds 0"),
+            ("strides", vec![1], "strides has 1 entries"),
+            ("pads", vec![1, 1, 1], "pads has 3 entries"),
+            ("dilations", vec![], "dilations has 0 entries"),
+            ("kernel_shape", vec![3, 3, 3], "kernel rank 3"),
+            ("pads", vec![-1, 0, 0, 0], "pads holds -1"),
+        ] {
+            let s = infer_one(conv(attr, v), &[1, 1, 8, 8], &[("w", w.clone())]);
+            let e = gap(&s);
+            assert!(e.contains("node 'c' (Conv)") && e.contains(want), "{e}");
+        }
+        // a transposed convolution of a rank-2 input (was `x.len() - 2` underflow)
+        let s = infer_one(
+            Node::new("ConvTranspose", "t", &["x", "w"], &["y"]),
+            &[1, 4],
+            &[("w", Tensor::f32(vec![4, 2], vec![0.0; 8]))],
+        );
+        assert!(gap(&s).contains("(ConvTranspose)"), "{}", gap(&s));
+    }
+
+    #[test]
+    fn short_slice_operands_and_huge_sizes_are_errors() {
+        let ints = |v: &[i64]| Tensor::i64(vec![v.len()], v.to_vec());
+        let s = infer_one(
+            Node::new("Slice", "s", &["x", "st", "en", "ax"], &["y"]),
+            &[4, 5],
+            &[
+                ("st", ints(&[0, 1])),
+                ("en", ints(&[2])),
+                ("ax", ints(&[0, 1])),
+            ],
+        );
+        assert!(gap(&s).contains("2 starts, 1 ends"), "{}", gap(&s));
+        // a step of i64::MIN no longer overflows
+        let s = infer_one(
+            Node::new("Slice", "s", &["x", "st", "en", "ax", "sp"], &["y"]),
+            &[4, 5],
+            &[
+                ("st", ints(&[3])),
+                ("en", ints(&[i64::MIN])),
+                ("ax", ints(&[0])),
+                ("sp", ints(&[i64::MIN])),
+            ],
+        );
+        assert_eq!(s.get("y"), Some(&[1i64, 5][..]));
+        let s = infer_one(
+            Node::new("Tile", "t", &["x", "r"], &["y"]),
+            &[4, 5],
+            &[("r", ints(&[1 << 40, 1 << 40]))],
+        );
+        assert!(gap(&s).contains("out of range"), "{}", gap(&s));
+        let s = infer_one(
+            Node::new("Split", "sp", &["x"], &[]).with_attr("axis", Attr::Int(0)),
+            &[4, 5],
+            &[],
+        );
+        assert!(gap(&s).contains("0 outputs"), "{}", gap(&s));
+    }
+
+    #[test]
+    fn declared_input_dimensions_are_checked() {
+        use super::super::graph::{Graph, ValueInfo};
+        for bad in [-3, MAX_DIM + 1] {
+            let mut g = Graph::default();
+            g.inputs.push(ValueInfo {
+                name: "x".into(),
+                elem_type: 1,
+                shape: Some(vec![Dim::Fixed(1), Dim::Fixed(bad)]),
+            });
+            let m = Model {
+                ir_version: 8,
+                opset: 17,
+                other_opsets: vec![],
+                producer_name: String::new(),
+                producer_version: String::new(),
+                metadata: vec![],
+                graph: g,
+            };
+            let e = input_shapes(&m, 1, None).unwrap_err().to_string();
+            assert!(e.contains("input 'x'"), "{e}");
+        }
     }
 
     #[test]

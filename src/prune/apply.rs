@@ -59,35 +59,83 @@ pub fn expand(keep: &[usize], inner: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Writes sliced initializers, copying a weight that two layers read but slice differently.
+/// Writes sliced initializers. An initializer that several nodes read (PyTorch's exporter shares
+/// one tensor between layers whose values are equal, e.g. the zero biases of fused BatchNorms in a
+/// fresh network) is copied on write: its slices are collected per reader and placed by
+/// [`Writer::finish`], so a reader that is not sliced, or sliced differently, keeps its own tensor.
 struct Writer<'a> {
     orig: &'a Model,
     out: Model,
+    /// How many (node, input) slots read each initializer.
     readers: HashMap<String, usize>,
-    done: HashMap<String, Tensor>,
+    /// Slices of shared initializers: name → (node, input) → tensor.
+    shared: HashMap<String, HashMap<(usize, usize), Tensor>>,
 }
 
 impl Writer<'_> {
     fn put(&mut self, node: usize, input: usize, t: Tensor) -> Result<(), PruneError> {
-        let name = self.out.graph.nodes[node].inputs[input].clone();
+        let n = &self.out.graph.nodes[node];
+        let name = n.inputs.get(input).cloned().ok_or_else(|| {
+            PruneError::Invalid(format!("{}: it has no input {input}", n.describe()))
+        })?;
         if self.readers.get(&name).copied().unwrap_or(0) <= 1 {
             self.out.graph.initializers.insert(name, t);
             return Ok(());
         }
-        match self.done.get(&name) {
-            Some(prev) if *prev == t => Ok(()),
-            Some(_) => {
-                let fresh = self.out.graph.fresh_name(&format!("{name}.pruned"));
-                self.out.graph.initializers.insert(fresh.clone(), t);
-                self.out.graph.nodes[node].inputs[input] = fresh;
-                Ok(())
+        self.shared
+            .entry(name)
+            .or_default()
+            .insert((node, input), t);
+        Ok(())
+    }
+
+    /// Places the slices of shared initializers. When every reader got the same slice, it replaces
+    /// the original under its name; otherwise each distinct slice becomes a new initializer for
+    /// the readers that use it, and the original stays for the readers left as they were (it is
+    /// dropped when none is left).
+    fn finish(mut self) -> Model {
+        let mut names: Vec<String> = self.shared.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let mut slices: Vec<((usize, usize), Tensor)> = self
+                .shared
+                .remove(&name)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            slices.sort_by_key(|(slot, _)| *slot);
+            let all_read = slices.len() == self.readers.get(&name).copied().unwrap_or(0);
+            if all_read && slices.windows(2).all(|w| w[0].1 == w[1].1) {
+                if let Some((_, t)) = slices.pop() {
+                    self.out.graph.initializers.insert(name, t);
+                }
+                continue;
             }
-            None => {
-                self.done.insert(name.clone(), t.clone());
-                self.out.graph.initializers.insert(name, t);
-                Ok(())
+            let mut copies: Vec<(String, Tensor)> = Vec::new();
+            for ((node, input), t) in slices {
+                let copy = match copies.iter().find(|(_, c)| *c == t) {
+                    Some((c, _)) => c.clone(),
+                    None => {
+                        let fresh = self.out.graph.fresh_name(&format!("{name}.pruned"));
+                        self.out.graph.initializers.insert(fresh.clone(), t.clone());
+                        copies.push((fresh.clone(), t));
+                        fresh
+                    }
+                };
+                self.out.graph.nodes[node].inputs[input] = copy;
+            }
+            let still_read = self
+                .out
+                .graph
+                .nodes
+                .iter()
+                .any(|n| n.inputs.contains(&name))
+                || self.out.graph.is_graph_output(&name);
+            if !still_read {
+                self.out.graph.initializers.remove(&name);
             }
         }
+        self.out
     }
 
     fn orig_input(&self, node: usize, input: usize) -> Result<&Tensor, PruneError> {
@@ -162,7 +210,7 @@ pub fn apply(
         orig: model,
         out: model.clone(),
         readers: ir::initializer_readers(model),
-        done: HashMap::new(),
+        shared: HashMap::new(),
     };
     for (idx, role) in &analysis.roles {
         let idx = *idx;
@@ -226,7 +274,7 @@ pub fn apply(
             }
         }
     }
-    let mut out = w.out;
+    let mut out = w.finish();
     for o in &mut out.graph.outputs {
         if let Some(l) = analysis.layouts.get(&o.name)
             && let Some(k) = keep(l.space)
@@ -302,8 +350,14 @@ fn patch_reshape_target(
                 .shapes
                 .get(piece)
                 .and_then(|s| s.first().copied())
-                .unwrap_or(1) as usize;
-            if (offset..offset + len).contains(&1) {
+                .unwrap_or(1);
+            let Some(end) = usize::try_from(len)
+                .ok()
+                .and_then(|l| offset.checked_add(l))
+            else {
+                break;
+            };
+            if (offset..end).contains(&1) {
                 if let Some(t) = g.initializers.get(piece)
                     && let Some(nt) = patch(t, 1 - offset)
                 {
@@ -311,7 +365,7 @@ fn patch_reshape_target(
                 }
                 break;
             }
-            offset += len;
+            offset = end;
         }
     }
     Ok(())

@@ -438,6 +438,12 @@ impl ChannelScorer for ActivationScorer {
                     abs_sum: vec![0.0; c],
                     count: 0.0,
                 });
+                if st.zeros.len() != c || n * c * per != data.len() {
+                    return Err(calib(format!(
+                        "'{v}' changed shape between batches or holds too few values ({:?})",
+                        shape.to_vec()
+                    )));
+                }
                 for b in 0..n {
                     for ch in 0..c {
                         let s = &data[(b * c + ch) * per..(b * c + ch + 1) * per];

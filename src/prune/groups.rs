@@ -250,7 +250,16 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
             ))
         })?;
         let xs = dims(&x_name)?;
-        let out0 = n.outputs.first().cloned().unwrap_or_default();
+        if xs.len() < 2 {
+            return Err(unsupported(
+                n,
+                format!("its data input '{x_name}' has shape {xs:?}, not [N, C, …]"),
+            ));
+        }
+        let out0 = match n.outputs.first() {
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => return Err(unsupported(n, "it has no output")),
+        };
         let weight = |i: usize| -> Result<&Tensor, PruneError> {
             let name = n
                 .input(i)
@@ -414,10 +423,9 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
                         format!("Flatten at axis {a} mixes the channel axis with others"),
                     ));
                 }
-                let spatial: i64 = xs[2..].iter().product();
                 Some(Layout {
                     space: lx.space,
-                    inner: lx.inner * spatial as usize,
+                    inner: flattened(n, lx, &xs)?,
                 })
             }
             "Reshape" => {
@@ -426,12 +434,11 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
                     lx
                 } else if ys.len() == 2
                     && ys[0] == xs[0]
-                    && ys[1] == xs[1..].iter().product::<i64>()
+                    && shape::numel(&xs[1..]).ok() == Some(ys[1])
                 {
-                    let spatial: i64 = xs[2..].iter().product();
                     Layout {
                         space: lx.space,
-                        inner: lx.inner * spatial as usize,
+                        inner: flattened(n, lx, &xs)?,
                     }
                 } else {
                     return Err(unsupported(
@@ -719,6 +726,15 @@ pub fn analyze(model: &Model, opts: &AnalyzeOptions) -> Result<Analysis, PruneEr
         groups,
         space_group,
     })
+}
+
+/// Features per channel after flattening `xs` = [N, C, spatial…] laid out as `lx`.
+fn flattened(n: &Node, lx: Layout, xs: &[i64]) -> Result<usize, PruneError> {
+    shape::numel(xs.get(2..).unwrap_or_default())
+        .ok()
+        .and_then(|s| usize::try_from(s).ok())
+        .and_then(|s| lx.inner.checked_mul(s))
+        .ok_or_else(|| unsupported(n, format!("its input {xs:?} is too large to flatten")))
 }
 
 /// The axis of a constant operand (broadcast against a data tensor of rank `data_rank`) that lines

@@ -110,7 +110,7 @@ pub fn prune(
     let target = opts.target.validate()?;
     let orig = ir::import(model)?;
     let a0 = groups::analyze(&orig, &opts.analyze)?;
-    let cost0 = cost::cost(&orig, &a0.shapes);
+    let cost0 = cost::cost(&orig, &a0.shapes)?;
     let total0 = strategy::CostModel::new(&orig, &a0).total;
     let steps = match opts.strategy {
         StrategyKind::OneShot => 1,
@@ -156,7 +156,7 @@ pub fn prune(
     progress.finish();
 
     let a_end = groups::analyze(&cur, &opts.analyze)?;
-    let cost_end = cost::cost(&cur, &a_end.shapes);
+    let cost_end = cost::cost(&cur, &a_end.shapes)?;
     let report = build_report(
         &orig,
         &a0,
@@ -254,7 +254,8 @@ fn build_report(
             let inp = n
                 .input(0)
                 .and_then(|x| a.shapes.get(x))
-                .map(|s| s[1] as usize);
+                .and_then(|s| s.get(1))
+                .map(|&c| c as usize);
             let (Some(w), Some(inp)) = (w, inp) else {
                 continue;
             };

@@ -65,7 +65,7 @@ pub fn sweep(
 ) -> Result<Vec<SweepRow>, PruneError> {
     let m = ir::import(model)?;
     let a = groups::analyze(&m, &opts.analyze)?;
-    let c0 = cost::cost(&m, &a.shapes);
+    let c0 = cost::cost(&m, &a.shapes)?;
     let mut rows = Vec::new();
     let mut progress =
         Progress::new("sweep", (opts.criteria.len() * opts.ratios.len()) as u64).quiet(opts.quiet);
@@ -88,7 +88,7 @@ pub fn sweep(
                 &pruned,
                 &shape::input_shapes(&pruned, 1, opts.analyze.input_chw.as_deref())?,
             );
-            let c = cost::cost(&pruned, &s);
+            let c = cost::cost(&pruned, &s)?;
             let file = if opts.keep_models {
                 let p = out_dir.join(format!("{crit}-r{r:.2}.onnx"));
                 pruned.save(&p)?;

@@ -22,6 +22,9 @@ pub const META_MEAN: &str = "crosscam.mean";
 pub const META_STD: &str = "crosscam.std";
 pub const META_COLOR: &str = "crosscam.color";
 
+/// Largest input height or width an embedder may declare (re-id models use 256×128 or so).
+const MAX_INPUT_SIDE: i64 = 4096;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedderSpec {
     pub input: String,
@@ -72,7 +75,16 @@ impl EmbedderSpec {
                 .join(",")
         );
         let (height, width) = match (&shape[2], &shape[3]) {
-            (Dim::Fixed(h), Dim::Fixed(w)) => (*h as usize, *w as usize),
+            (Dim::Fixed(h), Dim::Fixed(w)) => {
+                // every crop is resized to this: a declared size of 0, a negative one or a huge
+                // one would make each batch tensor empty or larger than memory
+                anyhow::ensure!(
+                    (1..=MAX_INPUT_SIDE).contains(h) && (1..=MAX_INPUT_SIDE).contains(w),
+                    "an embedder's input height and width must be 1..={MAX_INPUT_SIDE}; '{}' declares {h}×{w}",
+                    inp.name
+                );
+                (*h as usize, *w as usize)
+            }
             _ => (256, 128),
         };
         let meta = |k: &str| {

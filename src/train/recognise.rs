@@ -125,6 +125,16 @@ impl<'a> Walker<'a> {
         &self.g.nodes[i]
     }
 
+    /// The first output of node `i` (a node without one cannot be part of the network).
+    fn out0(&self, i: usize) -> Result<String, TrainError> {
+        let n = self.node(i);
+        n.outputs
+            .first()
+            .filter(|o| !o.is_empty())
+            .cloned()
+            .ok_or_else(|| unsupported(format!("{} has no output", n.describe())))
+    }
+
     /// Consumers of value `v`, looking through pass-through nodes.
     fn consumers_of(&self, v: &str) -> Vec<usize> {
         let mut out = Vec::new();
@@ -203,7 +213,15 @@ impl<'a> Walker<'a> {
             )));
         }
         let input_hw = match (&shape[2], &shape[3]) {
-            (Dim::Fixed(h), Dim::Fixed(w)) => (*h as usize, *w as usize),
+            (Dim::Fixed(h), Dim::Fixed(w)) => {
+                if !(1..=MAX_SIZE).contains(h) || !(1..=MAX_SIZE).contains(w) {
+                    return Err(unsupported(format!(
+                        "the input '{}' declares {h}×{w} pixels; height and width must be 1..={MAX_SIZE}",
+                        inp.name
+                    )));
+                }
+                (*h as usize, *w as usize)
+            }
             _ => (256, 128),
         };
         let mut convs: Vec<(ConvLayer, ConvWeights)> = Vec::new();
@@ -213,9 +231,9 @@ impl<'a> Walker<'a> {
         let (stem, stem_w, out) = self.conv_bn(stem_conv)?;
         convs.push((stem.clone(), stem_w));
         let relu = self.only_consumer(&out, "Relu", "the stem ReLU")?;
-        let mp = self.only_consumer(&self.node(relu).outputs[0], "MaxPool", "the stem max-pool")?;
+        let mp = self.only_consumer(&self.out0(relu)?, "MaxPool", "the stem max-pool")?;
         let pool = pool_layout(self.node(mp))?;
-        let mut x = self.node(mp).outputs[0].clone();
+        let mut x = self.out0(mp)?;
 
         // residual blocks until the pooling tail
         let mut blocks = Vec::new();
@@ -254,8 +272,11 @@ impl<'a> Walker<'a> {
                 )));
             }
             branches.sort_by_key(|b| std::cmp::Reverse(b.convs.len()));
-            let short = branches.pop().expect("two branches");
-            let main = branches.pop().expect("two branches");
+            let (Some(short), Some(main)) = (branches.pop(), branches.pop()) else {
+                return Err(unsupported(format!(
+                    "'{x}' does not start a residual block"
+                )));
+            };
             if main.convs.is_empty() || short.convs.len() > 1 {
                 return Err(unsupported(format!(
                     "the block at '{x}' has {} and {} convs in its branches; expected a main \
@@ -265,12 +286,9 @@ impl<'a> Walker<'a> {
                 )));
             }
             let add = main.add;
-            let relu = self.only_consumer(
-                &self.node(add).outputs[0],
-                "Relu",
-                "the ReLU after a residual Add",
-            )?;
-            x = self.node(relu).outputs[0].clone();
+            let relu =
+                self.only_consumer(&self.out0(add)?, "Relu", "the ReLU after a residual Add")?;
+            x = self.out0(relu)?;
             let (main_l, main_w): (Vec<_>, Vec<_>) = main.convs.into_iter().unzip();
             let (ds_l, ds_w) = match short.convs.into_iter().next() {
                 Some((l, w)) => (Some(l), Some(w)),
@@ -310,7 +328,7 @@ impl<'a> Walker<'a> {
                     let (bn, eps) = self.bn_weights(n, c)?;
                     neck = Some(bn);
                     neck_eps = eps;
-                    for j in self.consumers_of(&n.outputs[0]) {
+                    for j in self.consumers_of(&self.out0(i)?) {
                         ignored_classifier = ignored_classifier.or(self.classifier_width(j));
                     }
                 }
@@ -369,7 +387,7 @@ impl<'a> Walker<'a> {
                 [i] if self.node(*i).op == "Add" => return Ok(Branch { convs, add: *i }),
                 [i] if self.node(*i).op == "Relu" => {
                     c = self.only_consumer(
-                        &self.node(*i).outputs[0],
+                        &self.out0(*i)?,
                         "Conv",
                         "the next convolution of a block",
                     )?;
@@ -403,6 +421,13 @@ impl<'a> Walker<'a> {
             )));
         }
         let (cout, cin, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
+        if [cout, cin, kh, kw].contains(&0) || kh > MAX_SIZE as usize || kw > MAX_SIZE as usize {
+            return Err(unsupported(format!(
+                "{}: weight of shape {:?}",
+                n.describe(),
+                wt.dims
+            )));
+        }
         if n.attr_i("group").unwrap_or(1) != 1 {
             return Err(unsupported(format!(
                 "{} is a grouped convolution",
@@ -425,7 +450,7 @@ impl<'a> Walker<'a> {
         let stride = two(n.attr_ints("strides"), [1, 1], n)?;
         let pads = match n.attr_ints("pads") {
             None => [0; 4],
-            Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
+            Some(p) if p.len() == 4 && p.iter().all(|&v| (0..=MAX_SIZE).contains(&v)) => {
                 [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
             }
             Some(p) => {
@@ -440,7 +465,16 @@ impl<'a> Walker<'a> {
             Some(_) => Some(self.f32_init(n, 2, "bias")?),
             None => None,
         };
-        let out = n.outputs[0].clone();
+        if let Some(b) = &bias
+            && b.len() != cout
+        {
+            return Err(unsupported(format!(
+                "{}: its bias has {} values for {cout} output channels",
+                n.describe(),
+                b.len()
+            )));
+        }
+        let out = self.out0(idx)?;
         let cons = self.consumers_of(&out);
         let mut layer = ConvLayer {
             name: String::new(),
@@ -464,11 +498,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 layer.bn_eps = eps;
-                Ok((
-                    layer,
-                    ConvWeights { weight, bn },
-                    bn_node.outputs[0].clone(),
-                ))
+                Ok((layer, ConvWeights { weight, bn }, self.out0(*i)?))
             }
             _ => {
                 layer.bn = BnSource::Reinserted;
@@ -533,7 +563,7 @@ impl<'a> Walker<'a> {
                 n.attr_i("keepdims").unwrap_or(1) != 0
             }
         };
-        let out = n.outputs[0].clone();
+        let out = self.out0(first)?;
         if !keepdims {
             return Ok(out);
         }
@@ -545,7 +575,7 @@ impl<'a> Walker<'a> {
             .collect();
         match cons.as_slice() {
             [i] if matches!(self.node(*i).op.as_str(), "Flatten" | "Reshape" | "Squeeze") => {
-                Ok(self.node(*i).outputs[0].clone())
+                self.out0(*i)
             }
             _ => Err(unsupported(format!(
                 "after the global pooling expected Flatten/Reshape/Squeeze, found [{}]",
@@ -560,7 +590,11 @@ impl<'a> Walker<'a> {
             "Gemm" => {
                 let w = self.init(n.input(1)?)?;
                 let trans_b = n.attr_i("transB").unwrap_or(0) != 0;
-                Some(if trans_b { w.dims[0] } else { *w.dims.last()? })
+                Some(if trans_b {
+                    *w.dims.first()?
+                } else {
+                    *w.dims.last()?
+                })
             }
             "MatMul" => Some(*self.init(n.input(1)?)?.dims.last()?),
             _ => None,
@@ -586,10 +620,17 @@ fn node_key(n: &Node) -> String {
     }
 }
 
+/// The largest input side, kernel, stride or padding a recognised network may declare.
+const MAX_SIZE: i64 = 4096;
+
 fn two(v: Option<&[i64]>, default: [i64; 2], n: &Node) -> Result<[i64; 2], TrainError> {
     match v {
-        None => Ok(default),
-        Some([a, b]) if *a > 0 && *b > 0 => Ok([*a, *b]),
+        None if default.iter().all(|&d| d > 0) => Ok(default),
+        None => Err(unsupported(format!(
+            "{}: a required kernel_shape is missing",
+            n.describe()
+        ))),
+        Some([a, b]) if (1..=MAX_SIZE).contains(a) && (1..=MAX_SIZE).contains(b) => Ok([*a, *b]),
         Some(v) => Err(unsupported(format!(
             "{}: expected two positive values, found {v:?}",
             n.describe()
@@ -613,7 +654,7 @@ fn pool_layout(n: &Node) -> Result<PoolLayout, TrainError> {
     }
     let pads = match n.attr("pads") {
         None => [0; 4],
-        Some(Attr::Ints(p)) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
+        Some(Attr::Ints(p)) if p.len() == 4 && p.iter().all(|&v| (0..=MAX_SIZE).contains(&v)) => {
             [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
         }
         Some(_) => return Err(unsupported(format!("{}: bad pads", n.describe()))),

@@ -389,7 +389,7 @@ pub fn model_cost(model: &Model) -> Result<(u64, u64), RetuneError> {
         &m,
         &shape::input_shapes(&m, 1, None).map_err(|e| RetuneError::Invalid(e.to_string()))?,
     );
-    let c = cost::cost(&m, &shapes);
+    let c = cost::cost(&m, &shapes).map_err(|e| RetuneError::Invalid(e.to_string()))?;
     Ok((c.macs, c.params))
 }
 
