@@ -185,18 +185,18 @@ fn wrong_credentials_are_reported_as_unauthorized() {
     let server = TestCamera::start(Some(("operator", "s3cret")));
     // SAFETY: variables private to this test
     unsafe {
-        std::env::set_var("CROSSCAM_TEST_GOOD_PW", "s3cret");
-        std::env::set_var("CROSSCAM_TEST_BAD_PW", "guess");
+        std::env::set_var("CROSSCAM_CAM_TEST_GOOD_PW", "s3cret");
+        std::env::set_var("CROSSCAM_CAM_TEST_BAD_PW", "guess");
     }
     let t = Transitions::default();
     let cams = camera(
         "good",
         &server.url(),
-        "username = \"operator\"\npassword_env = \"CROSSCAM_TEST_GOOD_PW\"",
+        "username = \"operator\"\npassword_env = \"CROSSCAM_CAM_TEST_GOOD_PW\"",
     ) + &camera(
         "bad",
         &server.url(),
-        "username = \"operator\"\npassword_env = \"CROSSCAM_TEST_BAD_PW\"",
+        "username = \"operator\"\npassword_env = \"CROSSCAM_CAM_TEST_BAD_PW\"",
     );
     let (ingest, drainer) = start(&cams, &t);
     assert!(

@@ -271,17 +271,18 @@ pages.manage = async () => {
   const id = h("input", { id: "cam-id", placeholder: "id (e.g. lobby)" });
   const name = h("input", { id: "cam-name", placeholder: "name" });
   const url = h("input", { id: "cam-url", placeholder: "rtsp://host/stream", size: 40 });
+  const cred = h("input", { id: "cam-credential", placeholder: "credential (optional)" });
   const add = h("button", { class: "primary", text: "Add or change", onclick: async () => {
     try {
-      const r = await api(`/api/v1/cameras/${encodeURIComponent(id.value)}`, { method: "PUT", json: { id: id.value, name: name.value || undefined, url: url.value } });
+      const r = await api(`/api/v1/cameras/${encodeURIComponent(id.value)}`, { method: "PUT", json: { id: id.value, name: name.value || undefined, url: url.value, credential: cred.value || undefined } });
       flash(`camera ${r.id} saved`, true); load();
     } catch (e) { flash(e.message); }
   } });
   main().append(h("h1", { text: "Manage cameras" }),
     h("table", { "data-testid": "camera-table" }, h("thead", {}, h("tr", {}, ["Id", "Name", "URL", "State", "Counters", ""].map(t => h("th", { text: t })))), body),
     h("h2", { text: "Add or change a camera" }),
-    h("div", { class: "row" }, id, name, url, add),
-    h("p", { class: "muted", text: "Passwords never go in the URL shown back: give RTSP credentials through environment variables (username_env / password_env) on the server, or in the URL (it is stored and shown redacted)." }));
+    h("div", { class: "row" }, id, name, url, cred, add),
+    h("p", { class: "muted", text: "RTSP credentials: name a credential an admin registered (PUT /api/v1/credentials/{name}); its user name and password are never shown. A password in the URL is stored and shown redacted." }));
   await load();
 };
 

@@ -42,15 +42,14 @@ pub async fn login(
     super::ClientAddr(addr): super::ClientAddr,
     ApiJson(b): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
-    let ip_key = format!("ip:{addr}");
-    let user_key = format!("user:{}", b.user);
-    let keys = vec![ip_key, user_key.clone()];
-    if let Some(wait) = s.limiter.blocked(&keys) {
-        tracing::warn!(user = %b.user, "login refused: too many failed attempts");
-        return Err(ApiError::rate_limited(wait));
-    }
     if b.user.len() > 64 || b.password.len() > 1024 {
         return Err(ApiError::invalid("user name or password too long"));
+    }
+    let shown = crate::config::secrets::clip(&b.user, 64);
+    if let Some(wait) = s.limiter.blocked(&addr, &b.user) {
+        tracing::warn!(user = %shown, %addr, "login refused: too many failed attempts");
+        s.http.limited("login");
+        return Err(ApiError::rate_limited(wait));
     }
     let hours = s.cfg.api.session_hours;
     let user = b.user.clone();
@@ -71,11 +70,11 @@ pub async fn login(
         })
         .await?;
     let Some((role, (_, token, expires))) = issued else {
-        s.limiter.failed(&keys);
-        tracing::warn!(user = %user, "failed login");
+        s.limiter.failed(&addr, &user);
+        tracing::warn!(user = %shown, %addr, "failed login");
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
-    s.limiter.succeeded(&user_key);
+    s.limiter.succeeded(&addr, &user);
     tracing::info!(user = %user, role = %role, "signed in");
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -332,6 +331,8 @@ pub async fn create_token(
     if b.label.is_empty() || b.label.len() > 100 {
         return Err(ApiError::invalid("`label`: 1 to 100 bytes"));
     }
+    crate::config::secrets::check_text(&b.label, 100)
+        .map_err(|m| ApiError::invalid(format!("`label`: {m}")))?;
     let user = b.user.unwrap_or(caller.user.clone());
     let u2 = user.clone();
     let (id, token, _) = s

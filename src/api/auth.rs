@@ -203,12 +203,15 @@ fn verify_password(pw: &str, hash: &str) -> bool {
 }
 
 impl AuthDb {
-    /// Opens (creating if needed) `<data_dir>/auth.db`.
+    /// Opens (creating if needed) `<data_dir>/auth.db` (mode 0600, in a 0700 directory).
     pub fn open(data_dir: &Path) -> Result<AuthDb, AuthError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::store::private::private_dir(data_dir).map_err(|e| {
             AuthError::Invalid(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("auth.db");
+        // password and token hashes: readable by the daemon's user only
+        crate::store::private::private_db(&path)
+            .map_err(|e| AuthError::Invalid(format!("cannot create {}: {e}", path.display())))?;
         let sql = |e| AuthError::Sqlite {
             path: path.display().to_string(),
             source: e,
@@ -439,37 +442,61 @@ impl AuthDb {
     }
 }
 
-/// Failed logins per key (client address, user name) in a sliding minute.
+/// Failed logins in a sliding minute, counted per (client address, user name) pair, and per
+/// user name from every address together as a slower backstop. Failures from one address never
+/// block the same user at another address until the backstop is reached, so a few wrong
+/// passwords cannot lock an admin (or everyone behind the same proxy) out.
 pub struct LoginLimiter {
-    per_minute: usize,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    per_pair: usize,
+    per_user: usize,
+    failures: Mutex<HashMap<LimitKey, VecDeque<Instant>>>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LimitKey {
+    Pair(String, String),
+    User(String),
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
 impl LoginLimiter {
-    pub fn new(per_minute: u32) -> LoginLimiter {
+    /// `per_pair` failures a minute for one user from one address, `per_user` for one user from
+    /// all addresses.
+    pub fn new(per_pair: u32, per_user: u32) -> LoginLimiter {
         LoginLimiter {
-            per_minute: per_minute as usize,
+            per_pair: per_pair as usize,
+            per_user: per_user as usize,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Seconds to wait when any of `keys` has used up its attempts, else `None`.
-    pub fn blocked(&self, keys: &[String]) -> Option<u64> {
+    fn keys(addr: &str, user: &str) -> [LimitKey; 2] {
+        [
+            LimitKey::Pair(addr.to_string(), user.to_string()),
+            LimitKey::User(user.to_string()),
+        ]
+    }
+
+    /// Seconds to wait when `user` may not try to sign in from `addr` now, else `None`.
+    pub fn blocked(&self, addr: &str, user: &str) -> Option<u64> {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut wait = None;
-        for k in keys {
-            if let Some(q) = f.get_mut(k) {
-                while q
-                    .front()
-                    .is_some_and(|t| now - *t > Duration::from_secs(60))
-                {
+        for k in LoginLimiter::keys(addr, user) {
+            let limit = match k {
+                LimitKey::Pair(..) => self.per_pair,
+                LimitKey::User(_) => self.per_user,
+            };
+            if let Some(q) = f.get_mut(&k) {
+                while q.front().is_some_and(|t| now - *t > MINUTE) {
                     q.pop_front();
                 }
-                if q.len() >= self.per_minute
-                    && let Some(first) = q.front()
+                // the attempt that frees a place: the oldest of the last `limit`
+                if q.len() >= limit
+                    && let Some(t) = q.get(q.len() - limit)
                 {
-                    let secs = 60u64.saturating_sub((now - *first).as_secs()).max(1);
+                    let secs = 60u64.saturating_sub((now - *t).as_secs()).max(1);
                     wait = Some(wait.map_or(secs, |w: u64| w.max(secs)));
                 }
             }
@@ -477,23 +504,29 @@ impl LoginLimiter {
         wait
     }
 
-    pub fn failed(&self, keys: &[String]) {
+    pub fn failed(&self, addr: &str, user: &str) {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         if f.len() > 100_000 {
             // a flood of distinct keys: forget the idle ones
-            let now = Instant::now();
-            f.retain(|_, q| q.back().is_some_and(|t| now - *t < Duration::from_secs(60)));
+            f.retain(|_, q| q.back().is_some_and(|t| now - *t < MINUTE));
         }
-        for k in keys {
-            f.entry(k.clone()).or_default().push_back(Instant::now());
+        for k in LoginLimiter::keys(addr, user) {
+            let q = f.entry(k).or_default();
+            q.push_back(now);
+            // no more than the limit is ever needed
+            while q.len() > self.per_pair.max(self.per_user) {
+                q.pop_front();
+            }
         }
     }
 
-    pub fn succeeded(&self, user_key: &str) {
+    /// A right password from `addr`: that pair starts afresh (the per-user backstop does not).
+    pub fn succeeded(&self, addr: &str, user: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(user_key);
+            .remove(&LimitKey::Pair(addr.to_string(), user.to_string()));
     }
 }
 
@@ -566,15 +599,25 @@ mod tests {
     }
 
     #[test]
-    fn limiter_blocks_after_the_allowed_failures() {
-        let l = LoginLimiter::new(3);
-        let keys = vec!["ip:1.2.3.4".to_string(), "user:ada".to_string()];
+    fn limiter_blocks_the_pair_not_the_user_elsewhere() {
+        let l = LoginLimiter::new(3, 5);
         for _ in 0..3 {
-            assert!(l.blocked(&keys).is_none());
-            l.failed(&keys);
+            assert!(l.blocked("1.2.3.4", "ada").is_none());
+            l.failed("1.2.3.4", "ada");
         }
-        let w = l.blocked(&keys).unwrap();
+        let w = l.blocked("1.2.3.4", "ada").unwrap();
         assert!((1..=60).contains(&w));
-        assert!(l.blocked(&["ip:5.6.7.8".to_string()]).is_none());
+        // the same user from another address, and another user from the same address, may try
+        assert!(l.blocked("5.6.7.8", "ada").is_none());
+        assert!(l.blocked("1.2.3.4", "bob").is_none());
+        // a success elsewhere does not unblock the attacker's pair
+        l.succeeded("5.6.7.8", "ada");
+        assert!(l.blocked("1.2.3.4", "ada").is_some());
+        // the backstop: 5 failures of ada from anywhere block ada everywhere
+        l.failed("5.6.7.8", "ada");
+        assert!(l.blocked("9.9.9.9", "ada").is_none());
+        l.failed("9.9.9.9", "ada");
+        assert!(l.blocked("10.0.0.1", "ada").is_some(), "per-user backstop");
+        assert!(l.blocked("10.0.0.1", "bob").is_none());
     }
 }

@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiJson, ApiPath};
-use super::{ApiError, ApiResult, ApiState, Caller};
+use super::{ApiError, ApiResult, ApiState, Caller, Role};
 use crate::config::CameraSettings;
+use crate::config::secrets::{MAX_ID_CHARS, clip};
 use crate::ingest::camera::redact;
 
 /// A camera as the API shows it: settings without secrets, plus its live status.
@@ -24,13 +25,19 @@ pub struct CameraView {
     pub fps: Option<u32>,
     pub realtime: bool,
     pub loop_file: bool,
-    /// Names of the environment variables holding credentials (never their values).
+    /// The registered credential the camera uses (its name; values are never shown).
+    pub credential: Option<String>,
+    /// Names of the environment variables holding credentials (never their values); shown to
+    /// admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     pub status: Option<crate::ingest::CameraStatus>,
 }
 
-fn view(s: &ApiState, c: &CameraSettings) -> CameraView {
+fn view(s: &ApiState, c: &CameraSettings, caller: &Caller) -> CameraView {
+    let admin = caller.role == Role::Admin;
     CameraView {
         id: c.id.clone(),
         name: c.name.clone().unwrap_or_else(|| c.id.clone()),
@@ -39,8 +46,9 @@ fn view(s: &ApiState, c: &CameraSettings) -> CameraView {
         fps: c.fps,
         realtime: c.realtime,
         loop_file: c.loop_file,
-        username_env: c.username_env.clone(),
-        password_env: c.password_env.clone(),
+        credential: c.credential.clone(),
+        username_env: c.username_env.clone().filter(|_| admin),
+        password_env: c.password_env.clone().filter(|_| admin),
         status: s.server.ingest.camera_status(&c.id),
     }
 }
@@ -50,17 +58,29 @@ fn find(s: &ApiState, id: &str) -> ApiResult<CameraSettings> {
         .cameras()
         .into_iter()
         .find(|c| c.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no camera {id:?}")))
+        .ok_or_else(|| ApiError::not_found(format!("no camera {}", clip(id, MAX_ID_CHARS))))
 }
 
-pub async fn list(State(s): State<ApiState>) -> ApiResult<Response> {
-    let cams: Vec<CameraView> = s.server.cameras().iter().map(|c| view(&s, c)).collect();
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let cams: Vec<CameraView> = s
+        .server
+        .cameras()
+        .iter()
+        .map(|c| view(&s, c, &caller))
+        .collect();
     Ok(axum::Json(json!({ "cameras": cams })).into_response())
 }
 
-pub async fn get(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+pub async fn get(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     let c = find(&s, &id)?;
-    Ok(axum::Json(view(&s, &c)).into_response())
+    Ok(axum::Json(view(&s, &c, &caller)).into_response())
 }
 
 /// Parses and checks a camera from a request body; relative `file:` URLs are taken against the
@@ -77,9 +97,21 @@ fn parse_camera(s: &ApiState, mut body: Value, path_id: Option<&str>) -> ApiResu
             Some(Value::String(b)) if b == pid => {}
             Some(other) => {
                 return Err(ApiError::invalid(format!(
-                    "`id` in the body ({other}) differs from the id in the path ({pid:?}); a camera's id cannot change"
+                    "`id` in the body ({}) differs from the id in the path ({}); a camera's id cannot change",
+                    clip(&other.to_string(), MAX_ID_CHARS),
+                    clip(pid, MAX_ID_CHARS)
                 )));
             }
+        }
+    }
+    // the daemon's environment is not the API's to name: cameras added or changed through the
+    // API use credentials an admin registered
+    for k in ["username_env", "password_env"] {
+        if obj.contains_key(k) {
+            return Err(ApiError::invalid(format!(
+                "`{k}`: environment variables can only be named in the config file; through the API, \
+                 give `credential`: the name of a credential an admin registered with PUT /api/v1/credentials/{{name}}"
+            )));
         }
     }
     let mut c: CameraSettings = serde_path_to_error::deserialize(body)
@@ -97,9 +129,21 @@ fn parse_camera(s: &ApiState, mut body: Value, path_id: Option<&str>) -> ApiResu
     s.server
         .check_api_source(&c)
         .map_err(|m| ApiError::invalid(format!("`url`: {m}")))?;
-    c.check()
+    c.check(&s.cfg.ingest.env_policy())
         .map_err(|(k, m)| ApiError::invalid(format!("`{k}`: {m}")))?;
     Ok(c)
+}
+
+/// Refuses a camera naming a credential that is not registered.
+fn check_credential(s: &ApiState, c: &CameraSettings) -> ApiResult<()> {
+    if let Some(name) = &c.credential
+        && !s.credentials.exists(name)?
+    {
+        return Err(ApiError::invalid(format!(
+            "`credential`: no credential {name:?} is registered; an admin registers it with PUT /api/v1/credentials/{name}"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn create(
@@ -116,6 +160,7 @@ pub async fn create(
     }
     let id = c.id.clone();
     s.blocking(move |s| {
+        check_credential(s, &c)?;
         s.server
             .put_camera(c)
             .map_err(|e| ApiError::invalid(format!("{e:#}")))
@@ -123,7 +168,7 @@ pub async fn create(
     .await?;
     tracing::info!(camera = %id, user = %caller.user, "camera added through the API");
     let c = find(&s, &id)?;
-    Ok((StatusCode::CREATED, axum::Json(view(&s, &c))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(view(&s, &c, &caller))).into_response())
 }
 
 pub async fn put(
@@ -135,6 +180,7 @@ pub async fn put(
     let c = parse_camera(&s, body, Some(&id))?;
     let added = s
         .blocking(move |s| {
+            check_credential(s, &c)?;
             s.server
                 .put_camera(c)
                 .map_err(|e| ApiError::invalid(format!("{e:#}")))
@@ -147,7 +193,7 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(view(&s, &c))).into_response())
+    Ok((status, axum::Json(view(&s, &c, &caller))).into_response())
 }
 
 pub async fn delete(
@@ -160,7 +206,10 @@ pub async fn delete(
         .blocking(move |s| s.server.remove_camera(&id2).map_err(ApiError::internal))
         .await?;
     if !removed {
-        return Err(ApiError::not_found(format!("no camera {id:?}")));
+        return Err(ApiError::not_found(format!(
+            "no camera {}",
+            clip(&id, MAX_ID_CHARS)
+        )));
     }
     tracing::info!(camera = %id, user = %caller.user, "camera removed through the API");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -54,6 +54,22 @@ impl ApiError {
         tracing::error!("API request failed: {d}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", d.to_string())
     }
+    /// 429 for a user who used up their allowance of an expensive endpoint.
+    pub fn too_many(secs: u64, what: &str, per_minute: u32, key: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many {what}: at most {per_minute} a minute per user ([api] {key}); try again in {secs} s"
+                ),
+            )
+        }
+    }
+    pub fn too_large(d: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", d)
+    }
     pub fn rate_limited(secs: u64) -> ApiError {
         ApiError {
             retry_after: Some(secs),

@@ -22,9 +22,21 @@ pub struct HttpMetrics {
     requests: Mutex<HashMap<(String, String, u16), u64>>,
     latency: Mutex<HashMap<String, Arc<Histogram>>>,
     ws_clients: AtomicI64,
+    /// Requests refused by a rate limit, by class (`login`, `snapshot`, `search`, `export`).
+    limited_counts: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl HttpMetrics {
+    /// Counts a request refused by the rate limit of `class`.
+    pub fn limited(&self, class: &'static str) {
+        *self
+            .limited_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(class)
+            .or_default() += 1;
+    }
+
     pub fn ws_open(&self, d: i64) {
         self.ws_clients.fetch_add(d, Ordering::Relaxed);
     }
@@ -318,6 +330,26 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
                 o,
                 "crosscam_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
                 esc(route)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "crosscam_http_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit (429), by class: failed-login limits and the per-user limits of snapshots, searches and exports.",
+    );
+    {
+        let lim = s
+            .http
+            .limited_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for class in ["login", "snapshot", "search", "export"] {
+            let n = lim.get(class).copied().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "crosscam_http_rate_limited_total{{class=\"{class}\"}} {n}"
             );
         }
     }

@@ -5,6 +5,8 @@
 //! routes.rs   the route table: path, method, who may call it, handler; the router and the
 //!             OpenAPI document are both built from it, so they cannot disagree
 //! auth.rs     users, roles, sessions, API tokens (argon2, hashed tokens), login rate limits
+//! limits.rs   per-user rate limits of the expensive endpoints (snapshots, search, exports)
+//! credentials.rs  named camera credentials (admin only; names listed, values never returned)
 //! cameras.rs  camera list, health, live snapshots, run-time add / change / remove
 //! people.rs   identities, crops, timelines, search by image, merge / split, audit
 //! admin.rs    models, jobs (prune / re-tune as child processes), users, tokens
@@ -17,9 +19,11 @@
 pub mod admin;
 pub mod auth;
 pub mod cameras;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod people;
 pub mod routes;
@@ -50,6 +54,10 @@ pub struct Inner {
     pub cfg: Config,
     pub auth: AuthDb,
     pub limiter: auth::LoginLimiter,
+    /// Per-user buckets of the expensive endpoints.
+    pub rates: limits::RateLimiter,
+    /// Named camera credentials (`DATA/credentials.db`).
+    pub credentials: crate::store::credentials::CredentialStore,
     /// The API's own read connection to the store.
     pub store: Mutex<Store>,
     pub jobs: jobs::JobManager,
@@ -260,7 +268,12 @@ pub fn start(cfg: &Config, server: Arc<Server>) -> Result<ApiHandle> {
         server,
         cfg: cfg.clone(),
         auth,
-        limiter: auth::LoginLimiter::new(cfg.api.login_attempts_per_minute),
+        limiter: auth::LoginLimiter::new(
+            cfg.api.login_attempts_per_minute,
+            cfg.api.login_attempts_per_user_per_minute,
+        ),
+        rates: limits::RateLimiter::default(),
+        credentials: crate::store::credentials::CredentialStore::open(&cfg.server.data_dir)?,
         store: Mutex::new(store),
         search_embedder: Mutex::new(None),
         http: metrics::HttpMetrics::default(),

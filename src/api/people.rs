@@ -212,7 +212,39 @@ fn check_reason(r: &str) -> ApiResult<()> {
     if r.len() > 500 {
         return Err(ApiError::invalid("`reason` is at most 500 bytes"));
     }
-    Ok(())
+    crate::config::secrets::check_text(r, 500)
+        .map_err(|m| ApiError::invalid(format!("`reason`: {m}")))
+}
+
+/// Decodes an uploaded JPEG or PNG, refusing (413) a picture of more than `max_pixels` from its
+/// header's dimensions, before any pixel memory is allocated; the decoder's own allocation is
+/// capped too, for files whose header undersells them.
+pub fn decode_upload(body: &[u8], max_pixels: u64) -> ApiResult<image::RgbImage> {
+    let bad = |e: &dyn std::fmt::Display| {
+        ApiError::invalid(format!("the upload is not a JPEG or PNG picture: {e}"))
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(body))
+            .with_guessed_format()
+            .map_err(|e| bad(&e))
+    };
+    let (w, h) = reader()?.into_dimensions().map_err(|e| bad(&e))?;
+    let pixels = w as u64 * h as u64;
+    if pixels > max_pixels {
+        return Err(ApiError::too_large(format!(
+            "the picture is {w}×{h} = {:.1} Mpx; at most {:.1} Mpx are accepted ([api] max_image_pixels): send a smaller picture (a crop of one person works best)",
+            pixels as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // the decoded picture (at most 4 bytes a pixel, 16-bit channels twice that) and the RGB copy
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    let mut r = reader()?;
+    r.limits(limits);
+    Ok(r.decode().map_err(|e| bad(&e))?.to_rgb8())
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,13 +315,10 @@ pub async fn search(
             "the body is empty: upload a JPEG or PNG picture",
         ));
     }
+    let max_pixels = s.cfg.api.max_image_pixels;
     let descriptor = s
         .blocking(move |s| {
-            let img = image::load_from_memory(&body)
-                .map_err(|e| {
-                    ApiError::invalid(format!("the upload is not a JPEG or PNG picture: {e}"))
-                })?
-                .to_rgb8();
+            let img = decode_upload(&body, max_pixels)?;
             if img.width() < 8 || img.height() < 16 {
                 return Err(ApiError::invalid(
                     "the picture is too small (at least 8×16 pixels)",
@@ -352,4 +381,70 @@ pub async fn search(
 pub async fn audit(State(s): State<ApiState>) -> ApiResult<Response> {
     let rows = s.with_store(|st| Ok(st.audit()?)).await?;
     Ok(axum::Json(json!({ "audit": rows })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG whose header says `w`×`h`, with one short IDAT chunk: enough for a decoder to
+    /// read the dimensions (decoding its pixels would fail, so a refusal must come first).
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            let mut body = kind.to_vec();
+            body.extend(data);
+            out.extend((data.len() as u32).to_be_bytes());
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0, 0, 0]);
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    fn crc32(b: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &x in b {
+            c ^= x as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn a_huge_picture_is_refused_from_its_header() {
+        let e = decode_upload(&png_header(13_000, 13_000), 16_000_000).unwrap_err();
+        assert_eq!(e.status.as_u16(), 413, "{}", e.detail);
+        assert!(
+            e.detail.contains("13000×13000") && e.detail.contains("max_image_pixels"),
+            "{}",
+            e.detail
+        );
+        // a small real picture decodes
+        let mut png = Vec::new();
+        image::RgbImage::new(32, 64)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let img = decode_upload(&png, 16_000_000).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 64));
+        assert_eq!(decode_upload(&png, 100).unwrap_err().status.as_u16(), 413);
+        assert_eq!(
+            decode_upload(b"not a picture", 100)
+                .unwrap_err()
+                .status
+                .as_u16(),
+            422
+        );
+    }
 }

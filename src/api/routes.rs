@@ -10,7 +10,8 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use super::auth::Need;
-use super::{ApiError, ApiState, admin, cameras, events, metrics, people, ui};
+use super::limits::Cost;
+use super::{ApiError, ApiState, admin, cameras, credentials, events, metrics, people, ui};
 
 /// What a route takes as its body.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +38,8 @@ pub struct Route {
     pub body: Body,
     /// Media type of a success (`application/json`, `image/jpeg`, …).
     pub produces: &'static str,
+    /// An expensive request, limited per user (`[api] <class>_per_minute`).
+    pub cost: Option<Cost>,
     pub handler: MethodRouter<ApiState>,
 }
 
@@ -66,6 +69,7 @@ fn r(
         query: &[],
         body,
         produces,
+        cost: None,
         handler,
     }
 }
@@ -232,7 +236,8 @@ pub fn table() -> Vec<Route> {
             Body::None,
             "image/jpeg",
             get(cameras::snapshot),
-        ),
+        )
+        .cost(Cost::Snapshot),
         r(
             g.clone(),
             "/api/v1/cameras/{id}/live",
@@ -303,7 +308,8 @@ pub fn table() -> Vec<Route> {
             Body::None,
             "image/svg+xml",
             get(people::timeline_svg_one),
-        ),
+        )
+        .cost(Cost::Export),
         r(
             p.clone(),
             "/api/v1/identities/{id}/merge",
@@ -337,6 +343,7 @@ pub fn table() -> Vec<Route> {
             "image/svg+xml",
             get(people::site_timeline_svg),
         )
+        .cost(Cost::Export)
         .query(&[
             ("since_ms", "integer", "only sightings ending at or after"),
             (
@@ -372,6 +379,7 @@ pub fn table() -> Vec<Route> {
             JSON,
             post(people::search),
         )
+        .cost(Cost::Search)
         .query(&[("k", "integer", "matches to return, 1–50 (default 10)")]),
         r(
             g.clone(),
@@ -528,6 +536,39 @@ pub fn table() -> Vec<Route> {
             post(admin::create_token),
         ),
         r(
+            g.clone(),
+            "/api/v1/credentials",
+            Some(Admin),
+            "cameras",
+            "Registered camera credentials: names only, never user names or passwords",
+            &[],
+            Body::None,
+            JSON,
+            get(credentials::list),
+        ),
+        r(
+            u.clone(),
+            "/api/v1/credentials/{id}",
+            Some(Admin),
+            "cameras",
+            "Register or replace a named camera credential (cameras refer to it with `credential`)",
+            ID,
+            Body::Json("Credential"),
+            JSON,
+            put(credentials::put),
+        ),
+        r(
+            d.clone(),
+            "/api/v1/credentials/{id}",
+            Some(Admin),
+            "cameras",
+            "Forget a camera credential (refused while a camera uses it)",
+            ID,
+            Body::None,
+            JSON,
+            delete(credentials::delete),
+        ),
+        r(
             d,
             "/api/v1/tokens/{id}",
             Some(Admin),
@@ -546,6 +587,11 @@ impl Route {
         self.query = q;
         self
     }
+
+    fn cost(mut self, c: Cost) -> Route {
+        self.cost = Some(c);
+        self
+    }
 }
 
 /// The whole application: API routes (with their sign-in and role checks), the web UI, JSON
@@ -558,6 +604,13 @@ pub fn router(state: ApiState) -> Router {
         let mut h = rt.handler;
         if rt.body == Body::Image {
             h = h.layer(DefaultBodyLimit::max(image_limit));
+        }
+        // inside the sign-in check (which runs first and names the caller)
+        if let Some(cost) = rt.cost {
+            h = h.route_layer(from_fn_with_state(
+                (state.clone(), cost),
+                super::limits::limit,
+            ));
         }
         if let Some(need) = rt.need {
             h = h.route_layer(from_fn_with_state((state.clone(), need), super::require));
@@ -600,12 +653,13 @@ fn schemas() -> Value {
         "Error": s(json!({"error": {"type": "string", "description": "machine-readable code"}, "detail": {"type": "string", "description": "what went wrong and what to do"}}), &["error", "detail"]),
         "Login": s(json!({"user": {"type": "string"}, "password": {"type": "string"}}), &["user", "password"]),
         "Camera": s(json!({
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
-            "url": {"type": "string", "description": "rtsp://…, file:…, test:<pattern>, v4l2:///dev/videoN"},
-            "name": {"type": "string"}, "enabled": {"type": "boolean"},
-            "username": {"type": "string"}, "username_env": {"type": "string"}, "password_env": {"type": "string"},
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 64},
+            "url": {"type": "string", "maxLength": 2048, "description": "rtsp://…, file:…, test:<pattern>, v4l2:///dev/videoN"},
+            "name": {"type": "string", "maxLength": 200}, "enabled": {"type": "boolean"},
+            "username": {"type": "string", "maxLength": 200},
+            "credential": {"type": "string", "description": "name of a credential an admin registered (PUT /api/v1/credentials/{name}); username_env / password_env are config-file only"},
             "transport": {"enum": ["auto", "tcp", "udp"]}, "fps": {"type": "integer", "minimum": 1, "maximum": 60},
-            "realtime": {"type": "boolean"}, "loop_file": {"type": "boolean"}, "start_s": {"type": "number", "minimum": 0}
+            "realtime": {"type": "boolean"}, "loop_file": {"type": "boolean"}, "start_s": {"type": "number", "minimum": 0, "maximum": 86400}
         }), &["id", "url"]),
         "Merge": s(json!({"absorb": {"type": "integer"}, "reason": {"type": "string", "maxLength": 500}}), &["absorb"]),
         "Split": s(json!({"tracklets": {"type": "array", "items": {"type": "integer"}, "minItems": 1}, "reason": {"type": "string", "maxLength": 500}}), &["tracklets"]),
@@ -616,6 +670,7 @@ fn schemas() -> Value {
             "holdout": {"type": "number", "default": 0.25}
         }), &[]),
         "User": s(json!({"name": {"type": "string"}, "role": {"enum": ["operator", "integrator", "admin"]}, "password": {"type": "string", "minLength": 8}}), &["name", "role", "password"]),
+        "Credential": s(json!({"username": {"type": "string", "maxLength": 200}, "password": {"type": "string", "minLength": 1, "maxLength": 1024}}), &["password"]),
         "Token": s(json!({"label": {"type": "string"}, "user": {"type": "string"}}), &["label"]),
     })
 }
@@ -667,6 +722,9 @@ pub fn document() -> Value {
             Some(need) => {
                 op["security"] = json!([{"bearer": []}, {"session": []}]);
                 op["x-roles"] = json!(need.roles());
+                if let Some(cost) = rt.cost {
+                    op["x-rate-limit"] = json!({"class": cost.as_str(), "per_user_per_minute": format!("[api] {}", cost.key())});
+                }
             }
             None => op["security"] = json!([]),
         }

@@ -7,6 +7,7 @@
 
 mod gallery;
 mod locate;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 
@@ -93,8 +94,20 @@ pub struct ApiSettings {
     pub max_body_kib: usize,
     /// Largest image upload (search by image), KiB.
     pub max_image_kib: usize,
-    /// Failed logins allowed per client address (and per user name) per minute.
+    /// Largest decoded picture (search by image), pixels; checked from the header before decoding.
+    pub max_image_pixels: u64,
+    /// Failed logins allowed per minute for one user name from one client address.
     pub login_attempts_per_minute: u32,
+    /// Failed logins allowed per minute for one user name from all addresses together (a slower
+    /// backstop against guessing from many addresses).
+    pub login_attempts_per_user_per_minute: u32,
+    /// Per-user limits of the expensive endpoints, requests per minute (a bucket holding ten
+    /// seconds' worth, at least one, allows short bursts): live snapshots (JPEG),
+    pub snapshots_per_minute: u32,
+    /// searches by image,
+    pub searches_per_minute: u32,
+    /// and rendered exports (timeline pictures).
+    pub exports_per_minute: u32,
     /// How long a login session lasts, hours.
     pub session_hours: u64,
     /// Events buffered per WebSocket client; a client further behind is told how many it lost.
@@ -110,7 +123,12 @@ impl Default for ApiSettings {
             tls_key: None,
             max_body_kib: 64,
             max_image_kib: 8192,
+            max_image_pixels: 16_000_000,
             login_attempts_per_minute: 5,
+            login_attempts_per_user_per_minute: 30,
+            snapshots_per_minute: 1200,
+            searches_per_minute: 30,
+            exports_per_minute: 60,
             session_hours: 12,
             ws_buffer: 4096,
         }
@@ -195,6 +213,21 @@ pub struct IngestSettings {
     /// Folders whose videos `file:` cameras added through the API may play (relative to the
     /// config file). Empty: the API cannot add file cameras (the config file still can).
     pub media_dirs: Vec<PathBuf>,
+    /// Environment variables that cameras' `username_env` / `password_env` may name start with
+    /// this prefix (any other name is refused)…
+    pub credential_env_prefix: String,
+    /// …or are listed here.
+    pub credential_env_allow: Vec<String>,
+}
+
+impl IngestSettings {
+    /// Which environment variables cameras may name for their credentials.
+    pub fn env_policy(&self) -> secrets::EnvPolicy {
+        secrets::EnvPolicy {
+            prefix: self.credential_env_prefix.clone(),
+            allow: self.credential_env_allow.clone(),
+        }
+    }
 }
 
 impl Default for IngestSettings {
@@ -208,6 +241,8 @@ impl Default for IngestSettings {
             rtsp_latency_ms: 200,
             queue_depth: 2,
             media_dirs: Vec::new(),
+            credential_env_prefix: secrets::DEFAULT_ENV_PREFIX.into(),
+            credential_env_allow: Vec::new(),
         }
     }
 }
@@ -325,8 +360,13 @@ pub struct CameraSettings {
     #[serde(default)]
     pub username_env: Option<String>,
     /// RTSP password: through an environment variable only (`password_env`), never in the file.
+    /// Config file only, and only variables the `[ingest]` credential policy allows.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A credential (user name and password) an admin registered by name in the credential store
+    /// (`PUT /api/v1/credentials/{name}`); the only way for cameras added through the API.
+    #[serde(default)]
+    pub credential: Option<String>,
     #[serde(default)]
     pub transport: RtspTransport,
     /// Analysis rate override for this camera (whole frames per second).
@@ -490,29 +530,102 @@ impl Config {
             }
             (None, None) => {}
         }
-        for (key, v) in [
-            ("max_body_kib", self.api.max_body_kib),
-            ("max_image_kib", self.api.max_image_kib),
-            ("ws_buffer", self.api.ws_buffer),
-        ] {
-            if v == 0 {
-                return Err(err(api(key), "expected a positive number, found 0".into()));
+        // (key, value, lowest, highest)
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            ("max_body_kib", self.api.max_body_kib as u64, 1, 1 << 20),
+            ("max_image_kib", self.api.max_image_kib as u64, 1, 1 << 20),
+            ("max_image_pixels", self.api.max_image_pixels, 1, 1 << 30),
+            ("ws_buffer", self.api.ws_buffer as u64, 1, 1 << 20),
+            ("session_hours", self.api.session_hours, 1, 24 * 366),
+            (
+                "login_attempts_per_minute",
+                self.api.login_attempts_per_minute as u64,
+                1,
+                1000,
+            ),
+            (
+                "login_attempts_per_user_per_minute",
+                self.api.login_attempts_per_user_per_minute as u64,
+                1,
+                100_000,
+            ),
+            (
+                "snapshots_per_minute",
+                self.api.snapshots_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "searches_per_minute",
+                self.api.searches_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "exports_per_minute",
+                self.api.exports_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(err(
+                    api(key),
+                    format!("expected a number from {lo} to {hi}, found {v}"),
+                ));
             }
         }
-        if self.api.login_attempts_per_minute == 0 || self.api.session_hours == 0 {
+        if self.analysis.width > 7680 {
             return Err(err(
-                api(if self.api.session_hours == 0 {
-                    "session_hours"
-                } else {
-                    "login_attempts_per_minute"
-                }),
-                "expected a positive number, found 0".into(),
+                KeyPath::new().key("analysis").key("width"),
+                format!(
+                    "expected a width from 0 (as is) to 7680 pixels, found {}",
+                    self.analysis.width
+                ),
             ));
         }
+        let ingest = |k: &str| KeyPath::new().key("ingest").key(k);
+        if !(1..=1000).contains(&self.ingest.queue_depth) {
+            return Err(err(
+                ingest("queue_depth"),
+                format!(
+                    "expected a number from 1 to 1000, found {}",
+                    self.ingest.queue_depth
+                ),
+            ));
+        }
+        let p = &self.ingest.credential_env_prefix;
+        if !p.is_empty()
+            && (p.len() < 4
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        {
+            return Err(err(
+                ingest("credential_env_prefix"),
+                format!(
+                    "expected a prefix of at least 4 upper-case letters, digits or '_' (such as \"CROSSCAM_CAM_\"), or \"\" for none, found {}",
+                    secrets::clip(p, 64)
+                ),
+            ));
+        }
+        for (i, v) in self.ingest.credential_env_allow.iter().enumerate() {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(
+                    ingest("credential_env_allow").index(i),
+                    format!(
+                        "expected an environment variable name, found {}",
+                        secrets::clip(v, 64)
+                    ),
+                ));
+            }
+        }
+        let policy = self.ingest.env_policy();
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let at = |k: &str| KeyPath::new().key("cameras").index(i).key(k);
-            c.check().map_err(|(k, m)| err(at(k), m))?;
+            c.check(&policy).map_err(|(k, m)| err(at(k), m))?;
             if !seen.insert(c.id.as_str()) {
                 return Err(err(
                     at("id"),
@@ -525,19 +638,17 @@ impl Config {
 }
 
 impl CameraSettings {
-    /// Checks one camera on its own (ids unique across cameras are checked by the caller):
-    /// `Err((key, message))` names the key at fault.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        {
-            return Err((
-                "id",
-                format!("expected letters, digits, '-' or '_', found {:?}", self.id),
-            ));
+    /// Checks one camera on its own (ids unique across cameras are checked by the caller), with
+    /// `policy` deciding which environment variables its credentials may come from:
+    /// `Err((key, message))` names the key at fault. Every camera, from the config or the API,
+    /// is checked here.
+    pub fn check(&self, policy: &secrets::EnvPolicy) -> Result<(), (&'static str, String)> {
+        secrets::check_id(&self.id).map_err(|m| ("id", m))?;
+        secrets::check_text(&self.url, secrets::MAX_TEXT_CHARS).map_err(|m| ("url", m))?;
+        for (k, v) in [("name", &self.name), ("username", &self.username)] {
+            if let Some(v) = v {
+                secrets::check_text(v, secrets::MAX_NAME_CHARS).map_err(|m| (k, m))?;
+            }
         }
         crate::ingest::source::SourceUrl::parse(&self.url).map_err(|m| ("url", m))?;
         if let Some(rest) = self.url.strip_prefix("file://")
@@ -548,19 +659,32 @@ impl CameraSettings {
                 format!("expected a video file, but {rest} does not exist"),
             ));
         }
+        if let Some(name) = &self.credential {
+            secrets::check_id(name).map_err(|m| ("credential", m))?;
+            if self.username_env.is_some() || self.password_env.is_some() {
+                return Err((
+                    "credential",
+                    "give either a registered credential or username_env / password_env, not both"
+                        .into(),
+                ));
+            }
+        }
         for (k, var) in [
             ("username_env", &self.username_env),
             ("password_env", &self.password_env),
         ] {
-            if let Some(var) = var
-                && std::env::var_os(var).is_none()
-            {
-                return Err((
-                    k,
-                    format!(
-                        "the environment variable {var} is not set; export it before starting crosscam"
-                    ),
-                ));
+            if let Some(var) = var {
+                if !policy.allows(var) {
+                    return Err((k, policy.refusal(k, var)));
+                }
+                if std::env::var_os(var).is_none() {
+                    return Err((
+                        k,
+                        format!(
+                            "the environment variable {var} is not set; export it before starting crosscam"
+                        ),
+                    ));
+                }
             }
         }
         if let Some(f) = self.fps
@@ -572,6 +696,12 @@ impl CameraSettings {
             ));
         }
         if let Some(t) = self.start_s {
+            if !(t.is_finite() && (0.0..=MAX_START_S).contains(&t)) {
+                return Err((
+                    "start_s",
+                    format!("expected seconds from 0 to {MAX_START_S} (24 h), found {t}"),
+                ));
+            }
             if !self.url.starts_with("file:") {
                 return Err((
                     "start_s",
@@ -579,9 +709,6 @@ impl CameraSettings {
                      in the past or the future)"
                         .into(),
                 ));
-            }
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(("start_s", format!("expected seconds from 0 on, found {t}")));
             }
         }
         Ok(())
@@ -596,20 +723,40 @@ impl CameraSettings {
         }
     }
 
-    /// The user name and password, with environment variables read now.
+    /// The user name and password, read now: from the registered credential the camera names,
+    /// else from the environment variables it names (only those the installed policy allows),
+    /// else the plain user name. The one place the ingest asks for a camera's credentials.
     pub fn credentials(&self) -> (Option<String>, Option<String>) {
+        let reg = secrets::registry();
+        if let Some(name) = &self.credential {
+            let found = reg.store.as_ref().and_then(|s| s.credential(name));
+            return match found {
+                Some(c) => (
+                    c.username.or_else(|| self.username.clone()),
+                    Some(c.password),
+                ),
+                None => {
+                    tracing::warn!(
+                        camera = %self.id,
+                        credential = %secrets::clip(name, secrets::MAX_ID_CHARS),
+                        "the camera's credential is not registered; connecting without a password"
+                    );
+                    (self.username.clone(), None)
+                }
+            };
+        }
         let user = self
             .username_env
             .as_ref()
-            .and_then(|v| std::env::var(v).ok())
+            .and_then(|v| reg.policy.read(v))
             .or_else(|| self.username.clone());
-        let pass = self
-            .password_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok());
+        let pass = self.password_env.as_ref().and_then(|v| reg.policy.read(v));
         (user, pass)
     }
 }
+
+/// Latest start position of a file camera, seconds (24 h).
+pub const MAX_START_S: f64 = 86_400.0;
 
 /// Deserializes TOML text into `T`, reporting errors with line and key path. Used for every
 /// TOML file crosscam reads (configs, the model manifest, study definitions).

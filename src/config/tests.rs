@@ -91,10 +91,126 @@ fn missing_manifest_file_is_reported_on_its_key() {
 
 #[test]
 fn unset_credential_variable_is_named() {
-    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/s\"\npassword_env = \"CROSSCAM_TEST_SURELY_UNSET\"\n")
+    let e = parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/s\"\npassword_env = \"CROSSCAM_CAM_SURELY_UNSET\"\n")
         .unwrap_err();
     assert_eq!(e.key, "cameras[0].password_env");
-    assert!(e.message.contains("CROSSCAM_TEST_SURELY_UNSET"), "{e}");
+    assert!(e.message.contains("CROSSCAM_CAM_SURELY_UNSET"), "{e}");
+}
+
+fn env_camera(key: &str, var: &str, ingest: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        "{ingest}\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/s\"\n{key} = \"{var}\"\n"
+    ))
+}
+
+#[test]
+fn credential_variables_outside_the_policy_are_refused_alike_set_or_not() {
+    // HOME is set, CROSSCAM_NOPE is not: the same refusal, which says nothing about either
+    assert!(std::env::var_os("HOME").is_some());
+    let set = env_camera("password_env", "HOME", "").unwrap_err();
+    let unset = env_camera("password_env", "CROSSCAM_NOPE", "").unwrap_err();
+    assert_eq!(set.key, "cameras[0].password_env");
+    assert_eq!(
+        set.message.replace("HOME", "V"),
+        unset.message.replace("CROSSCAM_NOPE", "V"),
+        "{set} / {unset}"
+    );
+    assert!(set.message.contains("CROSSCAM_CAM_"), "{set}");
+    let e = env_camera("username_env", "AWS_SECRET_ACCESS_KEY", "").unwrap_err();
+    assert_eq!(e.key, "cameras[0].username_env");
+    // listed by the site: allowed (and then it must be set)
+    let ok = env_camera(
+        "password_env",
+        "HOME",
+        "[ingest]\ncredential_env_allow = [\"HOME\"]",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    // another prefix
+    let e = env_camera(
+        "password_env",
+        "CROSSCAM_CAM_X",
+        "[ingest]\ncredential_env_prefix = \"SITE_CAM_\"",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("SITE_CAM_"), "{e}");
+    let e = parse("[ingest]\ncredential_env_prefix = \"A\"\n").unwrap_err();
+    assert_eq!(e.key, "ingest.credential_env_prefix");
+}
+
+#[test]
+fn credentials_read_only_what_the_installed_policy_allows() {
+    // SAFETY: a variable private to this test
+    unsafe { std::env::set_var("CROSSCAM_CAM_CONFIG_TEST_PW", "pw-from-env") };
+    let cfg = parse(
+        "[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/s\"\nusername = \"viewer\"\npassword_env = \"CROSSCAM_CAM_CONFIG_TEST_PW\"\n",
+    )
+    .unwrap();
+    let (user, pass) = cfg.cameras[0].credentials();
+    assert_eq!(user.as_deref(), Some("viewer"));
+    assert_eq!(pass.as_deref(), Some("pw-from-env"));
+    // a camera built around the check (as a hand-made one could be) still reads nothing
+    let mut c = cfg.cameras[0].clone();
+    c.password_env = Some("HOME".into());
+    assert_eq!(c.credentials().1, None);
+    assert!(c.check(&secrets::EnvPolicy::default()).is_err());
+    c.password_env = None;
+    c.credential = Some("gate".into());
+    assert!(c.check(&secrets::EnvPolicy::default()).is_ok());
+    c.password_env = Some("CROSSCAM_CAM_CONFIG_TEST_PW".into());
+    let e = c.check(&secrets::EnvPolicy::default()).unwrap_err();
+    assert_eq!(e.0, "credential", "{e:?}");
+}
+
+#[test]
+fn numbers_ids_and_names_are_range_checked() {
+    let cam = |extra: &str| {
+        parse(&format!(
+            "[[cameras]]\nid = \"a\"\nurl = \"file:clip.mp4\"\n{extra}\n"
+        ))
+    };
+    for bad in [
+        "start_s = 1e11",
+        "start_s = 1e300",
+        "start_s = -1.0",
+        "start_s = nan",
+        "start_s = inf",
+    ] {
+        let e = cam(bad).unwrap_err();
+        assert_eq!(e.key, "cameras[0].start_s", "{bad}: {e}");
+        assert!(e.message.contains("86400"), "{bad}: {e}");
+    }
+    // a disabled camera is checked all the same
+    let e = cam("enabled = false\nstart_s = 1e300").unwrap_err();
+    assert_eq!(e.key, "cameras[0].start_s", "{e}");
+    assert!(cam("start_s = 86400.0").is_ok());
+    let e = cam("fps = 1000").unwrap_err();
+    assert_eq!(e.key, "cameras[0].fps");
+    let long = "a".repeat(5000);
+    let e = parse(&format!(
+        "[[cameras]]\nid = \"{long}\"\nurl = \"test:ball\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "cameras[0].id");
+    assert!(
+        e.to_string().len() < 300,
+        "the long id is not repeated in full: {e}"
+    );
+    for name in [
+        "\"a\\u0000b\"",
+        "\"\\u001b[31mred\"",
+        "\"evil\\u202Egpj.exe\"",
+    ] {
+        let e = cam(&format!("name = {name}")).unwrap_err();
+        assert_eq!(e.key, "cameras[0].name", "{name}: {e}");
+    }
+    let e = cam(&format!("name = \"{}\"", "n".repeat(63 * 1024))).unwrap_err();
+    assert!(e.message.contains("at most 200"), "{e}");
+    let e = parse("[api]\nmax_image_pixels = 0\n").unwrap_err();
+    assert_eq!(e.key, "api.max_image_pixels");
+    let e = parse("[api]\nsearches_per_minute = 0\n").unwrap_err();
+    assert_eq!(e.key, "api.searches_per_minute");
+    let e = parse("[analysis]\nwidth = 100000\n").unwrap_err();
+    assert_eq!(e.key, "analysis.width");
 }
 
 #[test]
@@ -137,7 +253,10 @@ fn bundled_configs_are_valid() {
     let dir = tempfile::tempdir().unwrap();
     // SAFETY: test-only environment for the example's credential variables; no other test reads them
     unsafe {
-        for v in ["GATE_NORTH_USER", "GATE_NORTH_PASSWORD", "LOBBY_PASSWORD"] {
+        for v in [
+            "CROSSCAM_CAM_GATE_NORTH_USER",
+            "CROSSCAM_CAM_GATE_NORTH_PASSWORD",
+        ] {
             std::env::set_var(v, "x");
         }
     }

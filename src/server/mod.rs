@@ -100,6 +100,26 @@ impl Server {
             d => d,
         };
         let store = Store::open(&cfg.server.data_dir)?;
+        // where cameras' credentials come from when they connect: the config's environment
+        // policy and the data directory's registered credentials
+        let credentials = Arc::new(crate::store::credentials::CredentialStore::open(
+            &cfg.server.data_dir,
+        )?);
+        for c in &cfg.cameras {
+            if let Some(name) = &c.credential
+                && !credentials.exists(name)?
+            {
+                tracing::warn!(
+                    camera = %c.id,
+                    credential = %name,
+                    "the camera names a credential that is not registered (PUT /api/v1/credentials/{{name}}); it connects without a password"
+                );
+            }
+        }
+        crate::config::secrets::install(crate::config::secrets::Registry {
+            policy: cfg.ingest.env_policy(),
+            store: Some(credentials),
+        });
         let run = store.begin_run()?;
         for c in &cfg.cameras {
             store.upsert_camera(

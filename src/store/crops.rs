@@ -1,5 +1,5 @@
-//! Person crops on disk: `<data_dir>/crops/<camera>/<tracklet>/<seq>.jpg`, written atomically, and
-//! deleted by age and by disk budget (oldest first).
+//! Person crops on disk: `<data_dir>/crops/<camera>/<tracklet>/<seq>.jpg` (directories 0700,
+//! files 0600), written atomically, and deleted by age and by disk budget (oldest first).
 
 use std::path::PathBuf;
 
@@ -48,7 +48,8 @@ pub(super) fn save(
         if exists {
             continue;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        super::private::private_dir(&dir)
+            .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         let path = dir.join(format!("{:08}.jpg", c.seq));
         let tmp = dir.join(format!(".{:08}.jpg.part", c.seq));
         let mut bytes = Vec::new();
@@ -57,7 +58,9 @@ pub(super) fn save(
             .map_err(|e| {
                 StoreError::Invalid(format!("cannot encode a crop of tracklet {tracklet}: {e}"))
             })?;
-        std::fs::write(&tmp, &bytes).map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
+        // pictures of people: readable by the daemon's user only
+        super::private::write_private(&tmp, &bytes)
+            .map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         store
             .conn()

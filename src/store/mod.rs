@@ -6,7 +6,9 @@
 //! temporary name and renamed. A process killed at any point (SIGKILL) leaves a database that opens
 //! with everything committed before the kill, and a gallery that rebuilds from it.
 
+pub mod credentials;
 mod crops;
+pub mod private;
 mod queries;
 mod schema;
 
@@ -219,11 +221,13 @@ pub(crate) fn identity_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityRo
 pub type StoredBoxes = (i64, String, Vec<(i64, crate::frame::BBox)>);
 
 impl Store {
-    /// Opens (creating if needed) `<data_dir>/crosscam.db` and brings its schema up to date.
+    /// Opens (creating if needed) `<data_dir>/crosscam.db` and brings its schema up to date. The
+    /// data directory is made mode 0700 and the database 0600.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
+        private::private_dir(data_dir)
             .map_err(|e| StoreError::Io(data_dir.display().to_string(), e))?;
         let path = data_dir.join("crosscam.db");
+        private::private_db(&path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         let sql = |e| StoreError::Sqlite {
             path: path.display().to_string(),
             source: e,

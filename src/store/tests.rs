@@ -186,3 +186,39 @@ fn a_version_1_database_is_migrated_in_place() {
         .unwrap();
     assert_eq!(s.tracklet_boxes().unwrap()[0].2.len(), 2);
 }
+
+#[test]
+fn the_data_directory_its_database_and_crops_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Store::open(&data).unwrap();
+    let run = s.begin_run().unwrap();
+    let t = s
+        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
+        .unwrap();
+    s.save_crops(t, "cam", &[crop(1)]).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    for f in ["crosscam.db", "crosscam.db-wal"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    let files = s.crops_of(t).unwrap();
+    assert_eq!(mode(&files[0].0), 0o600, "a crop");
+    assert_eq!(
+        mode(files[0].0.parent().unwrap()),
+        0o700,
+        "a crop directory"
+    );
+    drop(s);
+    // an older data directory, open to everyone, is tightened when opened
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("crosscam.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _s = Store::open(&data).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("crosscam.db")), 0o600);
+}
