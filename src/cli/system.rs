@@ -286,9 +286,15 @@ pub fn timeline(a: TimelineArgs) -> Result<ExitCode> {
     );
     let store = crate::store::Store::open(&a.data)?;
     let sightings = store.sightings()?;
+    // colours by the cameras the store recorded (as the daemon's pictures and web UI do by the
+    // cameras it runs); times in UTC
+    let cams = store.cameras()?;
     let opts = crate::report::TimelineOptions {
         min_cameras: a.min_cameras,
         max_rows: a.max_rows,
+        cameras: cams.iter().map(|c| c.id.clone()).collect(),
+        names: cams.into_iter().map(|c| (c.id, c.name)).collect(),
+        utc_offset_min: 0,
     };
     let title = format!("crosscam identities ({} sightings)", sightings.len());
     std::fs::write(
