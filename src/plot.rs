@@ -23,6 +23,51 @@ pub const PALETTE: [&str; 10] = [
     "#9c755f", "#bab0ac",
 ];
 
+/// One colour per camera, the same in every picture: the server's SVG timelines, the CLI's
+/// `crosscam timeline` and the web UI (ui/app.js `cameraColour` uses this formula). A camera's
+/// colour is the palette colour of its place in the sorted list of known camera ids (so a site
+/// with up to ten cameras never has two cameras of one colour); an id missing from that list
+/// takes the colour of its FNV-1a hash.
+pub fn camera_colour(camera: &str, known: &[String]) -> &'static str {
+    let mut ids: Vec<&str> = known.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let i = match ids.binary_search(&camera) {
+        Ok(i) => i,
+        Err(_) => fnv1a(camera) as usize,
+    };
+    PALETTE[i % PALETTE.len()]
+}
+
+/// FNV-1a, 32 bits, of the UTF-8 bytes.
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The colour of an identity's boxes: hues a golden-ratio step apart (identities with nearby
+/// numbers get far-apart hues, and no two of the first dozens share one), bright enough to see
+/// on video; grey for a track not linked yet. ui/app.js `idColour` uses the same formula.
+pub fn identity_colour(identity: Option<i64>) -> [u8; 3] {
+    let Some(id) = identity else {
+        return [160, 160, 160];
+    };
+    let h = (id as f64 * 0.618_033_988_749_895).rem_euclid(1.0);
+    hsl_to_rgb(h, 0.85, 0.5)
+}
+
+/// HSL (each 0–1) to 8-bit RGB.
+pub fn hsl_to_rgb(h: f64, s: f64, l: f64) -> [u8; 3] {
+    let a = s * l.min(1.0 - l);
+    let f = |n: f64| {
+        let k = (n + h * 12.0) % 12.0;
+        let v = l - a * (k - 3.0).min(9.0 - k).clamp(-1.0, 1.0);
+        (v * 255.0).round() as u8
+    };
+    [f(0.0), f(8.0), f(4.0)]
+}
+
 /// How a series is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
@@ -496,6 +541,35 @@ pub fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cameras_have_one_colour_each_and_identities_spread_hues() {
+        let known: Vec<String> = ["plaza", "entrance", "dock"].map(String::from).into();
+        // sorted: dock, entrance, plaza
+        assert_eq!(camera_colour("dock", &known), PALETTE[0]);
+        assert_eq!(camera_colour("entrance", &known), PALETTE[1]);
+        assert_eq!(camera_colour("plaza", &known), PALETTE[2]);
+        // not in the list: by hash, the same every time (ui/app.js computes the same)
+        assert_eq!(fnv1a(""), 0x811c_9dc5);
+        assert_eq!(fnv1a("a"), 0xe40c_292c);
+        assert_eq!(
+            camera_colour("lobby", &known),
+            PALETTE[fnv1a("lobby") as usize % PALETTE.len()]
+        );
+        assert_eq!(hsl_to_rgb(0.0, 1.0, 0.5), [255, 0, 0]);
+        assert_eq!(hsl_to_rgb(1.0 / 3.0, 1.0, 0.5), [0, 255, 0]);
+        assert_eq!(identity_colour(None), [160, 160, 160]);
+        // tests/browser/ui.mjs checks that the web UI draws these same colours
+        assert_eq!(identity_colour(Some(1)), [19, 82, 236]);
+        assert_eq!(identity_colour(Some(2)), [146, 236, 19]);
+        // the old scheme (id % 8) gave 1 and 9 one colour
+        let c: Vec<[u8; 3]> = (1..=16).map(|i| identity_colour(Some(i))).collect();
+        for i in 0..c.len() {
+            for j in i + 1..c.len() {
+                assert_ne!(c[i], c[j], "identities {} and {}", i + 1, j + 1);
+            }
+        }
+    }
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {

@@ -223,6 +223,7 @@ fn a_camera_whose_element_aborts_or_crashes_takes_down_only_itself() {
         realtime: true,
         loop_file: true,
         start_s: None,
+        credential: None,
     };
     assert!(
         server

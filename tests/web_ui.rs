@@ -1,8 +1,11 @@
 //! The web UI in real headless Chromium (Debian's `chromium`, driven by playwright-core from
-//! npm; both installed by `make setup`): sign in, watch the camera wall update, open an identity
-//! and its timeline, search by image, start and cancel a re-tune job as admin, and be refused the
-//! jobs page as an operator (tests/browser/ui.mjs). `SCREENSHOTS=docs/img` keeps a picture of
-//! each page.
+//! npm; both installed by `make setup`): sign in, watch the camera wall update (camera names,
+//! one colour per camera, an offline camera with its reason), open an identity (thumbnails, its
+//! timeline, sightings as crop groups) and split a sighting off, search by image (camera, time and
+//! likelihood band), be told what a camera form lacks before it is sent, start a re-tune job as
+//! admin and watch its phase, step and ETA, cancel it and read the outcome; as an operator, be
+//! refused the jobs page and see cameras without Add or Remove (tests/browser/ui.mjs).
+//! `SCREENSHOTS=docs/img` keeps a picture of each page.
 
 mod common;
 
@@ -10,10 +13,17 @@ use common::daemon::{Daemon, PASSWORD, clip_camera};
 
 #[test]
 fn web_ui_in_headless_chromium() {
+    // cameras with names (the UI shows names, not ids), and a third that plays the last seconds
+    // of the clip once and stops at its end: the wall shows it offline, with the reason
+    let named = |cam: String, name: &str| cam.replacen("\n", &format!("\nname = \"{name}\"\n"), 1);
     let cams = format!(
-        "{}{}",
-        clip_camera("entrance", 0.0),
-        clip_camera("plaza", 30.0)
+        "{}{}{}",
+        named(clip_camera("entrance", 0.0), "Main entrance"),
+        named(clip_camera("plaza", 30.0), "Plaza"),
+        named(
+            clip_camera("dock", 72.0).replace("loop_file = true", "loop_file = false"),
+            "Loading dock"
+        )
     );
     let d = Daemon::start(&cams, "");
     // the job the browser starts re-tunes on stored crops: wait for enough ended tracklets that
@@ -25,7 +35,11 @@ fn web_ui_in_headless_chromium() {
         let ended = st["pipeline"]["analysis"]["tracklets_ended"]
             .as_u64()
             .unwrap_or(0);
-        (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3).then_some(())
+        // the browser splits a person seen at least twice
+        let twice = ids["identities"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|i| i["sightings"].as_i64().unwrap_or(0) >= 2));
+        (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3 && twice).then_some(())
     });
     let root = env!("CARGO_MANIFEST_DIR");
     let mut cmd = std::process::Command::new("node");
@@ -35,7 +49,9 @@ fn web_ui_in_headless_chromium() {
         .env("ADMIN_USER", "admin")
         .env("ADMIN_PASSWORD", PASSWORD)
         .env("OPERATOR_USER", "operator")
-        .env("OPERATOR_PASSWORD", PASSWORD);
+        .env("OPERATOR_PASSWORD", PASSWORD)
+        // a footballer who never walked past these cameras, for the search's likelihood bands
+        .env("FOOTBALLER", crosscam::paths::media("messi5.jpg"));
     if let Ok(dir) = std::env::var("SCREENSHOTS") {
         let dir = std::path::Path::new(root).join(dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -52,6 +68,7 @@ fn web_ui_in_headless_chromium() {
         d.log_tail(40)
     );
     assert!(stdout.contains("ui: all checks passed"), "{stdout}");
+    println!("{stdout}");
     // the job the browser cancelled left the registry as it was
     let (_, models) = d.get("/api/v1/models", Some(&admin));
     assert_eq!(models["current"], "v0001", "{models}");

@@ -51,9 +51,44 @@ async function api(path, opts = {}) {
 
 const fmtTime = ms => ms ? new Date(ms).toLocaleTimeString() : "–";
 const fmtDate = ms => ms ? new Date(ms).toLocaleString() : "–";
+// a time of today as the time only, of another day with its date
+const fmtWhen = ms => !ms ? "–" : new Date(ms).toDateString() === new Date().toDateString() ? fmtTime(ms) : fmtDate(ms);
+const fmtDur = x => { if (x === undefined || x === null) return "?"; const s = Math.round(x); return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s} s`; };
 const pct = x => x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %";
-const palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-const idColour = id => id === null || id === undefined ? "#a0a0a0" : palette[((id % 8) + 8) % 8];
+
+// ---- colours (the server draws with the same formulas: src/plot.rs) ---------------------------
+// One colour per camera everywhere: the palette colour of the camera's place in the sorted list of
+// the site's camera ids (FNV-1a hash of the id for a camera not in the list) — src/plot.rs
+// camera_colour, used by the server's timelines.
+const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+let cameraList = [];      // the site's cameras (GET /api/v1/cameras), for names and colours
+async function loadCameras() { const { cameras } = await api("/api/v1/cameras"); cameraList = cameras; return cameras; }
+const cameraName = id => cameraList.find(c => c.id === id)?.name || id;
+function fnv1a(s) {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(s)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h >>> 0;
+}
+function cameraColour(id) {
+  const ids = [...new Set(cameraList.map(c => c.id))].sort();
+  let i = ids.indexOf(id);
+  if (i < 0) i = fnv1a(id);
+  return PALETTE[i % PALETTE.length];
+}
+function cameraChip(id) {
+  const swatch = h("i", { "data-colour": cameraColour(id) });
+  swatch.style.background = cameraColour(id);  // CSSOM: the CSP allows no style attributes
+  return h("span", { class: "camchip", "data-camera-chip": id }, swatch, cameraName(id));
+}
+// An identity's colour: hues a golden-ratio step apart (src/plot.rs identity_colour); grey before
+// a track is linked.
+function hslRgb(hue, s, l) {
+  const a = s * Math.min(l, 1 - l);
+  const f = n => { const k = (n + hue * 12) % 12; return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))); };
+  return [f(0), f(8), f(4)];
+}
+const idRgb = id => id === null || id === undefined ? [160, 160, 160] : hslRgb(((id * 0.618033988749895) % 1 + 1) % 1, 0.85, 0.5);
+const idColour = id => `rgb(${idRgb(id).join(",")})`;
 const can = need => me && (me.role === "admin" || (need === "operate" && me.role === "operator") || (need === "cameras" && me.role === "integrator") || need === "read");
 
 function go(hash) { if (location.hash !== hash) location.hash = hash; else route(); }
@@ -69,13 +104,14 @@ function connectEvents() {
 function onEvent(fn) { listeners.add(fn); return () => listeners.delete(fn); }
 
 function describe(e) {
+  const cam = e.camera ? `[${cameraName(e.camera)}] ` : "";
   switch (e.type) {
-    case "identity_created": return `[${e.camera}] new person #${e.identity}`;
-    case "identity_linked": return `[${e.camera}] #${e.identity} seen again (${e.similarity.toFixed(2)}${e.uncertain ? ", uncertain" : ""})`;
+    case "identity_created": return `${cam}new person #${e.identity}`;
+    case "identity_linked": return `${cam}#${e.identity} seen again (${e.similarity.toFixed(2)}${e.uncertain ? ", uncertain" : ""})`;
     case "identity_merged": return `#${e.absorbed} merged into #${e.kept}: ${e.reason}`;
     case "identity_split": return `#${e.from} split: new #${e.to}`;
-    case "camera_state": return `[${e.camera}] ${e.state}${e.detail ? ": " + e.detail : ""}`;
-    case "job_progress": return `job ${e.job}: ${e.phase} ${e.total ? `${e.done}/${e.total}` : ""}`;
+    case "camera_state": return `${cam}${e.state}${e.detail ? ": " + e.detail : ""}`;
+    case "job_progress": return `job ${e.job}: ${e.label || e.phase}${e.total ? ` ${e.done}/${e.total}` : ""}`;
     case "job_finished": return `job ${e.job} ${e.status}`;
     case "lost": return `(${e.count} events missed)`;
     default: return null;
@@ -92,6 +128,7 @@ pages.login = async () => {
     h("h1", { text: "Sign in to crosscam" }), user, pw, h("button", { class: "primary", type: "submit", text: "Sign in" }));
   form.addEventListener("submit", async ev => {
     ev.preventDefault();
+    if (!user.value.trim() || !pw.value) { flash("Enter your user name and password."); return; }
     try {
       const r = await api("/api/v1/login", { method: "POST", json: { user: user.value, password: pw.value } });
       me = { user: r.user, role: r.role };
@@ -104,51 +141,101 @@ pages.login = async () => {
   user.focus();
 };
 
+// What each camera state means to someone looking at the wall.
+const STATE_TITLE = {
+  live: "Live", connecting: "Connecting…", backoff: "Offline — retrying", stalled: "Stalled — no new frames",
+  unauthorized: "Offline — credentials refused", not_found: "Offline — stream or file not found", stopped: "Stopped",
+};
+
+// Boxes and identity labels for one analysed frame. Labels sit above their box (inside it at the
+// top edge), move down when they would cover another label, and stay inside the frame.
+function drawBoxes(o, live) {
+  o.replaceChildren();
+  o.setAttribute("viewBox", `0 0 ${live.width} ${live.height}`);
+  const placed = [];
+  const fs = Math.max(12, Math.round(live.height / 28)), lh = fs + 4;
+  for (const b of [...live.boxes].sort((p, q) => p.bbox[1] - q.bbox[1])) {
+    const [x1, y1, x2, y2] = b.bbox;
+    const c = idColour(b.identity);
+    o.append(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: c, "stroke-width": 2, "data-identity": b.identity ?? "" }));
+    if (b.identity === null || b.identity === undefined) continue;
+    const text = `#${b.identity}`;
+    const w = Math.round(fs * 0.62 * text.length) + 6;
+    let x = Math.min(Math.max(0, x1), live.width - w);
+    let y = y1 - lh >= 0 ? y1 - lh : y1;
+    for (let k = 0; k < 8 && placed.some(p => x < p.x + p.w && p.x < x + w && y < p.y + p.h && p.y < y + lh); k++) y += lh;
+    y = Math.min(y, live.height - lh);
+    placed.push({ x, y, w, h: lh });
+    o.append(svgEl("rect", { x, y, width: w, height: lh, fill: c, rx: 2, class: "label-bg" }));
+    const [r, g, bl] = idRgb(b.identity);
+    const ink = 0.299 * r + 0.587 * g + 0.114 * bl > 150 ? "#111" : "#fff";  // legible on light hues too
+    const t = svgEl("text", { x: x + 3, y: y + fs, fill: ink, "font-size": fs, "font-weight": 700, class: "label" });
+    t.textContent = text;
+    o.append(t);
+  }
+}
+
 pages.cameras = async () => {
   const wall = h("div", { class: "wall", "data-testid": "camera-wall" });
   const feed = h("div", { class: "card feed", "data-testid": "event-feed" }, h("strong", { text: "Live events" }));
   main().append(h("h1", { text: "Cameras" }), h("div", { class: "layout" }, wall, feed));
   const cards = new Map();
   const refresh = async () => {
-    const { cameras } = await api("/api/v1/cameras");
+    const cameras = await loadCameras();
     for (const c of cameras) {
       let card = cards.get(c.id);
       if (!card) {
-        const img = h("img", { alt: `camera ${c.id}` });
+        const img = h("img", { alt: "" });
         const overlay = svgEl("svg", { preserveAspectRatio: "xMidYMid meet" });
+        const offline = h("div", { class: "offline", "data-testid": "offline", hidden: true }, h("strong", { class: "why" }), h("div", { class: "reason" }));
         card = { el: h("div", { class: "card cam", "data-camera": c.id },
           h("h3", {}, h("span", { class: "name" }), h("span", { class: "state" })),
-          h("div", { class: "view" }, img, overlay), h("div", { class: "counters" })), img, overlay, frames: 0 };
+          h("div", { class: "view" }, img, overlay, offline), h("div", { class: "counters" })), img, overlay, offline, frames: 0, busy: false, hasFrame: false };
         cards.set(c.id, card);
         wall.append(card.el);
       }
       const st = c.status || {};
-      $(".name", card.el).textContent = c.name;
+      $(".name", card.el).replaceChildren(cameraChip(c.id));
       const s = $(".state", card.el); s.textContent = st.state || "unknown"; s.className = `state ${st.state || ""}`;
+      s.title = st.detail || "";
       $(".counters", card.el).textContent = `${st.frames_in ?? 0} frames in · ${st.analysed ?? 0} analysed · ${st.dropped ?? 0} dropped · ${st.reconnects ?? 0} reconnects`;
       card.el.dataset.analysed = st.analysed ?? 0;
-      updateView(c.id, card);
+      card.el.dataset.state = st.state || "";
+      const down = st.state && st.state !== "live";
+      card.el.classList.toggle("down", !!down);
+      if (down) {
+        $(".why", card.offline).textContent = STATE_TITLE[st.state] || st.state;
+        $(".reason", card.offline).textContent = st.detail ? `Reason: ${st.detail}` : "No reason given.";
+        card.offline.hidden = false;
+      } else if (card.hasFrame || st.state !== "live") {
+        card.offline.hidden = true;
+      } else {
+        $(".why", card.offline).textContent = "Waiting for the first analysed frame…";
+        $(".reason", card.offline).textContent = "";
+        card.offline.hidden = false;
+      }
+      if (!card.busy) { card.busy = true; updateView(c.id, card).finally(() => { card.busy = false; }); }
     }
     for (const [id, card] of cards) if (!cameras.find(c => c.id === id)) { card.el.remove(); cards.delete(id); }
   };
+  // frame and boxes come from one response (the same analysed frame), drawn together
   const updateView = async (id, card) => {
-    try {
-      const live = await api(`/api/v1/cameras/${encodeURIComponent(id)}/live`);
-      const url = `/api/v1/cameras/${encodeURIComponent(id)}/snapshot.jpg?t=${live.t_ms}`;
-      const next = new Image();
-      next.onload = () => { card.img.src = url; card.frames++; card.el.dataset.frames = card.frames; };
-      next.src = url;
-      const o = card.overlay; o.replaceChildren(); o.setAttribute("viewBox", `0 0 ${live.width} ${live.height}`);
-      for (const b of live.boxes) {
-        const [x1, y1, x2, y2] = b.bbox;
-        o.append(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: idColour(b.identity), "stroke-width": 2 }));
-        if (b.identity !== null && b.identity !== undefined) {
-          const t = svgEl("text", { x: x1 + 2, y: Math.max(12, y1 - 3), fill: idColour(b.identity), "font-size": 14, "font-weight": 700 });
-          t.textContent = `#${b.identity}`;
-          o.append(t);
-        }
-      }
-    } catch (e) { if (e.status !== 503) throw e; }
+    let live;
+    try { live = await api(`/api/v1/cameras/${encodeURIComponent(id)}/live?frame=true`); }
+    catch (e) { if (e.status !== 503 && e.status !== 404) flash(e.message); return; }
+    if (!live.frame_jpeg || live.t_ms === card.t_ms) return;
+    const next = new Image();
+    await new Promise(ok => { next.onload = next.onerror = ok; next.src = `data:image/jpeg;base64,${live.frame_jpeg}`; });
+    if (!next.naturalWidth) return;
+    card.img.src = next.src;
+    card.img.alt = `${cameraName(id)} at ${fmtTime(live.t_ms)}`;
+    drawBoxes(card.overlay, live);
+    card.t_ms = live.t_ms;
+    card.hasFrame = true;
+    card.frames++;
+    card.el.dataset.frames = card.frames;
+    card.el.dataset.tMs = live.t_ms;
+    if (card.el.dataset.state === "live") card.offline.hidden = true;
   };
   await refresh();
   timers.push(setInterval(() => refresh().catch(() => {}), 1000));
@@ -162,8 +249,8 @@ pages.cameras = async () => {
   }));
 };
 
-pages.identities = async (params) => {
-  const { cameras } = await api("/api/v1/cameras");
+pages.identities = async () => {
+  const cameras = await loadCameras();
   const cam = h("select", { id: "filter-camera" }, h("option", { value: "", text: "all cameras" }), cameras.map(c => h("option", { value: c.id, text: c.name })));
   const since = h("select", { id: "filter-since" }, [["", "any time"], ["600000", "last 10 min"], ["3600000", "last hour"], ["86400000", "last day"]].map(([v, t]) => h("option", { value: v, text: t })));
   const body = h("tbody");
@@ -173,129 +260,244 @@ pages.identities = async (params) => {
     if (since.value) q.set("since_ms", String(Date.now() - Number(since.value)));
     const r = await api(`/api/v1/identities?${q}`);
     body.replaceChildren(...r.identities.map(i => h("tr", { "data-identity": i.id },
+      h("td", { class: "thumb" }, h("a", { href: `#/identity/${i.id}`, title: `open person #${i.id}` },
+        i.thumbnail ? h("img", { src: i.thumbnail, alt: `person #${i.id}`, loading: "lazy" }) : h("span", { class: "muted", text: "no crop" }))),
       h("td", {}, h("a", { href: `#/identity/${i.id}`, text: `#${i.id}` })),
-      h("td", { text: i.cameras.join(", ") }), h("td", { text: i.sightings }),
-      h("td", { text: fmtDate(i.created_ms) }), h("td", { text: fmtDate(i.last_seen_ms) }))));
+      h("td", {}, i.cameras.map(cameraChip)), h("td", { text: i.sightings }),
+      h("td", { text: fmtWhen(i.created_ms) }), h("td", { text: fmtWhen(i.last_seen_ms) }))));
     count.textContent = `${r.total} identities`;
   };
   const count = h("span", { class: "muted" });
   cam.onchange = since.onchange = () => load().catch(e => flash(e.message));
+  const offset = -new Date().getTimezoneOffset();
   main().append(h("h1", { text: "Identities" }), h("div", { class: "row" }, cam, since, count),
-    h("table", { "data-testid": "identities" }, h("thead", {}, h("tr", {}, ["Identity", "Cameras", "Sightings", "First seen", "Last seen"].map(t => h("th", { text: t })))), body),
-    h("h2", { text: "Who went where, when" }), h("div", { class: "timeline" }, h("img", { src: `/api/v1/timeline.svg?min_cameras=1`, alt: "site timeline" })));
+    h("table", { "data-testid": "identities" }, h("thead", {}, h("tr", {}, ["", "Identity", "Cameras", "Sightings", "First seen", "Last seen"].map(t => h("th", { text: t })))), body),
+    h("div", { class: "timeline card" }, h("img", { src: `/api/v1/timeline.svg?min_cameras=1&utc_offset_min=${offset}`, alt: "site timeline: who went where, when", "data-testid": "site-timeline" })));
   await load();
 };
 
+// Wall-clock ticks (local time) at a round step, about `target` of them (src/report.rs time_ticks).
+function timeTicks(t0, t1, target = 7) {
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const span = Math.max(1, (t1 - t0) / 1000);
+  const step = steps.find(s => span / s <= target) || 86400;
+  const off = -new Date(t0).getTimezoneOffset() * 60;
+  const out = [];
+  for (let t = Math.floor((t0 / 1000 + off) / step) * step; (t - off) * 1000 <= t1; t += step) {
+    const ms = (t - off) * 1000;
+    if (ms >= t0) out.push([ms, new Date(ms).toLocaleTimeString([], step >= 60 ? { hour: "2-digit", minute: "2-digit" } : {})]);
+  }
+  return out;
+}
+
 function drawTimeline(steps) {
-  const cams = [...new Set(steps.map(s => s.camera))];
+  const cams = [...new Set(steps.map(s => s.camera))].sort((a, b) => cameraName(a).localeCompare(cameraName(b)));
   const t0 = Math.min(...steps.map(s => s.start_ms)), t1 = Math.max(...steps.map(s => s.end_ms), t0 + 1000);
-  const W = 900, left = 110, rowH = 28, H = 40 + cams.length * rowH;
+  const W = 900, left = 130, rowH = 28, H = 50 + cams.length * rowH;
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, "data-testid": "timeline" });
-  const x = t => left + (t - t0) / (t1 - t0) * (W - left - 20);
+  const x = t => left + (t - t0) / (t1 - t0) * (W - left - 30);
+  const bottom = 10 + cams.length * rowH;
+  for (const [ms, label] of timeTicks(t0, t1)) {
+    svg.append(svgEl("line", { x1: x(ms), x2: x(ms), y1: 10, y2: bottom, stroke: "#e5e7eb" }));
+    const t = svgEl("text", { x: x(ms), y: bottom + 16, "text-anchor": "middle", "font-size": 12, fill: "#6b7280" }); t.textContent = label; svg.append(t);
+  }
   cams.forEach((c, i) => {
     const y = 10 + i * rowH;
-    const label = svgEl("text", { x: left - 8, y: y + 17, "text-anchor": "end", "font-size": 13 }); label.textContent = c; svg.append(label);
-    svg.append(svgEl("line", { x1: left, x2: W - 20, y1: y + rowH / 2, y2: y + rowH / 2, stroke: "#e5e7eb" }));
+    const label = svgEl("text", { x: left - 8, y: y + 18, "text-anchor": "end", "font-size": 13 }); label.textContent = cameraName(c); svg.append(label);
+    svg.append(svgEl("line", { x1: left, x2: W - 30, y1: y + rowH / 2, y2: y + rowH / 2, stroke: "#e5e7eb" }));
     for (const s of steps.filter(s => s.camera === c)) {
-      const r = svgEl("rect", { x: x(s.start_ms), y: y + 4, width: Math.max(3, x(s.end_ms) - x(s.start_ms)), height: rowH - 8, rx: 3, fill: palette[i % 8] });
-      const tip = svgEl("title"); tip.textContent = `${c}: ${fmtTime(s.start_ms)}–${fmtTime(s.end_ms)} (tracklet ${s.tracklet}, ${s.decision})`; r.append(tip);
+      const r = svgEl("rect", { x: x(s.start_ms), y: y + 4, width: Math.max(3, x(s.end_ms) - x(s.start_ms)), height: rowH - 8, rx: 3, fill: cameraColour(c), "fill-opacity": s.decision === "uncertain" ? 0.45 : 1, "data-camera": c });
+      const tip = svgEl("title"); tip.textContent = `${cameraName(c)}: ${fmtTime(s.start_ms)}–${fmtTime(s.end_ms)} (tracklet ${s.tracklet}, ${s.decision})`; r.append(tip);
       svg.append(r);
     }
   });
-  const axis = svgEl("text", { x: left, y: H - 8, "font-size": 12, fill: "#6b7280" });
-  axis.textContent = `${fmtDate(t0)} → ${fmtTime(t1)} (${((t1 - t0) / 1000).toFixed(0)} s)`;
+  const axis = svgEl("text", { x: left, y: H - 6, "font-size": 12, fill: "#6b7280" });
+  axis.textContent = new Date(t0).toLocaleDateString();
   svg.append(axis);
   return svg;
 }
 
 pages.identity = async ([id]) => {
+  await loadCameras();
   const r = await api(`/api/v1/identities/${encodeURIComponent(id)}`);
   const tl = await api(`/api/v1/identities/${encodeURIComponent(id)}/timeline`);
   const i = r.identity;
-  main().append(h("h1", { "data-testid": "identity-title", text: `Person #${i.id}` }),
-    h("p", { class: "muted", text: `first seen ${fmtDate(i.created_ms)} · last seen ${fmtDate(i.last_seen_ms)} · ${i.sightings} sightings on ${i.cameras.length} camera(s)${i.merged_into ? ` · merged into #${i.merged_into}` : ""}` }),
+  const operate = can("operate");
+  // crops by tracklet: each sighting is one group of crops
+  const cropsOf = new Map();
+  for (const c of r.cameras) for (const k of c.crops) { if (!cropsOf.has(k.tracklet)) cropsOf.set(k.tracklet, []); cropsOf.get(k.tracklet).push(k); }
+  const picked = new Set();
+  const splitBar = h("div", { class: "split-bar card", "data-testid": "split-bar", hidden: !operate });
+  const pickedText = h("span", { "data-testid": "split-count" });
+  const reason = h("input", { id: "merge-reason", placeholder: "reason (optional)", size: 30 });
+  const updatePicked = () => { pickedText.textContent = picked.size ? `${picked.size} sighting(s) picked` : "Click sightings below to pick the ones that are somebody else."; };
+  updatePicked();
+  const group = s => {
+    const crops = cropsOf.get(s.tracklet) || [];
+    const g = h(operate ? "button" : "div", { class: "sighting", type: operate ? "button" : null, "data-tracklet": s.tracklet, "aria-pressed": operate ? "false" : null,
+      title: `tracklet ${s.tracklet}${s.similarity !== null && s.similarity !== undefined ? `, similarity ${s.similarity.toFixed(2)}` : ""}, ${s.decision}` },
+      h("div", { class: "when" }, `${fmtTime(s.start_ms)}–${fmtTime(s.end_ms)}`, s.decision === "uncertain" ? h("span", { class: "badge possible", text: "uncertain" }) : null),
+      h("div", { class: "crops" }, crops.length ? crops.map(k => h("img", { src: k.url, alt: `crop ${k.id}`, title: `quality ${k.quality.toFixed(2)}` })) : h("span", { class: "muted", text: "no crop stored" })));
+    if (operate) g.addEventListener("click", () => {
+      if (picked.has(s.tracklet)) picked.delete(s.tracklet); else picked.add(s.tracklet);
+      g.setAttribute("aria-pressed", picked.has(s.tracklet) ? "true" : "false");
+      g.classList.toggle("picked", picked.has(s.tracklet));
+      flash("");
+      updatePicked();
+    });
+    return g;
+  };
+  const byCamera = r.cameras.map(c => h("div", { class: "card percam", "data-camera": c.camera },
+    h("div", { class: "percam-head" }, cameraChip(c.camera), h("span", { class: "muted", text: `  ${c.sightings} sighting(s), ${fmtTime(c.first_ms)}–${fmtTime(c.last_ms)}` })),
+    h("div", { class: "sightings" }, r.sightings.filter(s => s.camera === c.camera).sort((a, b) => a.start_ms - b.start_ms).map(group))));
+  main().append(...[h("h1", { "data-testid": "identity-title", text: `Person #${i.id}` }),
+    h("p", { class: "muted", text: `first seen ${fmtWhen(i.created_ms)} · last seen ${fmtWhen(i.last_seen_ms)} · ${i.sightings} sightings on ${i.cameras.length} camera(s)${i.merged_into ? ` · merged into #${i.merged_into}` : ""}` }),
     h("h2", { text: "Timeline: who went where, when" }),
     h("div", { class: "timeline card" }, tl.timeline.length ? drawTimeline(tl.timeline) : h("span", { class: "muted", text: "no sightings" })),
-    h("h2", { text: "Seen by each camera" }),
-    ...r.cameras.map(c => h("div", { class: "card", "data-camera": c.camera },
-      h("strong", { text: c.camera }), h("span", { class: "muted", text: `  ${c.sightings} sighting(s), ${fmtTime(c.first_ms)}–${fmtTime(c.last_ms)}` }),
-      h("div", { class: "crops" }, c.crops.map(k => h("img", { src: k.url, alt: `crop ${k.id}`, title: `tracklet ${k.tracklet}, quality ${k.quality.toFixed(2)}` }))))));
-  if (can("operate")) {
-    const absorb = h("input", { id: "merge-absorb", type: "number", placeholder: "identity id" });
-    const reason = h("input", { id: "merge-reason", placeholder: "reason (optional)" });
-    const picks = r.sightings.map(s => h("label", {}, h("input", { type: "checkbox", value: s.tracklet }), ` ${s.camera} · tracklet ${s.tracklet} · ${fmtTime(s.start_ms)} `));
-    main().append(h("h2", { text: "Correct this identity" }),
-      h("div", { class: "row" }, "Merge identity", absorb, "into this one", reason,
-        h("button", { onclick: async () => {
-          try { await api(`/api/v1/identities/${id}/merge`, { method: "POST", json: { absorb: Number(absorb.value), reason: reason.value } }); flash(`#${absorb.value} merged into #${id}`, true); route(); }
-          catch (e) { flash(e.message); }
-        }, text: "Merge" })),
-      h("div", { class: "card" }, h("div", { text: "Split the checked sightings off into a new identity:" }), ...picks,
-        h("div", {}, h("button", { onclick: async () => {
-          const ts = picks.map(p => $("input", p)).filter(x => x.checked).map(x => Number(x.value));
-          try { const s = await api(`/api/v1/identities/${id}/split`, { method: "POST", json: { tracklets: ts, reason: reason.value } }); flash(`split off as #${s.to}`, true); go(`#/identity/${s.to}`); }
-          catch (e) { flash(e.message); }
-        }, text: "Split" }))));
-  }
+    h("h2", { text: "Sightings by camera" }),
+    operate ? splitBar : null,
+    ...byCamera].filter(Boolean));
+  if (!operate) return;
+  const split = h("button", { id: "split", class: "primary", text: "Split them off into a new person", onclick: async () => {
+    if (!picked.size) { flash("Pick at least one sighting to split off: click its crops below."); return; }
+    if (picked.size === r.sightings.length) { flash("You picked every sighting: leave at least one with this person (or merge instead)."); return; }
+    try { const s = await api(`/api/v1/identities/${id}/split`, { method: "POST", json: { tracklets: [...picked], reason: reason.value } }); flash(`split off as #${s.to}`, true); go(`#/identity/${s.to}`); }
+    catch (e) { flash(e.message); }
+  } });
+  splitBar.append(h("strong", { text: "Split: " }), pickedText, " ", split);
+  const absorb = h("input", { id: "merge-absorb", type: "number", min: 1, placeholder: "person number" });
+  main().append(h("h2", { text: "Correct this identity" }),
+    h("div", { class: "row" }, "Same person as #", absorb, "— merge it into this one.", reason,
+      h("button", { id: "merge", onclick: async () => {
+        const n = Number(absorb.value);
+        if (!absorb.value || !Number.isInteger(n) || n < 1) { flash("Type the number of the other person (e.g. 17) to merge into this one."); return; }
+        if (String(n) === String(i.id)) { flash("That is this person: type another person's number."); return; }
+        try { await api(`/api/v1/identities/${id}/merge`, { method: "POST", json: { absorb: n, reason: reason.value } }); flash(`#${n} merged into #${id}`, true); route(); }
+        catch (e) { flash(e.message); }
+      }, text: "Merge" })),
+    h("p", { class: "muted", text: "The reason is recorded with your name in the audit trail, for merges and splits." }));
 };
 
 pages.search = async () => {
+  await loadCameras();
   const file = h("input", { id: "search-file", type: "file", accept: "image/jpeg,image/png" });
   const out = h("div", { "data-testid": "search-results" });
+  const legend = h("p", { class: "muted", "data-testid": "search-legend" });
   file.onchange = async () => {
     const f = file.files[0]; if (!f) return;
     out.replaceChildren(h("span", { class: "muted", text: "searching…" }));
+    legend.textContent = "";
     try {
       const r = await api("/api/v1/search?k=12", { method: "POST", body: f, type: f.type || "image/jpeg" });
-      out.replaceChildren(...(r.matches.length ? r.matches.map(m => h("a", { class: "match card", href: `#/identity/${m.identity}` },
-        m.crop ? h("img", { src: m.crop, alt: `identity ${m.identity}` }) : h("div", { text: "(no crop)" }),
-        h("div", { text: `#${m.identity} · ${m.similarity.toFixed(2)}` }))) : [h("span", { text: "no identities yet" })]));
+      const cal = r.calibration;
+      const from = { manifest: "the embedder's calibration in the model manifest", config: "the [linking] values of the site's config", default: "built-in defaults: this embedder has no calibration" };
+      if (cal) legend.textContent = `How likely a match is the same person, by ${from[cal.origin] || cal.origin}: likely from ${cal.likely_from.toFixed(2)} (as similar as the linker needs to link a sighting to a person), possible from ${cal.possible_from.toFixed(2)}, unlikely below. A picture of someone never seen still gets a closest match — look at the band, not at the rank.`;
+      out.replaceChildren(...(r.matches.length ? r.matches.map(m => h("a", { class: `match card ${m.band || ""}`, href: `#/identity/${m.identity}`, "data-identity": m.identity, "data-band": m.band || "", "data-similarity": m.similarity },
+        m.crop ? h("img", { src: m.crop, alt: `person #${m.identity}` }) : h("div", { class: "nocrop", text: "(no crop)" }),
+        h("div", {}, h("strong", { text: `#${m.identity}` }), ` · ${m.similarity.toFixed(2)} `, m.band ? h("span", { class: `badge ${m.band}`, text: m.band }) : null),
+        h("div", { class: "where" }, (m.cameras || []).map(cameraChip)),
+        h("div", { class: "muted when", text: `last seen ${fmtWhen(m.last_seen_ms)}` }))) : [h("span", { text: "no identities yet" })]));
     } catch (e) { out.replaceChildren(); flash(e.message); }
   };
-  main().append(h("h1", { text: "Search by image" }), h("p", { class: "muted", text: "Upload a picture of a person (a crop of one person works best); the most similar identities come first." }), file, out);
+  main().append(h("h1", { text: "Search by image" }), h("p", { class: "muted", text: "Upload a picture of a person (a crop of one person works best); the most similar identities come first." }), file, legend, out);
 };
 
+// Plain-language checks of the camera form, before anything is sent (the server checks again).
+function cameraFormErrors(id, url) {
+  const errs = {};
+  if (!id) errs.id = "Give the camera an id, e.g. lobby (letters, digits, - or _).";
+  else if (!/^[A-Za-z0-9_-]+$/.test(id)) errs.id = `"${id}" cannot be an id: use only letters, digits, - or _ (no spaces).`;
+  if (!url) errs.url = "Give the camera's address: rtsp://host/path for a network camera, file:///path/video.mp4 for a recording, v4l2:///dev/video0 for a local camera.";
+  else if (!/^(rtsps?:\/\/[^/\s]+|file:\/\/\/?.+|v4l2:\/\/|test:)/.test(url)) errs.url = `"${url}" is not a camera address: start it with rtsp://, rtsps://, file:// or v4l2://.`;
+  else if (/^rtsp/.test(url) && /\s/.test(url)) errs.url = "An RTSP address cannot contain spaces (write %20).";
+  return errs;
+}
+
 pages.manage = async () => {
+  const manage = can("cameras");
   const body = h("tbody");
   const load = async () => {
-    const { cameras } = await api("/api/v1/cameras");
+    const cameras = await loadCameras();
     body.replaceChildren(...cameras.map(c => h("tr", { "data-camera": c.id },
-      h("td", { text: c.id }), h("td", { text: c.name }), h("td", { text: c.url }),
-      h("td", {}, h("span", { class: `state ${c.status?.state || ""}`, text: c.status?.state || "–" })),
+      h("td", {}, cameraChip(c.id)), h("td", { text: c.id }), h("td", { text: c.url }),
+      h("td", {}, h("span", { class: `state ${c.status?.state || ""}`, text: c.status?.state || "–" }), c.status?.detail && c.status.state !== "live" ? h("div", { class: "muted small", text: c.status.detail }) : null),
       h("td", { text: `${c.status?.frames_in ?? 0} in / ${c.status?.analysed ?? 0} analysed / ${c.status?.reconnects ?? 0} reconnects` }),
-      h("td", {}, h("button", { class: "danger", onclick: async () => {
+      h("td", {}, manage ? h("button", { class: "danger cam-remove", onclick: async () => {
         if (!confirm(`Remove camera ${c.id}?`)) return;
         try { await api(`/api/v1/cameras/${encodeURIComponent(c.id)}`, { method: "DELETE" }); flash(`camera ${c.id} removed`, true); load(); } catch (e) { flash(e.message); }
-      }, text: "Remove" })))));
+      }, text: "Remove" }) : null))));
   };
+  main().append(h("h1", { text: "Manage cameras" }),
+    h("table", { "data-testid": "camera-table" }, h("thead", {}, h("tr", {}, ["Name", "Id", "URL", "State", "Counters", ""].map(t => h("th", { text: t })))), body));
+  if (!manage) {
+    main().append(h("p", { class: "muted", "data-testid": "manage-readonly", text: `Your role (${me.role}) may look at the cameras; adding, changing and removing them needs an integrator or admin.` }));
+    await load();
+    return;
+  }
   const id = h("input", { id: "cam-id", placeholder: "id (e.g. lobby)" });
-  const name = h("input", { id: "cam-name", placeholder: "name" });
+  const name = h("input", { id: "cam-name", placeholder: "name (e.g. Lobby)" });
   const url = h("input", { id: "cam-url", placeholder: "rtsp://host/stream", size: 40 });
+  const idErr = h("div", { class: "field-error", "data-testid": "cam-id-error" });
+  const urlErr = h("div", { class: "field-error", "data-testid": "cam-url-error" });
   const cred = h("input", { id: "cam-credential", placeholder: "credential (optional)" });
-  const add = h("button", { class: "primary", text: "Add or change", onclick: async () => {
+  const add = h("button", { class: "primary", id: "cam-save", text: "Add or change", onclick: async () => {
+    const errs = cameraFormErrors(id.value.trim(), url.value.trim());
+    idErr.textContent = errs.id || ""; urlErr.textContent = errs.url || "";
+    id.classList.toggle("invalid", !!errs.id); url.classList.toggle("invalid", !!errs.url);
+    if (errs.id || errs.url) { flash("Fix the marked fields: nothing was sent."); return; }
+    flash("");
     try {
-      const r = await api(`/api/v1/cameras/${encodeURIComponent(id.value)}`, { method: "PUT", json: { id: id.value, name: name.value || undefined, url: url.value, credential: cred.value || undefined } });
+      const r = await api(`/api/v1/cameras/${encodeURIComponent(id.value.trim())}`, { method: "PUT", json: { id: id.value.trim(), name: name.value || undefined, url: url.value.trim(), credential: cred.value.trim() || undefined } });
       flash(`camera ${r.id} saved`, true); load();
     } catch (e) { flash(e.message); }
   } });
-  main().append(h("h1", { text: "Manage cameras" }),
-    h("table", { "data-testid": "camera-table" }, h("thead", {}, h("tr", {}, ["Id", "Name", "URL", "State", "Counters", ""].map(t => h("th", { text: t })))), body),
-    h("h2", { text: "Add or change a camera" }),
-    h("div", { class: "row" }, id, name, url, cred, add),
+  main().append(h("h2", { text: "Add or change a camera" }),
+    h("div", { class: "form-grid" },
+      h("label", { for: "cam-id", text: "Id" }), h("div", {}, id, idErr),
+      h("label", { for: "cam-name", text: "Name" }), h("div", {}, name, h("div", { class: "muted small", text: "shown on the wall and in timelines; the id if left out" })),
+      h("label", { for: "cam-url", text: "Address" }), h("div", {}, url, urlErr),
+      h("label", { for: "cam-credential", text: "Credential" }), h("div", {}, cred, h("div", { class: "muted small", text: "the name of a credential an admin registered; its user name and password are never shown" })),
+      h("span"), h("div", {}, add)),
     h("p", { class: "muted", text: "RTSP credentials: name a credential an admin registered (PUT /api/v1/credentials/{name}); its user name and password are never shown. A password in the URL is stored and shown redacted." }));
   await load();
 };
 
+// What a finished job did, in words.
+function jobOutcome(j) {
+  const r = j.report || {};
+  const serving = r.serving_after || r.serving_before;
+  const took = r.seconds !== undefined ? ` after ${fmtDur(r.seconds)}` : "";
+  switch (r.status) {
+    case "promoted": return `Promoted${took}: ${r.serving_after || "the new model"} is now the registry's current model. ${r.decision || ""}`;
+    case "rejected": return `Not promoted${took}: ${r.decision || "the candidate was not better."}${r.candidate ? ` The candidate is kept as ${r.candidate}; Promote anyway makes it current.` : ""} Nothing else changed.`;
+    case "cancelled": return `Cancelled${took}. Nothing changed: ${serving ? `${serving} stays the current model` : "the current model stays"} and the registry is as it was.`;
+    case "failed": return `Failed${took}: ${r.error || "no reason recorded"}. Nothing changed.`;
+    default: return `${r.status || j.state}${r.decision || r.error ? ": " + (r.decision || r.error) : ""}`;
+  }
+}
+
+const SCENARIOS = [
+  ["S4", "S4 — re-tune the serving model on this site's stored crops (no labels needed)"],
+  ["S0", "S0 — no training: score the serving model as it is"],
+  ["S1", "S1 — prune, re-tune by distillation, then fine-tune on labelled source data"],
+  ["S2", "S2 — prune gradually while fine-tuning on labelled source data"],
+  ["S3", "S3 — fine-tune on labelled source data, then prune and re-tune"],
+  ["S5", "S5 — a fresh smaller network of the target cost, distilled then re-tuned on site"],
+];
+
 pages.jobs = async () => {
-  const scenario = h("select", { id: "job-scenario" }, ["S4", "S0", "S1", "S2", "S3", "S5"].map(s => h("option", { value: s, text: s })));
-  const budget = h("input", { id: "job-budget", value: "1ep", size: 6 });
-  const macs = h("input", { id: "job-macs", value: "1.0", size: 5 });
+  const scenario = h("select", { id: "job-scenario", title: "How the candidate model is made (docs/retuning.md)" }, SCENARIOS.map(([v, t]) => h("option", { value: v, text: t })));
+  const budget = h("input", { id: "job-budget", value: "1ep", size: 6, title: "How long to train: epochs (1ep = one pass over the stored crops) or time (30m, 2h)" });
+  const macs = h("input", { id: "job-macs", value: "1.0", size: 5, title: "Share of the serving model's compute (multiply-accumulates) the new model may use: 1.0 = no pruning, 0.5 = half" });
   const jobsBody = h("tbody");
   const modelsBody = h("tbody");
   const compare = h("div", { "data-testid": "job-compare" });
   const start = h("button", { class: "primary", id: "job-start", text: "Start re-tune", onclick: async () => {
+    const m = Number(macs.value);
+    if (!budget.value.trim()) { flash("Training budget: write a number of epochs (1ep) or a time (30m, 1h30m)."); return; }
+    if (!(m > 0.05 && m <= 1)) { flash("Target MACs share: a number above 0.05 and at most 1.0 (1.0 = no pruning, 0.5 = half the compute)."); return; }
     try {
-      const j = await api("/api/v1/jobs", { method: "POST", json: { scenario: scenario.value, budget: budget.value, target_macs: Number(macs.value) } });
+      const j = await api("/api/v1/jobs", { method: "POST", json: { scenario: scenario.value, budget: budget.value.trim(), target_macs: m } });
       flash(`job ${j.id} started`, true); load();
     } catch (e) { flash(e.message); }
   } });
@@ -303,25 +505,36 @@ pages.jobs = async () => {
   const showCompare = (j) => {
     const r = j.report || {};
     const cls = (a, b) => a === undefined || b === undefined ? "" : (b > a ? "better" : b < a ? "worse" : "");
-    compare.replaceChildren(h("h2", { text: `Job ${j.id}: old vs new on held-out crops` }),
-      h("table", {}, h("thead", {}, h("tr", {}, ["", "rank-1", "mAP", "GMACs", "params"].map(t => h("th", { text: t })))),
+    compare.replaceChildren(...[h("h2", { text: r.old || r.new ? `Job ${j.id}: old vs new on held-out crops` : `Job ${j.id}` }),
+      r.old || r.new ? h("table", {}, h("thead", {}, h("tr", {}, ["", "rank-1", "mAP", "GMACs", "params"].map(t => h("th", { text: t })))),
         h("tbody", {}, ["old", "new"].map(k => r[k] ? h("tr", {}, h("td", { text: k === "old" ? `serving (${r.serving_before || "?"})` : "candidate" }),
           h("td", { class: k === "new" ? cls(r.old?.rank1, r.new?.rank1) : "", text: pct(r[k].rank1) }),
           h("td", { class: k === "new" ? cls(r.old?.mAP, r.new?.mAP) : "", text: pct(r[k].mAP) }),
-          h("td", { text: (r[k].macs / 1e9).toFixed(3) }), h("td", { text: (r[k].params / 1e6).toFixed(2) + " M" })) : null))),
-      h("p", { text: `${r.status || j.state}: ${r.decision || r.error || ""}` }),
-      ...(r.candidate ? [h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) })] : []));
+          h("td", { text: (r[k].macs / 1e9).toFixed(3) }), h("td", { text: (r[k].params / 1e6).toFixed(2) + " M" })) : null))) : null,
+      h("p", { class: `outcome ${r.status || ""}`, "data-testid": "job-outcome", text: jobOutcome(j) }),
+      r.status === "failed" && j.log && j.log.length ? h("details", {}, h("summary", { text: "the job's last lines" }), h("pre", { text: j.log.join("\n") })) : null,
+      ...(r.candidate ? [h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) })] : [])].filter(Boolean));
   };
   const promote = async (v) => { try { await api(`/api/v1/models/${v}/promote`, { method: "POST" }); flash(`${v} is current`, true); load(); } catch (e) { flash(e.message); } };
+  const progressCell = j => {
+    if (j.state !== "running") return h("td", { class: "job-outcome-short", text: jobOutcome(j) });
+    const known = j.total > 0;
+    const bar = known ? h("progress", { max: j.total, value: j.done }) : h("progress", {});  // no value: indeterminate
+    const eta = known && j.done > 0 && j.done < j.total && j.seconds > 0 ? ` · about ${fmtDur(j.seconds / j.done * (j.total - j.done))} left` : "";
+    const what = j.label && j.label !== j.phase ? `${j.label}: ` : "";
+    const text = known ? `${what}step ${j.done} of ${j.total}${eta}` : j.phase === "queued" ? "starting the job process…" : `${j.phase}: counting the work…`;
+    return h("td", {}, bar, h("span", { class: "job-progress", text: ` ${text}` }));
+  };
   const load = async () => {
     const { jobs } = await api("/api/v1/jobs");
     jobsBody.replaceChildren(...jobs.map(j => {
       const r = j.report || {};
-      const prog = j.state === "running" ? h("progress", { max: j.total || 1, value: j.done || 0 }) : null;
-      return h("tr", { "data-job": j.id, "data-state": j.state },
-        h("td", {}, h("a", { href: "#/jobs", onclick: (ev) => { ev.preventDefault(); api(`/api/v1/jobs/${j.id}`).then(showCompare); }, text: j.id })),
+      const req = j.request;
+      return h("tr", { "data-job": j.id, "data-state": j.state, "data-phase": j.phase },
+        h("td", {}, h("a", { href: "#/jobs", onclick: (ev) => { ev.preventDefault(); api(`/api/v1/jobs/${j.id}`).then(showCompare); }, text: j.id }),
+          req ? h("div", { class: "muted small", text: `${req.scenario}, ${req.budget}, MACs ${req.target_macs}` }) : null),
         h("td", { class: "job-state", text: j.state === "running" ? `${j.phase}${j.cancel_requested ? " (cancelling)" : ""}` : (r.status || "finished") }),
-        h("td", {}, prog, j.state === "running" ? ` ${j.label} ${j.done}/${j.total || "?"}` : ""),
+        progressCell(j),
         h("td", { text: r.old && r.new ? `${score(r.old)} → ${score(r.new)}` : "" }),
         h("td", {}, j.state === "running" ? h("button", { class: "danger job-cancel", text: "Cancel", onclick: async () => {
           try { await api(`/api/v1/jobs/${j.id}/cancel`, { method: "POST" }); flash(`cancelling ${j.id}`, true); load(); } catch (e) { flash(e.message); }
@@ -334,19 +547,31 @@ pages.jobs = async () => {
       h("td", { text: v.eval ? `${pct(v.eval.rank1)} / ${pct(v.eval.mAP)}` : "–" }), h("td", { text: v.origin }),
       h("td", {}, v.id !== m.current ? h("button", { text: "Promote", onclick: () => promote(v.id) }) : null))));
     serving.textContent = `The pipeline serves ${m.serving}; the registry's current version is ${m.current || "–"}.`;
+    rollback.replaceChildren(m.previous
+      ? h("button", { id: "rollback", text: `Roll back to ${m.previous}`, onclick: async () => {
+        try { const r = await api("/api/v1/models/rollback", { method: "POST" }); flash(`${r.current} is current`, true); load(); } catch (e) { flash(e.message); }
+      } })
+      : h("span", { class: "muted", "data-testid": "no-rollback", text: "No earlier version to roll back to: the registry has had one current model so far." }));
   };
   const serving = h("p", { class: "muted" });
+  const rollback = h("div", { class: "row" });
   main().append(h("h1", { text: "Jobs & models" }),
-    h("div", { class: "row card" }, "Scenario", scenario, "budget", budget, "target MACs share", macs, start),
-    h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Job", "State", "Progress", "held-out rank-1 / mAP", ""].map(t => h("th", { text: t })))), jobsBody),
+    h("div", { class: "card jobform" },
+      h("div", { class: "form-grid" },
+        h("label", { for: "job-scenario", text: "Scenario" }), h("div", {}, scenario, h("div", { class: "muted small", text: "S4 is the usual choice on site: it learns this site's people and light from the crops the daemon stored, without labels. S1–S3 need a labelled source dataset on the server." })),
+        h("label", { for: "job-budget", text: "Training budget" }), h("div", {}, budget, h("div", { class: "muted small", text: "how long to train: epochs (1ep = one pass over the stored crops; 10ep is a real re-tune) or wall time (30m, 2h)." })),
+        h("label", { for: "job-macs", text: "Target MACs share" }), h("div", {}, macs, h("div", { class: "muted small", text: "how much of the serving model's compute (multiply-accumulates per crop) the new model may use: 1.0 keeps the network's size, 0.5 prunes it to half the cost (faster, usually a little less accurate)." })),
+        h("span"), h("div", {}, start, h("span", { class: "muted small", text: "  The job trains in its own process; the candidate is compared with the serving model on held-out crops and promoted only if it is better." })))),
+    h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Job", "State", "Progress / outcome", "held-out rank-1 / mAP", ""].map(t => h("th", { text: t })))), jobsBody),
     compare,
     h("h2", { text: "Model registry" }), serving,
     h("table", { "data-testid": "models" }, h("thead", {}, h("tr", {}, ["Version", "GMACs", "Params", "held-out rank-1 / mAP", "Origin", ""].map(t => h("th", { text: t })))), modelsBody),
-    h("div", { class: "row" }, h("button", { text: "Roll back to previous", onclick: async () => {
-      try { const r = await api("/api/v1/models/rollback", { method: "POST" }); flash(`${r.current} is current`, true); load(); } catch (e) { flash(e.message); }
-    } })));
+    rollback);
   await load();
-  timers.push(onEvent(e => { if (e.type === "job_progress" || e.type === "job_finished") load().catch(() => {}); }));
+  timers.push(onEvent(e => {
+    if (e.type === "job_progress" || e.type === "job_finished") load().catch(() => {});
+    if (e.type === "job_finished") { flash(`job ${e.job} ended: ${e.status}`, e.status !== "failed"); api(`/api/v1/jobs/${e.job}`).then(showCompare).catch(() => {}); }
+  }));
 };
 
 // ---- routing --------------------------------------------------------------------------------

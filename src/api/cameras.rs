@@ -215,38 +215,70 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn live(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    /// Also return the frame itself (`frame_jpeg`, base64 JPEG without boxes), so that a client
+    /// draws the boxes on the very frame they belong to.
+    #[serde(default)]
+    pub frame: bool,
+}
+
+pub async fn live(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    super::error::ApiQuery(q): super::error::ApiQuery<LiveQuery>,
+) -> ApiResult<Response> {
     find(&s, &id)?;
     let v =
         s.server.live.view(&id).ok_or_else(|| {
             ApiError::unavailable(format!("camera {id:?} has no analysed frame yet"))
         })?;
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "camera": id,
         "t_ms": v.t_ms,
         "width": v.frame.width,
         "height": v.frame.height,
         "boxes": v.boxes,
-    }))
-    .into_response())
+    });
+    if q.frame {
+        let frame = v.frame.clone();
+        let jpeg = s.blocking(move |_| jpeg(&frame.to_image())).await?;
+        body["frame_jpeg"] = json!(base64(&jpeg));
+    }
+    Ok(axum::Json(body).into_response())
 }
 
-/// Colour of an identity's boxes (unlabelled tracks are grey).
-pub fn colour(identity: Option<i64>) -> [u8; 3] {
-    const P: [[u8; 3]; 8] = [
-        [31, 119, 180],
-        [214, 39, 40],
-        [44, 160, 44],
-        [255, 127, 14],
-        [148, 103, 189],
-        [140, 86, 75],
-        [227, 119, 194],
-        [23, 190, 207],
-    ];
-    match identity {
-        Some(i) => P[(i.rem_euclid(8)) as usize],
-        None => [160, 160, 160],
+fn jpeg(img: &image::RgbImage) -> ApiResult<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(img)
+        .map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if k <= c.len() {
+                out.push(A[(n >> shift) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
     }
+    out
+}
+
+/// Colour of an identity's boxes (unlabelled tracks are grey); the web UI draws the same.
+pub fn colour(identity: Option<i64>) -> [u8; 3] {
+    crate::plot::identity_colour(identity)
 }
 
 fn draw_rect(img: &mut image::RgbImage, b: [f32; 4], c: [u8; 3], thick: u32) {
@@ -289,11 +321,7 @@ pub async fn snapshot(
             for b in &v.boxes {
                 draw_rect(&mut img, b.bbox, colour(b.identity), 2);
             }
-            let mut out = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-                .encode_image(&img)
-                .map_err(ApiError::internal)?;
-            Ok(out)
+            jpeg(&img)
         })
         .await?;
     Ok((
@@ -304,4 +332,16 @@ pub async fn snapshot(
         jpeg,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_pads_like_the_standard() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar\xff"), "Zm9vYmFy/w==");
+    }
 }

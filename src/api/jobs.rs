@@ -103,7 +103,10 @@ pub struct JobView {
     pub phase: String,
     pub label: String,
     pub done: u64,
+    /// 0 while unknown (a phase that has not counted its work yet).
     pub total: u64,
+    /// Seconds since this phase's count started (with `done` and `total`: the rate and ETA).
+    pub seconds: f64,
     pub cancel_requested: bool,
     /// The job's report once it ended (outcome, old and new held-out scores, decision).
     pub report: Option<serde_json::Value>,
@@ -229,6 +232,7 @@ impl JobManager {
             label: String::new(),
             done: 0,
             total: 0,
+            seconds: 0.0,
             cancel_requested: false,
             report: None,
             log: Vec::new(),
@@ -274,12 +278,16 @@ impl JobManager {
                     match v {
                         Some(v) if v.get("phase").is_some() => {
                             e.view.phase = v["phase"].as_str().unwrap_or("").to_string();
+                            // the last phase's count is not this one's
+                            e.view.label.clear();
+                            (e.view.done, e.view.total, e.view.seconds) = (0, 0, 0.0);
                         }
                         Some(v) if v.get("progress").is_some() => {
                             let p = &v["progress"];
                             e.view.label = p["label"].as_str().unwrap_or("").to_string();
                             e.view.done = p["done"].as_u64().unwrap_or(0);
                             e.view.total = p["total"].as_u64().unwrap_or(0);
+                            e.view.seconds = p["seconds"].as_f64().unwrap_or(0.0);
                         }
                         _ => {
                             if e.log.len() >= 40 {
@@ -348,6 +356,7 @@ fn finished_view(id: &str, report: serde_json::Value) -> JobView {
         label: String::new(),
         done: 0,
         total: 0,
+        seconds: 0.0,
         cancel_requested: false,
         report: Some(report),
         log: Vec::new(),

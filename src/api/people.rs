@@ -46,10 +46,35 @@ pub async fn list(
         limit,
         offset: q.offset.unwrap_or(0),
     };
-    let (rows, total) = s
-        .with_store(move |st| Ok(st.identities_filtered(&f)?))
+    let (rows, thumbs, total) = s
+        .with_store(move |st| {
+            let (rows, total) = st.identities_filtered(&f)?;
+            let thumbs = rows
+                .iter()
+                .map(|r| best_crop(st, r.id))
+                .collect::<ApiResult<Vec<_>>>()?;
+            Ok((rows, thumbs, total))
+        })
         .await?;
-    Ok(axum::Json(json!({ "identities": rows, "total": total })).into_response())
+    // each identity with the URL of its best crop (`thumbnail`, none before its first crop)
+    let identities: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(thumbs)
+        .map(|(r, t)| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["thumbnail"] = json!(t.map(|c| format!("/api/v1/crops/{}", c.id)));
+            v
+        })
+        .collect();
+    Ok(axum::Json(json!({ "identities": identities, "total": total })).into_response())
+}
+
+/// The identity's crop of the best quality (none when it has none stored).
+fn best_crop(st: &crate::store::Store, id: i64) -> ApiResult<Option<crate::store::CropRef>> {
+    Ok(st
+        .crops_of_identity(id, 1)?
+        .into_iter()
+        .max_by(|a, b| a.quality.total_cmp(&b.quality)))
 }
 
 pub async fn get(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
@@ -123,9 +148,22 @@ pub async fn timeline_svg_one(
     let sightings = sightings_of(&s, id).await?;
     Ok(svg(timeline_svg(
         &sightings,
-        &TimelineOptions::default(),
+        &site_cameras(&s, TimelineOptions::default()),
         &format!("identity {id}: sightings by camera"),
     )))
+}
+
+/// Timeline options with the site's cameras (their colours and names).
+fn site_cameras(s: &ApiState, opts: TimelineOptions) -> TimelineOptions {
+    let cams = s.server.cameras();
+    TimelineOptions {
+        cameras: cams.iter().map(|c| c.id.clone()).collect(),
+        names: cams
+            .into_iter()
+            .map(|c| (c.id.clone(), c.name.unwrap_or(c.id)))
+            .collect(),
+        ..opts
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +173,8 @@ pub struct SiteTimelineQuery {
     /// Only identities seen by at least this many cameras.
     pub min_cameras: Option<usize>,
     pub max_rows: Option<usize>,
+    /// Show wall-clock times at this offset from UTC, in minutes (default 0: UTC).
+    pub utc_offset_min: Option<i32>,
 }
 
 pub async fn site_timeline_svg(
@@ -151,10 +191,15 @@ pub async fn site_timeline_svg(
                 .collect::<Vec<_>>())
         })
         .await?;
-    let opts = TimelineOptions {
-        min_cameras: q.min_cameras.unwrap_or(1).max(1),
-        max_rows: q.max_rows.unwrap_or(40).clamp(1, 500),
-    };
+    let opts = site_cameras(
+        &s,
+        TimelineOptions {
+            min_cameras: q.min_cameras.unwrap_or(1).max(1),
+            max_rows: q.max_rows.unwrap_or(40).clamp(1, 500),
+            utc_offset_min: q.utc_offset_min.unwrap_or(0).clamp(-14 * 60, 14 * 60),
+            ..TimelineOptions::default()
+        },
+    );
     Ok(svg(timeline_svg(&sightings, &opts, "who went where, when")))
 }
 
@@ -265,7 +310,7 @@ pub async fn split(
     check_reason(&b.reason)?;
     if b.tracklets.is_empty() || b.tracklets.len() > 10_000 {
         return Err(ApiError::invalid(
-            "`tracklets` lists 1 to 10000 tracklet ids",
+            "pick at least one sighting to split off (`tracklets` lists 1 to 10000 tracklet ids)",
         ));
     }
     let user = caller.user.clone();
@@ -359,23 +404,64 @@ pub async fn search(
         .with_store(move |st| {
             let mut v = Vec::new();
             for id in ids {
-                v.push(st.crops_of_identity(id, 1)?.into_iter().next());
+                v.push((best_crop(st, id)?, st.identity(id)?));
             }
             Ok(v)
         })
         .await?;
+    let cal = Calibration::of(&s.server.linking);
     let matches: Vec<_> = hits
         .iter()
         .zip(crops)
-        .map(|((id, sim), c)| {
+        .map(|((id, sim), (c, row))| {
             json!({
                 "identity": id,
                 "similarity": sim,
-                "crop": c.map(|c| format!("/api/v1/crops/{}", c.id)),
+                "band": cal.band(*sim),
+                "crop": c.as_ref().map(|c| format!("/api/v1/crops/{}", c.id)),
+                // where the crop was taken, and where and when the identity was last seen
+                "crop_camera": c.map(|c| c.camera),
+                "cameras": row.as_ref().map(|r| r.cameras.clone()).unwrap_or_default(),
+                "last_seen_ms": row.map(|r| r.last_seen_ms),
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "matches": matches })).into_response())
+    Ok(axum::Json(json!({ "matches": matches, "calibration": cal })).into_response())
+}
+
+/// How a search similarity compares with the serving embedder's linking calibration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Calibration {
+    /// At or above: `likely` the same person (the linker links a tracklet this similar).
+    pub likely_from: f32,
+    /// At or above (and below `likely_from`): `possible`; below: `unlikely`.
+    pub possible_from: f32,
+    /// Where the threshold came from: `manifest` (the embedder's calibration), `config`,
+    /// `default`.
+    pub origin: crate::config::LinkingOrigin,
+}
+
+/// How far below the linking threshold a match is still `possible`.
+const POSSIBLE_BELOW: f32 = 0.05;
+
+impl Calibration {
+    fn of(l: &crate::config::LinkingSettings) -> Calibration {
+        Calibration {
+            likely_from: l.threshold,
+            possible_from: l.threshold - POSSIBLE_BELOW,
+            origin: l.origin,
+        }
+    }
+
+    fn band(&self, similarity: f32) -> &'static str {
+        if similarity >= self.likely_from {
+            "likely"
+        } else if similarity >= self.possible_from {
+            "possible"
+        } else {
+            "unlikely"
+        }
+    }
 }
 
 pub async fn audit(State(s): State<ApiState>) -> ApiResult<Response> {

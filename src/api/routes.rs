@@ -248,7 +248,12 @@ pub fn table() -> Vec<Route> {
             Body::None,
             JSON,
             get(cameras::live),
-        ),
+        )
+        .query(&[(
+            "frame",
+            "boolean",
+            "also the frame itself (frame_jpeg: base64 JPEG without boxes)",
+        )]),
         r(
             g.clone(),
             "/api/v1/identities",
@@ -355,6 +360,11 @@ pub fn table() -> Vec<Route> {
                 "max_rows",
                 "integer",
                 "at most this many identities (default 40)",
+            ),
+            (
+                "utc_offset_min",
+                "integer",
+                "times on the axis at this offset from UTC, in minutes (default 0)",
             ),
         ]),
         r(

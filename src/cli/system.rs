@@ -289,9 +289,15 @@ pub fn timeline(a: TimelineArgs) -> Result<ExitCode> {
     );
     let store = crate::store::Store::open(&a.data_dir)?;
     let sightings = store.sightings()?;
+    // colours by the cameras the store recorded (as the daemon's pictures and web UI do by the
+    // cameras it runs); times in UTC
+    let cams = store.cameras()?;
     let opts = crate::report::TimelineOptions {
         min_cameras: a.min_cameras,
         max_rows: if a.all { usize::MAX } else { a.max_rows },
+        cameras: cams.iter().map(|c| c.id.clone()).collect(),
+        names: cams.into_iter().map(|c| (c.id, c.name)).collect(),
+        utc_offset_min: 0,
     };
     let identities = crate::report::timeline_identities(&sightings, opts.min_cameras);
     let shown = identities.min(opts.max_rows);

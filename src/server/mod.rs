@@ -44,6 +44,9 @@ pub struct Server {
     media_dirs: Vec<std::path::PathBuf>,
     /// The embedder's name (recorded with descriptors).
     pub model: String,
+    /// The linking values in force (the config's, else the embedder's calibration): the API's
+    /// search grades its matches by them.
+    pub linking: crate::config::LinkingSettings,
     /// Receiving ends kept only to read the queue depths between the stages.
     track_q: crossbeam_channel::Receiver<CameraTrackEvent>,
     reid_q: crossbeam_channel::Receiver<crate::reid::ReidOutput>,
@@ -202,6 +205,7 @@ impl Server {
             cameras: std::sync::Mutex::new(cfg.cameras.clone()),
             media_dirs: cfg.ingest.media_dirs.clone(),
             model,
+            linking: cfg.linking.clone(),
             track_q: track_rx_depth,
             reid_q: reid_rx_depth,
         })
