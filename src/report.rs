@@ -279,6 +279,7 @@ mod tests {
             &TimelineOptions {
                 min_cameras: 1,
                 max_rows: 1,
+                ..TimelineOptions::default()
             },
             "t",
         );
