@@ -56,9 +56,6 @@ pub fn timeline_identities(sightings: &[SightingRow], min_cameras: usize) -> usi
         .count()
 }
 
-/// The identity timeline as an SVG document (at most `max_rows` rows: count what was left out
-/// with [`timeline_identities`]).
-
 /// Wall-clock ticks for `t0_ms..=t1_ms`: (ms since the epoch, label) at a round step, about
 /// `target` of them, labelled at `utc_offset_min`.
 pub fn time_ticks(t0_ms: i64, t1_ms: i64, utc_offset_min: i32, target: i64) -> Vec<(i64, String)> {
@@ -118,7 +115,8 @@ fn civil(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// The identity timeline as an SVG document.
+/// The identity timeline as an SVG document (at most `max_rows` rows: count what was left out
+/// with [`timeline_identities`]).
 pub fn timeline_svg(sightings: &[SightingRow], opts: &TimelineOptions, title: &str) -> String {
     let mut by_id: BTreeMap<i64, Vec<&SightingRow>> = BTreeMap::new();
     for s in sightings {
