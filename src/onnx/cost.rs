@@ -1,6 +1,6 @@
 //! What a network costs: multiply-accumulates (MACs) of its conv and fully-connected layers, and
 //! its learnable parameters — the convention re-id papers and torchvision tables use (they print
-//! GMACs as "GFLOPs"; PLATFORM.md has reference figures).
+//! GMACs as "GFLOPs"; docs/models.md lists the bundled models' figures).
 //!
 //! MACs: Conv = output elements × (input channels / groups) × kernel area; ConvTranspose = input
 //! elements × (output channels / groups) × kernel area; Gemm / MatMul = M × N × K per batch item.

@@ -1,7 +1,7 @@
 //! How many channels each group keeps, and which ones.
 //!
 //! - **scope** `layer`: every prunable group loses the same fraction of its channels; `global`:
-//!   one ranking across all groups after L2-normalising each group's scores (PRUNING.md), so
+//!   one ranking across all groups after L2-normalising each group's scores, so
 //!   redundant layers lose more than busy ones.
 //! - **widths**: every group keeps at least `min_channels`, and kept widths are rounded to a
 //!   multiple of `multiple` (8 by default: vectorised conv kernels run fastest on such widths).
