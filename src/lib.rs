@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod models;
 pub mod offline;
 pub mod onnx;
+pub mod outputs;
 pub mod paths;
 pub mod plot;
 pub mod progress;

@@ -113,6 +113,7 @@ pub async fn status(State(s): State<ApiState>) -> Response {
         "pipeline": s.server.status(),
         "queues": s.server.queue_depths(),
         "serving_model": s.server.model,
+        "outputs": s.server.outputs_status(),
     }))
     .into_response()
 }

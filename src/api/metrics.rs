@@ -169,6 +169,8 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         q.observations
     );
 
+    crate::outputs::metrics(&mut o, &s.server.outputs_status());
+
     let m = s.server.metrics();
     // (family, help, [(histogram, stage label)])
     type Family<'a> = (&'a str, &'a str, Vec<(&'a Histogram, &'a str)>);

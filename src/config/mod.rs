@@ -56,6 +56,9 @@ pub struct Config {
     pub api: ApiSettings,
     #[serde(default)]
     pub cameras: Vec<CameraSettings>,
+    /// Where events go besides the API: MQTT brokers and webhooks (src/outputs).
+    #[serde(default)]
+    pub outputs: Vec<crate::outputs::OutputSettings>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -617,6 +620,20 @@ impl Config {
                     format!(
                         "expected an environment variable name, found {}",
                         secrets::clip(v, 64)
+                    ),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, o) in self.outputs.iter().enumerate() {
+            let at = |k: &str| KeyPath::new().key("outputs").index(i).key(k);
+            o.check().map_err(|(k, m)| err(at(k), m))?;
+            if !names.insert(o.name_at(i)) {
+                return Err(err(
+                    at("name"),
+                    format!(
+                        "output name {:?} is used twice; names must be unique",
+                        o.name_at(i)
                     ),
                 ));
             }

@@ -32,6 +32,8 @@ pub struct Server {
     control: crossbeam_channel::Sender<Control>,
     /// Every event of the process (camera states, tracklets, identities).
     pub events: EventBus,
+    /// MQTT brokers and webhooks fed from `events` (`[[outputs]]`).
+    outputs: std::sync::Mutex<crate::outputs::Outputs>,
     analysis: Analysis,
     reid: ReidStage,
     link: LinkStage,
@@ -147,6 +149,8 @@ impl Server {
         );
         let linker = link::restore_gallery(cfg, &store, &model, dim)?;
         let events = EventBus::new(cfg.api.ws_buffer);
+        // subscribed before any stage runs, so the outputs see every event
+        let outputs = crate::outputs::Outputs::start(&cfg.outputs, &cfg.server.data_dir, &events)?;
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let control = ctrl_tx.clone();
         let user = listener;
@@ -197,6 +201,7 @@ impl Server {
             ingest,
             control,
             events,
+            outputs: std::sync::Mutex::new(outputs),
             analysis,
             reid,
             link,
@@ -339,5 +344,18 @@ impl Server {
         self.analysis.stop();
         self.reid.finish();
         self.link.finish();
+        // what is still queued stays on disk for the next start
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
+    }
+
+    /// Each output's receiver state and counters.
+    pub fn outputs_status(&self) -> Vec<crate::outputs::OutputStatus> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .status()
     }
 }
