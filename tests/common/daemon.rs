@@ -83,9 +83,15 @@ impl Daemon {
     }
 
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf) -> Daemon {
+        Daemon::spawn_with(dir, config, &[])
+    }
+
+    /// As [`Daemon::spawn`], with more arguments for `crosscam serve`.
+    pub fn spawn_with(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Daemon {
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(&config)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
