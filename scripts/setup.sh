@@ -6,7 +6,7 @@
 #     H.264 MP4 transcode of vtest.avi for the RTSP tests
 #   - for the web UI's browser tests: Debian's chromium, Node.js (when the machine has none) and
 #     playwright-core from the npm registry (tests/browser, pinned by its package-lock.json);
-#     openssl and curl for the HTTPS test
+#     openssl and curl for the HTTPS test; Debian's mosquitto (MQTT broker) for the outputs test
 # Only registries are used (Debian archive, PyPI). Every download is checked against a sha256.
 # Safe to run again: each step is skipped when its result is already present and verified.
 set -euo pipefail

@@ -80,7 +80,10 @@ impl Broker {
         self.child = Some(child);
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "mosquitto did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "mosquitto did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -360,7 +363,9 @@ fn events_reach_mqtt_and_webhooks_once_in_order_through_an_outage() {
         let (_, s) = d.get("/api/v1/status", Some(&admin));
         let (m, w) = (output(&s, "broker"), output(&s, "vms"));
         let away = |o: &Value| {
-            o["connected"] == false && o["queued"].as_u64().unwrap_or(0) > 0 && o["last_error"].is_string()
+            o["connected"] == false
+                && o["queued"].as_u64().unwrap_or(0) > 0
+                && o["last_error"].is_string()
         };
         (away(m) && away(w)).then_some(s)
     });
@@ -412,9 +417,15 @@ fn events_reach_mqtt_and_webhooks_once_in_order_through_an_outage() {
     let mut last_seq = 0u64;
     for h in &got {
         let delivery = h.header("x-crosscam-delivery");
-        assert!(ids_seen.insert(delivery.to_string()), "delivered twice: {delivery}");
+        assert!(
+            ids_seen.insert(delivery.to_string()),
+            "delivered twice: {delivery}"
+        );
         let seq: u64 = delivery.strip_prefix("vms-").unwrap().parse().unwrap();
-        assert!(seq > last_seq, "deliveries in order: {seq} after {last_seq}");
+        assert!(
+            seq > last_seq,
+            "deliveries in order: {seq} after {last_seq}"
+        );
         last_seq = seq;
         assert_eq!(
             h.header("x-crosscam-signature-256"),
@@ -455,7 +466,10 @@ fn events_reach_mqtt_and_webhooks_once_in_order_through_an_outage() {
 
     // retained state and counts per camera, availability, Home Assistant discovery
     let last = |topic: &str| -> Option<Vec<u8>> {
-        msgs.iter().rev().find(|m| m.topic == topic).map(|m| m.payload.clone())
+        msgs.iter()
+            .rev()
+            .find(|m| m.topic == topic)
+            .map(|m| m.payload.clone())
     };
     let state: Value = serde_json::from_slice(&last("crosscam/cameras/a/state").unwrap()).unwrap();
     assert_eq!(state["state"], "live", "{state}");

@@ -7,8 +7,10 @@ pub mod api;
 pub mod camera;
 pub mod embed;
 pub mod gallery;
+pub mod outputs;
 
 pub use api::{ApiBenchReport, api, render_api};
 pub use camera::*;
 pub use embed::*;
 pub use gallery::{GalleryBenchOptions, GalleryBenchReport, gallery, render_gallery};
+pub use outputs::{OutputsBenchReport, outputs};

@@ -30,6 +30,8 @@ pub enum BenchCommand {
     /// The API under load: camera rates without and with N WebSocket clients on the event
     /// stream (each must receive every event), then wrk on a few endpoints (p50/p99).
     Api(BenchApiArgs),
+    /// Do outputs slow the pipeline? Camera rates with a webhook receiver alternately up and down (and an MQTT broker that is never there)
+    Outputs(BenchOutputsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +47,23 @@ pub struct BenchApiArgs {
     /// Seconds of wrk per endpoint (0 = no HTTP load).
     #[arg(long, default_value_t = 10)]
     pub wrk_seconds: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchOutputsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Real-time vtest cameras.
+    #[arg(long, default_value_t = 4)]
+    pub cameras: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Rounds of (receiver up, receiver down).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -329,6 +348,25 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", crate::bench::render_api(&r));
+            }
+        }
+        BenchCommand::Outputs(a) => {
+            let cfg = a.config.load()?;
+            let r = crate::bench::outputs(&cfg, a.cameras.max(1), a.seconds, a.rounds.max(1))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} cameras, {} rounds of {:.0} s: receiver up {:.2} frames/s per camera, down {:.2} ({:+.1} %); {} deliveries, at most {} queued",
+                    r.cameras,
+                    r.rounds,
+                    r.seconds_per_phase,
+                    r.fps_up,
+                    r.fps_down,
+                    r.change * 100.0,
+                    r.delivered,
+                    r.max_queued
+                );
             }
         }
         BenchCommand::Pipeline(a) => {

@@ -126,6 +126,9 @@ pub struct Outputs {
     stop: Arc<AtomicBool>,
 }
 
+/// Turns one event into an output's messages (none when filtered out).
+type Mapper = Box<dyn FnMut(&Event) -> Vec<Message> + Send>;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -189,10 +192,7 @@ impl Outputs {
                 last_delivery_ms: AtomicI64::new(0),
                 last_error: Mutex::new(None),
             });
-            let (mut map, delivery): (
-                Box<dyn FnMut(&Event) -> Vec<Message> + Send>,
-                Box<dyn Delivery>,
-            ) = match o.kind {
+            let (mut map, delivery): (Mapper, Box<dyn Delivery>) = match o.kind {
                 OutputKind::Webhook => {
                     let secret = env(&o.secret_env)?.map(String::into_bytes);
                     if secret.is_none() {
@@ -456,14 +456,11 @@ mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
+    type Request = (Vec<(String, String)>, Vec<u8>);
+
     /// A webhook receiver on a loopback port that answers `status` to each request and hands
     /// the requests (headers, body) to the test.
-    fn receiver(
-        answers: Vec<u16>,
-    ) -> (
-        String,
-        std::sync::mpsc::Receiver<(Vec<(String, String)>, Vec<u8>)>,
-    ) {
+    fn receiver(answers: Vec<u16>) -> (String, std::sync::mpsc::Receiver<Request>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", l.local_addr().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();

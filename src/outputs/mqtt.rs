@@ -381,15 +381,12 @@ impl Delivery for Mqtt {
 
     fn idle(&mut self, stats: &Arc<Stats>) {
         // keep-alive pings and the broker's packets are handled while the queue is empty
-        if let Some((_, conn)) = self.conn.as_mut() {
-            match conn.recv_timeout(Duration::from_millis(50)) {
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %describe(&e), "MQTT connection lost");
-                    self.conn = None;
-                    stats.set_connected(false);
-                }
-                Ok(Ok(_)) | Err(_) => {}
-            }
+        if let Some((_, conn)) = self.conn.as_mut()
+            && let Ok(Err(e)) = conn.recv_timeout(Duration::from_millis(50))
+        {
+            tracing::warn!(error = %describe(&e), "MQTT connection lost");
+            self.conn = None;
+            stats.set_connected(false);
         }
     }
 

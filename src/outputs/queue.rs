@@ -190,7 +190,7 @@ mod tests {
     fn msg(i: usize) -> Message {
         Message {
             topic: format!("t/{i}"),
-            retain: i % 2 == 0,
+            retain: i.is_multiple_of(2),
             body: format!("{{\"i\":{i}}}").into_bytes(),
         }
     }
