@@ -12,6 +12,10 @@ pub struct EvalArgs {
     /// (e.g. mobilenetv2-imagenet).
     #[arg(long)]
     pub model: String,
+    /// The manifest that names the model (a site manifest written by `crosscam model add`;
+    /// default: the shipped one).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
     /// The dataset folder (Market-1501, DukeMTMC-reID, MSMT17 or CUHK03-NP layout).
     #[arg(long)]
     pub dataset: PathBuf,
@@ -198,7 +202,10 @@ pub fn run_eval(a: EvalArgs) -> Result<ExitCode> {
     let format = Format::parse(&a.format)?;
     let ds = Dataset::load(&a.dataset, format)?;
     let rt = crate::runtime::init(&crate::config::RuntimeSettings::default())?;
-    let manifest = crate::models::Manifest::bundled()?;
+    let manifest = match &a.manifest {
+        Some(m) => crate::models::Manifest::load(m)?,
+        None => crate::models::Manifest::bundled()?,
+    };
     let mut embedder = crate::reid::Embedder::open(
         &a.model,
         &manifest,

@@ -24,6 +24,57 @@ pub enum ModelCommand {
     /// Write a freshly initialised torchvision-style ResNet as ONNX (a starting point for
     /// training, a smaller comparator network, or a model to benchmark and prune).
     Build(ModelBuildArgs),
+    /// Add an ONNX re-id embedder trained elsewhere (torchreid, fast-reid, BoxMOT exports) to
+    /// the site's own manifest: tensors found, normalisation inferred (torchreid/fast-reid
+    /// defaults: RGB, ImageNet mean/std, 256x128), sha256 and MACs computed, a test run in ONNX
+    /// Runtime, optionally the linking values calibrated on a dataset.
+    Add(ModelAddArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelAddArgs {
+    /// The ONNX file.
+    pub file: PathBuf,
+    /// `embedder` (crops → embeddings) or `detector`.
+    #[arg(long, value_parser = ["embedder", "detector"])]
+    pub role: String,
+    /// The name `[models] embedder` will use (default: the file's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The site manifest to add to; created (extending the shipped one) when missing. Default:
+    /// DATA/site-models/manifest.toml.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+    /// Data directory (default: the config's `server.data_dir`).
+    #[arg(long, alias = "data")]
+    pub data_dir: Option<PathBuf>,
+    /// Channel order the model was trained on: RGB (torchreid, fast-reid) or BGR.
+    #[arg(long)]
+    pub color: Option<String>,
+    /// Per-channel mean of pixels scaled to [0, 1] (default 0.485,0.456,0.406).
+    #[arg(long, value_parser = crate::models::add::parse_triple)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation (default 0.229,0.224,0.225).
+    #[arg(long, value_parser = crate::models::add::parse_triple)]
+    pub std: Option<[f32; 3]>,
+    /// Licence of the weights (recorded in the manifest).
+    #[arg(long)]
+    pub licence: Option<String>,
+    /// Where the weights come from (recorded in the manifest).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Measure the linking values (threshold, margin, merge_similarity) on this dataset, as
+    /// `crosscam eval` does.
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// Replace a model of the same name in the site manifest.
+    #[arg(long)]
+    pub replace: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -102,7 +153,80 @@ pub fn model(cmd: ModelCommand) -> Result<ExitCode> {
     match cmd {
         ModelCommand::Info(a) => model_info(a),
         ModelCommand::Build(a) => run_model_build(a),
+        ModelCommand::Add(a) => model_add(a),
     }
+}
+
+fn model_add(a: ModelAddArgs) -> Result<ExitCode> {
+    let manifest = match &a.manifest {
+        Some(m) => m.clone(),
+        None => {
+            let data = match (&a.data_dir, &a.config.config) {
+                (Some(d), _) => d.clone(),
+                (None, Some(c)) => super::user::data_dir_of_config(c)?,
+                (None, None) => crate::config::ServerSettings::default().data_dir,
+            };
+            data.join("site-models").join("manifest.toml")
+        }
+    };
+    let role = if a.role == "detector" {
+        crate::models::Role::Detector
+    } else {
+        crate::models::Role::Embedder
+    };
+    let rt = crate::runtime::init(&a.config.load()?.runtime)?;
+    let added = crate::models::add::add(
+        &crate::models::add::AddOptions {
+            file: a.file.clone(),
+            role,
+            name: a.name.clone(),
+            manifest,
+            color: a.color.clone(),
+            mean: a.mean,
+            std: a.std,
+            licence: a.licence.clone(),
+            source: a.source.clone(),
+            calibrate: a.calibrate.clone(),
+            replace: a.replace,
+        },
+        rt,
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&added)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "added {:?} to {}{}\n  input {:?} ({}), output {} dimensions\n  {:.2} GMACs, {:.1} M parameters, sha256 {}",
+        added.name,
+        added.manifest.display(),
+        if added.created_manifest {
+            " (new; it extends the shipped manifest)"
+        } else {
+            ""
+        },
+        added.input,
+        added.normalisation_from,
+        added.output_dim,
+        added.macs as f64 / 1e9,
+        added.params as f64 / 1e6,
+        added.sha256
+    );
+    match &added.linking {
+        Some(l) => println!(
+            "  linking: threshold {:.2}, margin {:.2}, merge_similarity {:.2} ({})",
+            l.threshold, l.margin, l.merge_similarity, l.measured
+        ),
+        None => println!(
+            "  linking: not calibrated — the defaults apply until you run again with --calibrate DATASET --replace"
+        ),
+    }
+    println!(
+        "next: in the site config set\n  [models]\n  manifest = {:?}\n  embedder = {:?}\nthen `crosscam eval --model {} --dataset …` compares it with the current embedder",
+        added.manifest.display().to_string(),
+        added.name,
+        added.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {

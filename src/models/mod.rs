@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{ConfigError, parse_toml};
 use crate::runtime::{Device, Runtime, RuntimeError, SessionOptions};
 
+pub mod add;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
@@ -137,24 +139,70 @@ impl InputSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
+    /// Another manifest whose models this one adds to (a site manifest extends the shipped
+    /// one); relative to this file. Entries here win over its entries of the same name.
+    #[serde(default)]
+    extends: Option<PathBuf>,
+    #[serde(default)]
     model: Vec<ModelEntry>,
 }
+
+/// How many manifests may extend one another (a loop is refused, not followed forever).
+const MAX_EXTENDS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub path: PathBuf,
     pub models: Vec<ModelEntry>,
+    /// How many of `models` (the first ones) are this file's own; the rest come from the
+    /// manifest it extends, with absolute `file` paths.
+    local: usize,
 }
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ModelError> {
+        Manifest::load_depth(path, 0)
+    }
+
+    fn load_depth(path: &Path, depth: usize) -> Result<Manifest, ModelError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ModelError::Io(path.to_path_buf(), e))?;
         let f: ManifestFile = parse_toml(&text, &path.display().to_string())?;
+        let mut models = f.model;
+        let local = models.len();
+        if let Some(base) = f.extends {
+            if depth >= MAX_EXTENDS {
+                return Err(ModelError::Io(
+                    path.to_path_buf(),
+                    std::io::Error::other(format!(
+                        "manifests extend one another more than {MAX_EXTENDS} deep (a loop?)"
+                    )),
+                ));
+            }
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let base_path = dir.join(base);
+            let base = Manifest::load_depth(&base_path, depth + 1)?;
+            for mut m in base.models.iter().cloned() {
+                if models[..local].iter().any(|own| own.name == m.name) {
+                    continue;
+                }
+                m.file = base.file_of(&m);
+                models.push(m);
+            }
+        }
         Ok(Manifest {
             path: path.to_path_buf(),
-            models: f.model,
+            models,
+            local,
         })
+    }
+
+    /// Names of the models this file itself lists (not those of the manifest it extends).
+    pub fn local_names(&self) -> Vec<String> {
+        self.models[..self.local.min(self.models.len())]
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     /// The manifest shipped with crosscam.

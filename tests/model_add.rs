@@ -1,0 +1,252 @@
+//! `crosscam model add` on a ResNet-50 in the shape torchreid exports (256×128 input, last
+//! stride 1, 2048-d pooled features, BatchNorm folded into the convolutions — built by
+//! `crosscam model build`, as PyTorch is not available here): the site manifest is created
+//! extending the shipped one, the entry has the file's checksum, tensors, ImageNet
+//! normalisation and MACs, linking values are calibrated on a dataset, and `crosscam eval`
+//! runs the model by its new name. Refusals: not ONNX, a name taken, the shipped manifest.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crosscam::eval::dataset::{DatasetInfo, MarketName, MarketWriter, Split};
+
+fn crosscam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crosscam"))
+        .args(args)
+        .output()
+        .expect("run crosscam")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "crosscam failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a refusal");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Four "people" cut from side-by-side regions of messi5.jpg, each seen by cameras 1 (query)
+/// and 2 (gallery): mirrored and darker, or the same pixels (as the demo's two cameras of one
+/// clip).
+fn two_camera_dataset(root: &Path, mirrored: bool) {
+    let img = image::open(crosscam::paths::media("messi5.jpg"))
+        .expect("messi5.jpg from make setup")
+        .to_rgb8();
+    let regions = [
+        (0, 0, 120, 300),
+        (200, 20, 130, 310),
+        (400, 10, 148, 330),
+        (100, 150, 120, 180),
+    ];
+    let mut w = MarketWriter::create(root, false, 95).unwrap();
+    for (p, (x, y, cw, ch)) in regions.into_iter().enumerate() {
+        let crop = image::imageops::crop_imm(&img, x, y, cw, ch).to_image();
+        // the other camera sees the person from the other side, a little darker
+        let other = if mirrored {
+            image::imageops::colorops::brighten(&image::imageops::flip_horizontal(&crop), -10)
+        } else {
+            crop.clone()
+        };
+        let name = |camid, frame| MarketName {
+            pid: p as i32 + 1,
+            camid,
+            seq: 1,
+            frame,
+            index: 0,
+        };
+        w.write(Split::Query, &name(1, 10), &crop).unwrap();
+        w.write(Split::Gallery, &name(2, 20), &other).unwrap();
+    }
+    w.finish(DatasetInfo {
+        labels: "pseudo".into(),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_torchreid_style_resnet50_is_added_calibrated_and_evaluated_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("osnet-or-r50-market.onnx");
+    ok(&crosscam(&[
+        "model",
+        "build",
+        "--arch",
+        "resnet50",
+        "--reid",
+        "--head",
+        "features",
+        "--fuse-bn",
+        "--random-stats",
+        "--out",
+        onnx.to_str().unwrap(),
+    ]));
+    let ds = dir.path().join("ds");
+    two_camera_dataset(&ds, true);
+    let same = dir.path().join("same");
+    two_camera_dataset(&same, false);
+    let data = dir.path().join("data");
+    // random weights tell nobody apart: calibrating them is refused, and nothing is written
+    let random = failed(&crosscam(&[
+        "model",
+        "add",
+        onnx.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--name",
+        "r50-market",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--calibrate",
+        ds.to_str().unwrap(),
+    ]));
+    assert!(
+        random.contains("no threshold separates the people"),
+        "{random}"
+    );
+    assert!(!data.join("site-models/manifest.toml").exists());
+    let out = ok(&crosscam(&[
+        "model",
+        "add",
+        onnx.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--name",
+        "r50-market",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--licence",
+        "MIT (test)",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "r50-market");
+    assert_eq!(v["input"], serde_json::json!([-1, 3, 256, 128]));
+    assert_eq!(v["output_dim"], 2048, "ResNet-50 pooled features");
+    assert_eq!(v["created_manifest"], true);
+    // ResNet-50 at 256x128 with last stride 1: about 6 GMACs (4.1 at 224x224, more for the
+    // larger last stage)
+    let gmacs = v["macs"].as_f64().unwrap() / 1e9;
+    assert!((4.0..8.0).contains(&gmacs), "{gmacs} GMACs");
+    let manifest = data.join("site-models/manifest.toml");
+    assert_eq!(v["manifest"], manifest.to_str().unwrap());
+    let copied = data.join("site-models/r50-market.onnx");
+    assert_eq!(
+        v["sha256"].as_str().unwrap(),
+        crosscam::models::sha256_file(&copied).unwrap()
+    );
+    assert!(v["linking"].is_null(), "not calibrated: the defaults apply");
+
+    // a trained network (crosscam's own ResNet-18 export) is calibrated on two cameras that
+    // see the same pixels: a threshold that separates the people exists
+    let trained = crosscam::paths::project_root().join("models/crosscam-resnet18-vtest.onnx");
+    let out = ok(&crosscam(&[
+        "model",
+        "add",
+        trained.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--name",
+        "r18-site",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--calibrate",
+        same.to_str().unwrap(),
+        "--json",
+    ]));
+    let v2: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let l = &v2["linking"];
+    let t = l["threshold"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&t), "{l}");
+    assert!((l["merge_similarity"].as_f64().unwrap() - (t + 0.05).min(0.99)).abs() < 1e-6);
+    assert_eq!(
+        v2["input"],
+        serde_json::json!([-1, 3, 128, 64]),
+        "its own declared size"
+    );
+
+    // the site manifest: the new entry, and the shipped models through `extends`
+    let m = crosscam::models::Manifest::load(&manifest).unwrap();
+    assert_eq!(m.local_names(), ["r50-market", "r18-site"]);
+    let e = m.get("r50-market").unwrap();
+    assert_eq!(e.input.color, "RGB");
+    assert_eq!(e.input.mean, [0.485, 0.456, 0.406]);
+    assert_eq!(e.outputs[0].shape, [-1, 2048]);
+    assert_eq!(e.licence, "MIT (test)");
+    m.verify_file(e).unwrap();
+    let shipped = m.get("nanodet-416").expect("shipped models stay available");
+    m.verify_file(shipped).unwrap();
+
+    // eval runs it by name from the site manifest
+    let out = ok(&crosscam(&[
+        "eval",
+        "--model",
+        "r50-market",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["num_query"], 4, "{r}");
+
+    // refusals: the same name again, a file that is not ONNX, the shipped manifest
+    let again = failed(&crosscam(&[
+        "model",
+        "add",
+        onnx.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--name",
+        "r50-market",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(
+        again.contains("already has a model named") && again.contains("--replace"),
+        "{again}"
+    );
+    let text = dir.path().join("notes.onnx");
+    std::fs::write(&text, "not a model").unwrap();
+    let bad = failed(&crosscam(&[
+        "model",
+        "add",
+        text.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(bad.contains("notes.onnx"), "{bad}");
+    let shipped_path = crosscam::paths::project_root().join("models/manifest.toml");
+    let before = std::fs::read(&shipped_path).unwrap();
+    let refused = failed(&crosscam(&[
+        "model",
+        "add",
+        onnx.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--manifest",
+        shipped_path.to_str().unwrap(),
+    ]));
+    assert!(refused.contains("shipped manifest"), "{refused}");
+    assert_eq!(
+        std::fs::read(&shipped_path).unwrap(),
+        before,
+        "the shipped manifest is untouched"
+    );
+    // the site manifest is intact after the refusals
+    assert_eq!(
+        crosscam::models::Manifest::load(&manifest)
+            .unwrap()
+            .local_names(),
+        ["r50-market", "r18-site"]
+    );
+}
