@@ -28,8 +28,9 @@ use crosscam::store::Store;
 use serde_json::Value;
 
 /// A daemon on two cameras with re-embedding slowed down by `pause_ms` after every batch of 32
-/// crops; returns it once it has `min_ids` identities.
-fn start(min_ids: usize, pause_ms: u64) -> Daemon {
+/// crops; returns it once it has `min_ids` identities whose tracklets have at least `min_crops`
+/// stored crops (so that a switch re-embeds several batches and lasts long enough to watch).
+fn start(min_ids: usize, min_crops: usize, pause_ms: u64) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("site.toml");
     let cams = format!("{}{}", clip_camera("a", 0.0), clip_camera("b", 20.0));
@@ -42,7 +43,27 @@ fn start(min_ids: usize, pause_ms: u64) -> Daemon {
     add_user(&config, "admin", "admin");
     let d = Daemon::spawn(dir, config);
     wait_identities(&d, min_ids);
+    let data = data(&d);
+    d.wait_for(
+        240,
+        &format!("{min_crops} stored crops of linked tracklets"),
+        || (linked_crops(&data) >= min_crops).then_some(()),
+    );
     d
+}
+
+/// Stored crops of ended tracklets linked to an identity (what a switch re-embeds).
+fn linked_crops(data: &Path) -> usize {
+    let Ok(store) = Store::open(data) else {
+        return 0;
+    };
+    store
+        .tracklets_with_crops()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(t, ..)| store.identity_of(*t).ok().flatten().is_some())
+        .map(|(t, ..)| store.crops_of(t).map(|c| c.len()).unwrap_or(0))
+        .sum()
 }
 
 fn data(d: &Daemon) -> std::path::PathBuf {
@@ -257,7 +278,7 @@ fn check_switched(d: &Daemon, token: &str, before: &BTreeSet<i64>, tag: &str, ol
 
 #[test]
 fn promote_and_rollback_switch_the_running_daemon_and_keep_every_identity() {
-    let d = start(4, 500);
+    let d = start(4, 160, 500);
     let admin = d.login("admin");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let s0 = status(&d, &admin);
@@ -350,7 +371,7 @@ fn promote_and_rollback_switch_the_running_daemon_and_keep_every_identity() {
 
 #[test]
 fn sigkill_during_a_switch_restarts_with_one_consistent_model_and_every_identity() {
-    let mut d = start(6, 3000);
+    let mut d = start(4, 160, 3000);
     let admin = d.login("admin");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let v2 = register(&d, &root.join("models/crosscam-resnet18-vtest-half.onnx"));
@@ -437,7 +458,7 @@ fn sigkill_during_a_switch_restarts_with_one_consistent_model_and_every_identity
 
 #[test]
 fn a_candidate_that_does_not_load_leaves_the_old_model_serving_and_says_why() {
-    let d = start(2, 500);
+    let d = start(2, 0, 500);
     let admin = d.login("admin");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // a file that is not an embedder is refused by register, naming the problem
