@@ -85,6 +85,26 @@ pub enum Event {
         status: String,
         detail: String,
     },
+    /// A live model switch moved on: `loading`, `re-embedding` (`done` of `total` tracklets),
+    /// `catching-up`, `switching`.
+    ModelSwitch {
+        t_ms: i64,
+        from: String,
+        to: String,
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    /// A live model switch ended: `outcome` is `switched` (the new model serves) or `failed`
+    /// (the old one still serves; `reason` says why).
+    ModelSwitched {
+        t_ms: i64,
+        from: String,
+        to: String,
+        outcome: String,
+        reason: String,
+        seconds: f64,
+    },
 }
 
 impl Event {
@@ -112,6 +132,8 @@ impl Event {
         "identity_retired",
         "job_progress",
         "job_finished",
+        "model_switch",
+        "model_switched",
     ];
 
     /// The `type` tag as serialised.
@@ -127,6 +149,8 @@ impl Event {
             Event::IdentityRetired { .. } => "identity_retired",
             Event::JobProgress { .. } => "job_progress",
             Event::JobFinished { .. } => "job_finished",
+            Event::ModelSwitch { .. } => "model_switch",
+            Event::ModelSwitched { .. } => "model_switched",
         }
     }
 }
@@ -249,6 +273,22 @@ mod tests {
                 job: "j".into(),
                 status: "cancelled".into(),
                 detail: String::new(),
+            },
+            Event::ModelSwitch {
+                t_ms: 1,
+                from: "v0001".into(),
+                to: "v0002".into(),
+                phase: "re-embedding".into(),
+                done: 1,
+                total: 2,
+            },
+            Event::ModelSwitched {
+                t_ms: 1,
+                from: "v0001".into(),
+                to: "v0002".into(),
+                outcome: "failed".into(),
+                reason: "r".into(),
+                seconds: 1.0,
             },
             Event::TrackletStarted {
                 t_ms: 1,

@@ -147,6 +147,8 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     );
     std::thread::sleep(Duration::from_secs_f64(CUT + 2.0));
     let status = server.status();
+    // the tag the serving model's descriptors are stored under (registry version and checksum)
+    let model_tag = server.model();
     server.shutdown();
     drop((cam_a, cam_b));
 
@@ -162,7 +164,7 @@ fn two_virtual_cameras_link_people_better_than_trivial_baselines() {
     let mut items = Vec::new();
     // the live descriptors, for the similarity distributions of the report
     let descriptors: BTreeMap<i64, Vec<f32>> = store
-        .live_tracklets(&embedder)
+        .live_tracklets(&model_tag)
         .unwrap()
         .into_iter()
         .map(|t| (t.tracklet, t.descriptor))

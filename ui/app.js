@@ -113,6 +113,8 @@ function describe(e) {
     case "camera_state": return `${cam}${e.state}${e.detail ? ": " + e.detail : ""}`;
     case "job_progress": return `job ${e.job}: ${e.label || e.phase}${e.total ? ` ${e.done}/${e.total}` : ""}`;
     case "job_finished": return `job ${e.job} ${e.status}`;
+    case "model_switch": return `model switch to ${e.to}: ${e.phase}${e.total ? ` ${e.done}/${e.total}` : ""}`;
+    case "model_switched": return e.outcome === "switched" ? `model ${e.to} serves (was ${e.from})` : `model switch to ${e.to} failed: ${e.reason}`;
     case "lost": return `(${e.count} events missed)`;
     default: return null;
   }
@@ -515,7 +517,7 @@ pages.jobs = async () => {
       r.status === "failed" && j.log && j.log.length ? h("details", {}, h("summary", { text: "the job's last lines" }), h("pre", { text: j.log.join("\n") })) : null,
       ...(r.candidate ? [h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) })] : [])].filter(Boolean));
   };
-  const promote = async (v) => { try { await api(`/api/v1/models/${v}/promote`, { method: "POST" }); flash(`${v} is current`, true); load(); } catch (e) { flash(e.message); } };
+  const promote = async (v) => { try { await api(`/api/v1/models/${v}/promote`, { method: "POST" }); flash(`switching to ${v}: the gallery is re-embedded first, ${v} serves when it is done`, true); load(); } catch (e) { flash(e.message); } };
   const progressCell = j => {
     if (j.state !== "running") return h("td", { class: "job-outcome-short", text: jobOutcome(j) });
     const known = j.total > 0;
@@ -546,14 +548,24 @@ pages.jobs = async () => {
       h("td", { text: (v.macs / 1e9).toFixed(3) }), h("td", { text: (v.params / 1e6).toFixed(2) + " M" }),
       h("td", { text: v.eval ? `${pct(v.eval.rank1)} / ${pct(v.eval.mAP)}` : "–" }), h("td", { text: v.origin }),
       h("td", {}, v.id !== m.current ? h("button", { text: "Promote", onclick: () => promote(v.id) }) : null))));
-    serving.textContent = `The pipeline serves ${m.serving}; the registry's current version is ${m.current || "–"}.`;
+    const st = await api("/api/v1/status");
+    const sw = st.model && st.model.switch;
+    const last = st.model_switch_last;
+    serving.textContent = `The pipeline serves ${m.serving}${st.model ? ` (since ${new Date(st.model.since_ms).toLocaleString()})` : ""}; the registry's current version is ${m.current || "–"}.`;
+    switchInfo.replaceChildren(...(sw
+      ? [h("span", { "data-testid": "model-switch", text: `Switching to ${sw.to}: ${sw.phase}${sw.total ? ` ${sw.done}/${sw.total} tracklets` : ""}. ${m.serving} serves until the switch is done.` }),
+         ...(sw.total ? [h("progress", { max: sw.total, value: sw.done })] : [])]
+      : last && last.outcome === "failed"
+        ? [h("span", { class: "error", "data-testid": "model-switch-failed", text: `The switch from ${last.from} to ${last.to} failed; ${last.from} kept serving. ${last.reason}` })]
+        : last ? [h("span", { class: "muted", text: `Last switch: ${last.from} → ${last.to} in ${last.seconds.toFixed(1)} s (${last.crops} crops re-embedded, ${last.identities_after} identities).` })] : []));
     rollback.replaceChildren(m.previous
       ? h("button", { id: "rollback", text: `Roll back to ${m.previous}`, onclick: async () => {
-        try { const r = await api("/api/v1/models/rollback", { method: "POST" }); flash(`${r.current} is current`, true); load(); } catch (e) { flash(e.message); }
+        try { const r = await api("/api/v1/models/rollback", { method: "POST" }); flash(`rolling back to ${r.switch.to}: the gallery is re-embedded first`, true); load(); } catch (e) { flash(e.message); }
       } })
       : h("span", { class: "muted", "data-testid": "no-rollback", text: "No earlier version to roll back to: the registry has had one current model so far." }));
   };
   const serving = h("p", { class: "muted" });
+  const switchInfo = h("p", {});
   const rollback = h("div", { class: "row" });
   main().append(h("h1", { text: "Jobs & models" }),
     h("div", { class: "card jobform" },
@@ -564,12 +576,13 @@ pages.jobs = async () => {
         h("span"), h("div", {}, start, h("span", { class: "muted small", text: "  The job trains in its own process; the candidate is compared with the serving model on held-out crops and promoted only if it is better." })))),
     h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Job", "State", "Progress / outcome", "held-out rank-1 / mAP", ""].map(t => h("th", { text: t })))), jobsBody),
     compare,
-    h("h2", { text: "Model registry" }), serving,
+    h("h2", { text: "Model registry" }), serving, switchInfo,
     h("table", { "data-testid": "models" }, h("thead", {}, h("tr", {}, ["Version", "GMACs", "Params", "held-out rank-1 / mAP", "Origin", ""].map(t => h("th", { text: t })))), modelsBody),
     rollback);
   await load();
   timers.push(onEvent(e => {
-    if (e.type === "job_progress" || e.type === "job_finished") load().catch(() => {});
+    if (e.type === "job_progress" || e.type === "job_finished" || e.type === "model_switch" || e.type === "model_switched") load().catch(() => {});
+    if (e.type === "model_switched") flash(e.outcome === "switched" ? `${e.to} serves now` : `switch to ${e.to} failed: ${e.reason}`, e.outcome === "switched");
     if (e.type === "job_finished") { flash(`job ${e.job} ended: ${e.status}`, e.status !== "failed"); api(`/api/v1/jobs/${e.job}`).then(showCompare).catch(() => {}); }
   }));
 };

@@ -112,7 +112,9 @@ pub async fn status(State(s): State<ApiState>) -> Response {
     axum::Json(json!({
         "pipeline": s.server.status(),
         "queues": s.server.queue_depths(),
-        "serving_model": s.server.model,
+        "serving_model": s.server.model(),
+        "model": s.server.switcher.model_json(),
+        "model_switch_last": s.server.switcher.last(),
         "outputs": s.server.outputs_status(),
     }))
     .into_response()
@@ -130,11 +132,12 @@ fn registry(s: &ApiState) -> ApiResult<crate::jobs::Registry> {
 }
 
 pub async fn models(State(s): State<ApiState>) -> ApiResult<Response> {
-    let serving = s.server.model.clone();
+    let serving = s.server.embedder.current().version.id.clone();
     s.blocking(move |s| {
         let reg = registry(s)?;
         Ok(axum::Json(json!({
             "serving": serving,
+            "switch": s.server.switcher.progress(),
             "current": reg.current().map(|v| &v.id),
             "previous": reg.previous().map(|v| &v.id),
             "versions": reg.versions(),
@@ -170,26 +173,34 @@ fn no_job_running(s: &ApiState) -> ApiResult<()> {
     Ok(())
 }
 
-/// Makes the version `pick` names current in the registry (refused while a job runs); answers
-/// the new current and previous versions.
-async fn make_current(
+/// Starts a live switch (refused while a job runs: a job may change the registry); answers 202
+/// with the switch (`to`, `phase`, `done`, `total`), which `GET /api/v1/status` then follows in
+/// `model.switch` until it ends (`model_switch_last`).
+async fn start_switch(
     s: ApiState,
     caller: Caller,
-    pick: impl FnOnce(&crate::jobs::Registry) -> ApiResult<String> + Send + 'static,
+    req: crate::server::switch::SwitchRequest,
 ) -> ApiResult<Response> {
+    use crate::server::switch::SwitchError;
     no_job_running(&s)?;
-    s.blocking(move |s| {
-        let mut reg = registry(s)?;
-        let id = pick(&reg)?;
-        reg.set_current(&id)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-        tracing::info!(version = %id, user = %caller.user, "model version made current");
-        Ok(
-            axum::Json(json!({"current": id, "previous": reg.previous().map(|v| &v.id)}))
-                .into_response(),
-        )
-    })
-    .await
+    let from = s.server.embedder.current().version.id.clone();
+    let sw = s
+        .blocking(move |s| {
+            s.server
+                .switcher
+                .request(req, &caller.user)
+                .map_err(|e| match e {
+                    SwitchError::Busy(m) | SwitchError::Refused(m) => ApiError::conflict(m),
+                    SwitchError::NotFound(m) => ApiError::not_found(m),
+                    SwitchError::Internal(m) => ApiError::internal(m),
+                })
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"from": from, "switch": sw})),
+    )
+        .into_response())
 }
 
 pub async fn promote(
@@ -197,23 +208,14 @@ pub async fn promote(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    make_current(s, caller, move |reg| match reg.get(&id) {
-        Some(v) => Ok(v.id.clone()),
-        None => Err(ApiError::not_found(format!("no model version {id:?}"))),
-    })
-    .await
+    start_switch(s, caller, crate::server::switch::SwitchRequest::Promote(id)).await
 }
 
 pub async fn rollback(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Response> {
-    make_current(s, caller, |reg| {
-        reg.previous()
-            .map(|v| v.id.clone())
-            .ok_or_else(|| ApiError::conflict("there is no previous model version to roll back to"))
-    })
-    .await
+    start_switch(s, caller, crate::server::switch::SwitchRequest::Rollback).await
 }
 
 pub async fn jobs(State(s): State<ApiState>) -> ApiResult<Response> {

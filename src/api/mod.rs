@@ -61,8 +61,6 @@ pub struct Inner {
     /// The API's own read connection to the store.
     pub store: Mutex<Store>,
     pub jobs: jobs::JobManager,
-    /// The embedder for search by image (opened on first use).
-    pub search_embedder: Mutex<Option<crate::reid::Embedder>>,
     pub http: metrics::HttpMetrics,
     pub started: Instant,
     pub tls: bool,
@@ -275,7 +273,6 @@ pub fn start(cfg: &Config, server: Arc<Server>) -> Result<ApiHandle> {
         rates: limits::RateLimiter::default(),
         credentials: crate::store::credentials::CredentialStore::open(&cfg.server.data_dir)?,
         store: Mutex::new(store),
-        search_embedder: Mutex::new(None),
         http: metrics::HttpMetrics::default(),
         started: Instant::now(),
         tls: tls.is_some(),

@@ -369,24 +369,11 @@ pub async fn search(
                     "the picture is too small (at least 8×16 pixels)",
                 ));
             }
-            let mut guard = s.search_embedder.lock().unwrap_or_else(|e| e.into_inner());
-            if guard.is_none() {
-                let rt = crate::runtime::init(&s.cfg.runtime).map_err(ApiError::internal)?;
-                let manifest = crate::models::Manifest::load(&s.cfg.models.manifest)
-                    .map_err(ApiError::internal)?;
-                *guard = Some(
-                    crate::reid::Embedder::open(
-                        &s.server.model,
-                        &manifest,
-                        rt,
-                        crate::runtime::SessionOptions::default(),
-                    )
-                    .map_err(|e| ApiError::internal(format!("{e:#}")))?,
-                );
-            }
-            let e = guard
-                .as_mut()
-                .expect("opened above")
+            // the serving model: its embeddings are the ones the gallery holds
+            let e = s
+                .server
+                .embedder
+                .current()
                 .embed_images(&[img])
                 .map_err(|e| ApiError::internal(format!("{e:#}")))?;
             Ok(e.row(0).to_vec())
@@ -409,7 +396,7 @@ pub async fn search(
             Ok(v)
         })
         .await?;
-    let cal = Calibration::of(&s.server.linking);
+    let cal = Calibration::of(&s.server.linking());
     let matches: Vec<_> = hits
         .iter()
         .zip(crops)

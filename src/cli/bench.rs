@@ -32,6 +32,33 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
     /// Do outputs slow the pipeline? Camera rates with a webhook receiver alternately up and down (and an MQTT broker that is never there)
     Outputs(BenchOutputsArgs),
+    /// The live model switch under load: two real-time cameras, a store of N crops (real crops
+    /// of real tracklets, copied), promote a second embedder; switch time, re-embedding crops/s,
+    /// and the cameras' frame rates before and during the switch.
+    Switch(BenchSwitchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSwitchArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Crops stored when the switch starts.
+    #[arg(long, default_value_t = 10_000)]
+    pub crops: usize,
+    /// Seconds the cameras run first to store real crops (then copied up to --crops).
+    #[arg(long, default_value_t = 60.0)]
+    pub collect_seconds: f64,
+    /// Seconds of camera rates measured before the switch.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// The embedder to switch to (default: the bundled crosscam-resnet18-vtest-half).
+    #[arg(long)]
+    pub candidate: Option<PathBuf>,
+    /// `[models] reembed_pause_ms` for the switch.
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -339,6 +366,22 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rs)?);
+            }
+        }
+        BenchCommand::Switch(a) => {
+            let cfg = a.config.load()?;
+            let r = crate::bench::switch(
+                &cfg,
+                a.crops,
+                a.collect_seconds,
+                a.seconds,
+                a.candidate.clone(),
+                a.pause_ms,
+            )?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::render_switch(&r));
             }
         }
         BenchCommand::Api(a) => {

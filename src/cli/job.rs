@@ -22,8 +22,51 @@ pub enum JobCommand {
     Run(Box<JobRunArgs>),
     /// List the model registry (versions, current, previous).
     Models(JobDirArgs),
-    /// Make the previous model version current again (re-embedding the gallery first).
+    /// Make the previous model version current again. A daemon serving the data directory
+    /// switches to it live (re-embedding its gallery first); otherwise the next `crosscam serve`
+    /// does.
     Rollback(JobRollbackArgs),
+    /// Make a registered model version current. A daemon serving the data directory switches to
+    /// it live (re-embedding its gallery first); otherwise the next `crosscam serve` does.
+    Promote(JobPromoteArgs),
+    /// Add an existing ONNX embedder (trained elsewhere, or by `crosscam retune`) to the registry
+    /// as a new version, without making it current.
+    Register(JobRegisterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobPromoteArgs {
+    /// The version to make current (`v0003`; `crosscam job models` lists them).
+    pub version: String,
+    #[command(flatten)]
+    pub dir: JobDirArgs,
+    /// Wait until the running daemon serves it (or says why it cannot).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait_s: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct JobRegisterArgs {
+    /// The ONNX embedder: one image input [N,3,H,W], an output [N,D].
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub dir: JobDirArgs,
+    /// Its linking threshold (cosine similarity to link a tracklet to an identity), if it was
+    /// calibrated (`crosscam eval`); with --margin and --merge-similarity. Without them a
+    /// bundled model keeps its manifest calibration and any other model gets the config's
+    /// `[linking]` values or the defaults.
+    #[arg(long, requires_all = ["margin", "merge_similarity"])]
+    pub threshold: Option<f32>,
+    #[arg(long, requires_all = ["threshold", "merge_similarity"])]
+    pub margin: Option<f32>,
+    #[arg(long, requires_all = ["threshold", "margin"])]
+    pub merge_similarity: Option<f32>,
+    /// Where it came from, in words (default: the file's path).
+    #[arg(long)]
+    pub origin: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -62,9 +105,16 @@ impl JobDirArgs {
 pub struct JobRollbackArgs {
     #[command(flatten)]
     pub dir: JobDirArgs,
-    /// Folder of gallery crops to re-embed with the model that becomes current (default: none).
+    /// Folder of gallery crops to re-embed with the model that becomes current (default: none:
+    /// the daemon's own gallery follows the registry by itself).
     #[arg(long)]
     pub gallery_crops: Option<PathBuf>,
+    /// Wait until the running daemon serves it (or says why it cannot).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait_s: u64,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +208,28 @@ pub fn run(cmd: JobCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        JobCommand::Rollback(a) if a.gallery_crops.is_none() => {
+            let (dir, mut reg) = a.dir.open()?;
+            let prev = reg
+                .previous()
+                .cloned()
+                .context("there is no previous model version to roll back to")?;
+            reg.set_current(&prev.id)?;
+            announce(&dir, &prev.id, a.wait, a.wait_s)
+        }
+        JobCommand::Promote(a) => {
+            let (dir, mut reg) = a.dir.open()?;
+            let v = reg.get(&a.version).cloned().with_context(|| {
+                format!(
+                    "no model version {:?} in {} (`crosscam job models` lists them)",
+                    a.version,
+                    reg.root().display()
+                )
+            })?;
+            reg.set_current(&v.id)?;
+            announce(&dir, &v.id, a.wait, a.wait_s)
+        }
+        JobCommand::Register(a) => register(a),
         JobCommand::Rollback(a) => {
             let (dir, mut reg) = a.dir.open()?;
             let serving = crate::jobs::ServingModel::from_registry(&reg)?;
@@ -172,6 +244,132 @@ pub fn run(cmd: JobCommand) -> Result<ExitCode> {
         }
         JobCommand::Run(a) => run_job(*a),
     }
+}
+
+/// Says what happens after the registry changed: a running daemon switches live (with `wait`,
+/// waits for it to serve `version` or to say why not), else the next start does.
+fn announce(dir: &std::path::Path, version: &str, wait: bool, wait_s: u64) -> Result<ExitCode> {
+    use crate::server::switch;
+    let Some(pid) = crate::server::running_daemon(dir) else {
+        println!(
+            "{version} is current in the registry; no daemon serves {} now: the next `crosscam serve` \
+             starts with the model it served before and switches to {version} live \
+             (re-embedding the gallery from the stored crops)",
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "{version} is current in the registry; the daemon (pid {pid}) serving {} switches to it live: \
+         it re-embeds the gallery from the stored crops, then serves it \
+         (follow `model.switch` in GET /api/v1/status)",
+        dir.display()
+    );
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        if switch::read_serving(dir)?.is_some_and(|r| r.version == version) {
+            println!("switched: {version} serves");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // a failed switch puts the registry's pointers back: the reason is in last-switch.json
+        let reg = Registry::open(dir)?;
+        if reg.current().map(|c| c.id.as_str()) != Some(version) {
+            let last: Option<switch::SwitchOutcome> =
+                std::fs::read_to_string(Registry::dir_of(dir).join(switch::LAST_SWITCH_FILE))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+            let reason = last
+                .filter(|l| l.to == version && l.outcome == "failed")
+                .map(|l| l.reason)
+                .unwrap_or_else(|| "the registry was changed again meanwhile".into());
+            anyhow::bail!("the daemon did not switch to {version}: {reason}");
+        }
+        anyhow::ensure!(
+            t0.elapsed().as_secs() < wait_s,
+            "{version} does not serve yet after {wait_s} s; the daemon is still switching \
+             (GET /api/v1/status: model.switch)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `crosscam job register FILE`: checks that the file serves (ONNX reader, ONNX Runtime, one
+/// test crop), then adds it as a version that is not current.
+fn register(a: JobRegisterArgs) -> Result<ExitCode> {
+    let cfg = a.dir.config.load()?;
+    let (_, mut reg) = a.dir.open()?;
+    anyhow::ensure!(
+        a.file.is_file(),
+        "{} is not a file (give the path of an ONNX embedder)",
+        a.file.display()
+    );
+    let model = crate::onnx::Model::load(&a.file).with_context(|| {
+        format!(
+            "{} is not an ONNX model crosscam can read",
+            a.file.display()
+        )
+    })?;
+    crate::reid::EmbedderSpec::from_model(&model)
+        .with_context(|| format!("{} is not an embedder", a.file.display()))?;
+    let sha = crate::jobs::registry::sha256_file(&a.file)?;
+    if let Some(v) = reg.versions().iter().find(|v| v.sha256 == sha) {
+        anyhow::bail!(
+            "{} is already registered as {} (same sha256)",
+            a.file.display(),
+            v.id
+        );
+    }
+    let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
+    let rt = crate::runtime::init(&cfg.runtime)?;
+    let (_, dim, manifest_cal) =
+        crate::server::switch::validate_embedder(&a.file, &sha, &manifest, rt)
+            .with_context(|| format!("{} does not load as an embedder", a.file.display()))?;
+    let cal = match (a.threshold, a.margin, a.merge_similarity) {
+        (Some(threshold), Some(margin), Some(merge_similarity)) => {
+            for (k, v) in [
+                ("--threshold", threshold),
+                ("--margin", margin),
+                ("--merge-similarity", merge_similarity),
+            ] {
+                anyhow::ensure!(
+                    v.is_finite() && (-1.0..=1.0).contains(&v),
+                    "{k}: expected a cosine similarity between -1 and 1, found {v}"
+                );
+            }
+            Some(crate::models::LinkCalibration {
+                threshold,
+                margin,
+                merge_similarity,
+                measured: "given to `crosscam job register`".into(),
+            })
+        }
+        _ => manifest_cal,
+    };
+    let origin = a
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("registered: {}", a.file.display()));
+    crate::config::secrets::check_text(&origin, 500)
+        .map_err(|m| anyhow::anyhow!("--origin: {m}"))?;
+    let v = reg.register(&a.file, &origin, cal)?;
+    if a.dir.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "registered {}: {} ({}-d, {:.3} GMACs, sha256 {}); not current — promote it with \
+             `crosscam job promote {}` or the web UI",
+            v.id,
+            a.file.display(),
+            dim,
+            v.macs as f64 / 1e9,
+            v.sha256,
+            v.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_job(a: JobRunArgs) -> Result<ExitCode> {

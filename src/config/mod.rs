@@ -168,6 +168,9 @@ pub struct ModelSettings {
     pub detector: String,
     /// Manifest name of the re-id embedder.
     pub embedder: String,
+    /// Pause (ms) after every batch of crops a live model switch re-embeds: on a small machine
+    /// it leaves CPU to the cameras, at the cost of a longer switch (0 = none; at most 10000).
+    pub reembed_pause_ms: u64,
 }
 
 impl Default for ModelSettings {
@@ -176,6 +179,7 @@ impl Default for ModelSettings {
             manifest: crate::paths::project_root().join("models/manifest.toml"),
             detector: "nanodet-416".into(),
             embedder: "crosscam-resnet18-vtest".into(),
+            reembed_pause_ms: 0,
         }
     }
 }
@@ -482,6 +486,15 @@ impl Config {
                 format!(
                     "expected a model manifest file, but {} does not exist",
                     self.models.manifest.display()
+                ),
+            ));
+        }
+        if self.models.reembed_pause_ms > 10_000 {
+            return Err(err(
+                KeyPath::new().key("models").key("reembed_pause_ms"),
+                format!(
+                    "expected a pause from 0 to 10000 ms between re-embedding batches, found {}",
+                    self.models.reembed_pause_ms
                 ),
             ));
         }

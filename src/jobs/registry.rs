@@ -44,6 +44,20 @@ pub struct ModelVersion {
     pub feature_dim: usize,
     /// Its score on the held-out data of the job that made it.
     pub eval: Option<Score>,
+    /// Its linking calibration (threshold, margin, merge similarity), when known: recorded by
+    /// `crosscam job register --threshold …` or taken from the manifest entry with the same
+    /// checksum. Without one the serving daemon uses the config's values, else the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linking: Option<crate::models::LinkCalibration>,
+}
+
+impl ModelVersion {
+    /// The tag stored with every descriptor this version computes: the version id and the first
+    /// 12 hex digits of its checksum, so that descriptors of two different files can never be
+    /// mistaken for each other (even in a data directory whose registry was recreated).
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.id, &self.sha256[..self.sha256.len().min(12)])
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -222,7 +236,12 @@ impl Registry {
     ) -> Result<ModelVersion> {
         let model = crate::onnx::Model::load(staged)
             .with_context(|| format!("cannot read the staged model {}", staged.display()))?;
-        let (macs, params) = crate::train::scenario::model_cost(&model)?;
+        // the cost is informative: a model the cost counter does not follow (an architecture
+        // crosscam did not make) is still registered, with 0 MACs and parameters
+        let (macs, params) = crate::train::scenario::model_cost(&model).unwrap_or_else(|e| {
+            tracing::warn!(model = %staged.display(), error = %e, "cannot count the model's MACs");
+            (0, 0)
+        });
         let feature_dim = crate::reid::EmbedderSpec::from_model(&model)
             .map(|s| s.dim)
             .unwrap_or(0);
@@ -238,6 +257,7 @@ impl Registry {
             params,
             feature_dim,
             eval,
+            linking: None,
         })
     }
 
@@ -289,6 +309,51 @@ impl Registry {
         next.previous = next.current.take();
         next.current = Some(id.to_string());
         self.save(next)
+    }
+
+    /// Sets `current` and `previous` exactly (one atomic write): a live switch that failed puts
+    /// back the pointers it found.
+    pub fn set_pointers(&mut self, current: &str, previous: Option<&str>) -> Result<()> {
+        for id in std::iter::once(current).chain(previous) {
+            anyhow::ensure!(
+                self.get(id).is_some(),
+                "no model version {id} in the registry"
+            );
+        }
+        let mut next = self.state.clone();
+        next.current = Some(current.to_string());
+        next.previous = previous.map(str::to_string);
+        if next == self.state {
+            return Ok(());
+        }
+        self.save(next)
+    }
+
+    /// Adds an existing ONNX embedder as a new version without making it current (`crosscam job
+    /// register`): the file is copied into `staging/`, described and committed like a job's
+    /// candidate. The caller checks first that it loads and embeds
+    /// ([`crate::server::switch::validate_embedder`]).
+    pub fn register(
+        &mut self,
+        file: &Path,
+        origin: &str,
+        linking: Option<crate::models::LinkCalibration>,
+    ) -> Result<ModelVersion> {
+        let dir = self.root.join(STAGING_DIR);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let staged = dir.join(format!("register-{}.onnx", std::process::id()));
+        fs::copy(file, &staged)
+            .with_context(|| format!("cannot copy {} into the registry", file.display()))?;
+        let result = (|| {
+            let mut v = self.prepare_version(&staged, origin, None, None)?;
+            v.linking = linking;
+            self.commit(&staged, &v, false)?;
+            Ok(v)
+        })();
+        if result.is_err() {
+            self.discard_staged(&staged);
+        }
+        result
     }
 
     /// Writes `next` as `registry.json` (atomically), then adopts it.

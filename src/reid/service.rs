@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::warn;
 
-use super::Embedder;
 use crate::ingest::CameraId;
 use crate::server::CameraTrackEvent;
 use crate::track::{TrackEvent, Tracklet};
@@ -53,6 +52,9 @@ pub struct Observation {
     pub descriptor: Option<Vec<f32>>,
     /// Mean quality of the crops the descriptor comes from.
     pub quality: f32,
+    /// The tag of the model that computed `descriptor` (a live model switch may swap the model
+    /// while observations are queued: the link stage re-describes those of the old one).
+    pub model: String,
 }
 
 /// What the stage emits, in tracker order per camera.
@@ -145,7 +147,7 @@ pub struct ReidStage {
 
 impl ReidStage {
     pub fn start(
-        mut embedder: Embedder,
+        embedder: Arc<crate::server::switch::SharedEmbedder>,
         settings: ReidSettings,
         input: crossbeam_channel::Receiver<CameraTrackEvent>,
         output: crossbeam_channel::Sender<ReidOutput>,
@@ -154,6 +156,8 @@ impl ReidStage {
         let m = metrics.clone();
         let thread = StageThread::spawn("reid", move |s| {
             let mut cache: HashMap<CropKey, Vec<f32>> = HashMap::new();
+            // the model the cached embeddings come from: a switch empties the cache
+            let mut cache_model = String::new();
             let mut pending: Vec<Pending> = Vec::new();
             let mut oldest: Option<Instant> = None;
             let wait = Duration::from_millis(settings.max_wait_ms);
@@ -205,8 +209,13 @@ impl ReidStage {
                     || disconnected
                     || s.load(Ordering::SeqCst);
                 if due && !pending.is_empty() {
+                    let model = embedder.current();
+                    if model.tag != cache_model {
+                        cache.clear();
+                        cache_model = model.tag.clone();
+                    }
                     describe(
-                        &mut embedder,
+                        &model,
                         &settings,
                         &mut cache,
                         std::mem::take(&mut pending),
@@ -236,7 +245,7 @@ impl ReidStage {
 }
 
 fn describe(
-    embedder: &mut Embedder,
+    model: &crate::server::switch::ServingEmbedder,
     s: &ReidSettings,
     cache: &mut HashMap<CropKey, Vec<f32>>,
     pending: Vec<Pending>,
@@ -260,7 +269,7 @@ fn describe(
     for chunk in todo.chunks(s.max_batch.max(1)) {
         let images: Vec<image::RgbImage> = chunk.iter().map(|(_, i)| (**i).clone()).collect();
         let t0 = Instant::now();
-        match embedder.embed_images(&images) {
+        match model.embed_images(&images) {
             Ok(e) => {
                 m.embed_ns
                     .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -308,6 +317,7 @@ fn describe(
                 ended: p.ended,
                 descriptor,
                 quality,
+                model: model.tag.clone(),
             }));
         }
     }

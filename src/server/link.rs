@@ -55,6 +55,14 @@ pub enum Control {
         k: usize,
         reply: Reply<Vec<(i64, f32)>>,
     },
+    /// A live model switch is ready (src/server/switch.rs): describe the last tracklets with
+    /// `next`, rebuild the gallery from its descriptors, run `commit` (the atomic step), then
+    /// serve `next` and the new gallery. Nothing changes when any step before the swap fails.
+    SwitchModel {
+        next: Arc<super::switch::ServingEmbedder>,
+        commit: Box<dyn FnOnce() -> anyhow::Result<()> + Send>,
+        reply: Reply<super::switch::SwapReport>,
+    },
 }
 
 /// Where the link stage answers a [`Control`] request.
@@ -232,6 +240,27 @@ pub fn restore_gallery(
     model: &str,
     dim: usize,
 ) -> anyhow::Result<Linker> {
+    let dump = store.data_dir().join("gallery-index");
+    rebuild_gallery(
+        &cfg.gallery,
+        &cfg.linking,
+        store,
+        model,
+        dim,
+        dump.exists().then_some(dump.as_path()),
+    )
+}
+
+/// The gallery of model `model` (its descriptors' tag): every live identity's tracklets that
+/// have a descriptor of that model, replayed in order; identity ids are the store's.
+pub fn rebuild_gallery(
+    gallery_settings: &crate::config::GallerySettings,
+    linking: &crate::config::LinkingSettings,
+    store: &Store,
+    model: &str,
+    dim: usize,
+    dump: Option<&std::path::Path>,
+) -> anyhow::Result<Linker> {
     let sightings: std::collections::HashMap<i64, crate::store::SightingRow> = store
         .sightings()?
         .into_iter()
@@ -262,18 +291,17 @@ pub fn restore_gallery(
         .filter(|a| a.kind == "split")
         .map(|a| (IdentityId(a.kept as u64), IdentityId(a.other as u64)))
         .collect();
-    let dump = store.data_dir().join("gallery-index");
     let n = tracklets.len();
     let (linker, report) = Linker::rebuild(
-        &cfg.gallery,
-        &cfg.linking,
+        gallery_settings,
+        linking,
         dim,
         tracklets,
         store.max_identity()? as u64 + 1,
         &cannot_link,
-        dump.exists().then_some(dump.as_path()),
+        dump,
     )?;
-    info!(tracklets = n, identities = report.identities, prototypes = report.prototypes, index = ?report.index, secs = report.seconds, "gallery restored from the store");
+    info!(tracklets = n, identities = report.identities, prototypes = report.prototypes, index = ?report.index, secs = report.seconds, model, "gallery restored from the store");
     Ok(linker)
 }
 
@@ -289,6 +317,9 @@ pub struct LinkParts {
     pub model: String,
     /// Identity labels of live tracks (for the API's snapshots).
     pub live: Arc<super::Live>,
+    /// The serving embedder (a live switch replaces it; observations of the old one are
+    /// described again with it).
+    pub embedder: Arc<super::switch::SharedEmbedder>,
 }
 
 struct Ctx {
@@ -299,6 +330,8 @@ struct Ctx {
     model: String,
     metrics: Arc<LinkMetrics>,
     live: Arc<super::Live>,
+    embedder: Arc<super::switch::SharedEmbedder>,
+    gallery: crate::config::GallerySettings,
 }
 
 impl Ctx {
@@ -380,6 +413,78 @@ impl Ctx {
         self.gallery_gauges();
         Ok(to)
     }
+    /// Commits a live model switch (see [`Control::SwitchModel`]).
+    fn switch_model(
+        &mut self,
+        next: Arc<super::switch::ServingEmbedder>,
+        commit: Box<dyn FnOnce() -> anyhow::Result<()> + Send>,
+    ) -> Result<super::switch::SwapReport, ControlError> {
+        let internal = |e: anyhow::Error| ControlError::Internal(format!("{e:#}"));
+        let todo = self
+            .store
+            .reembed_todo(&next.tag)
+            .map_err(|e| internal(e.into()))?;
+        let count = super::switch::reembed(
+            &self.store,
+            &next,
+            &todo,
+            std::time::Duration::ZERO,
+            &|| false,
+            &mut |_, _| {},
+        )
+        .map_err(internal)?;
+        let identities_before = self.linker.stats().identities as u64;
+        let linker = rebuild_gallery(
+            &self.gallery,
+            &next.linking,
+            &self.store,
+            &next.tag,
+            next.dim,
+            None,
+        )
+        .map_err(|e| internal(e.context("cannot rebuild the gallery with the new model")))?;
+        commit().map_err(|e| internal(e.context("cannot commit the switch")))?;
+        self.linker = linker;
+        self.model = next.tag.clone();
+        self.embedder.swap(next);
+        self.gallery_gauges();
+        if let Err(e) = self
+            .linker
+            .dump_index(&self.store.data_dir().join("gallery-index"))
+        {
+            warn!(error = %e, "cannot dump the gallery index");
+        }
+        Ok(super::switch::SwapReport {
+            identities_before,
+            identities_after: self.linker.stats().identities as u64,
+            count,
+        })
+    }
+
+    /// The descriptor of an observation described by a model that no longer serves (it was
+    /// queued while a switch committed): computed again from its crops with the serving model.
+    fn redescribe(&self, o: &Observation) -> anyhow::Result<Option<Vec<f32>>> {
+        let cur = self.embedder.current();
+        let images: Vec<image::RgbImage> = o
+            .tracklet
+            .crops
+            .iter()
+            .map(|c| (*c.image).clone())
+            .collect();
+        if images.is_empty() {
+            return Ok(None);
+        }
+        let e = cur.embed_images(&images)?;
+        let embs: Vec<(&[f32], f32)> = o
+            .tracklet
+            .crops
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| e.row(k).to_slice().map(|r| (r, c.quality)))
+            .collect();
+        Ok(crate::reid::service::weighted_descriptor(&embs))
+    }
+
     /// Writes and publishes what the gallery did.
     fn apply(&mut self, events: &[GalleryEvent], seen_ms: i64) -> anyhow::Result<()> {
         for e in events {
@@ -492,9 +597,15 @@ impl Ctx {
             (0, _) => (t.start.as_millis() as i64, t.end.as_millis() as i64),
             w => w,
         };
-        if let Some(d) = &o.descriptor {
+        let descriptor = match &o.descriptor {
+            Some(_) if o.model != self.model => self.redescribe(&o)?,
+            d => d.clone(),
+        };
+        if let Some(d) = &descriptor {
             let t0 = Instant::now();
             self.store.save_descriptor(row, &self.model, d)?;
+            // another model's descriptor of this tracklet is now older than its crops
+            self.store.drop_other_descriptors(row, &self.model)?;
             let outcome = self.linker.observe(&gallery::Observation {
                 camera: o.camera.to_string(),
                 tracklet: row as u64,
@@ -551,6 +662,7 @@ impl LinkStage {
         let metrics = Arc::new(LinkMetrics::default());
         let m = metrics.clone();
         let retention = cfg.store.retention();
+        let gallery = cfg.gallery.clone();
         let thread = StageThread::spawn("link", move |s| {
             let LinkParts {
                 store,
@@ -559,6 +671,7 @@ impl LinkStage {
                 run,
                 model,
                 live,
+                embedder,
             } = parts;
             let mut ctx = Ctx {
                 store,
@@ -568,6 +681,8 @@ impl LinkStage {
                 model,
                 metrics: m,
                 live,
+                embedder,
+                gallery,
             };
             ctx.gallery_gauges();
             let mut last_maintenance = Instant::now();
@@ -603,6 +718,13 @@ impl LinkStage {
                         }
                         Ok(Control::Split { identity, tracklets, operator, reason, reply }) => {
                             let _ = reply.send(ctx.split(identity, &tracklets, &operator, &reason));
+                        }
+                        Ok(Control::SwitchModel { next, commit, reply }) => {
+                            let r = ctx.switch_model(next, commit);
+                            if let Err(e) = &r {
+                                warn!(error = %e, "the model switch did not commit; the old model keeps serving");
+                            }
+                            let _ = reply.send(r);
                         }
                         Ok(Control::Search { descriptor, k, reply }) => {
                             let r = ctx.linker.search(&descriptor, k).map(|c| {

@@ -11,6 +11,7 @@ pub mod histogram;
 pub mod link;
 pub mod live;
 pub mod stage;
+pub mod switch;
 
 use std::sync::Arc;
 
@@ -19,13 +20,30 @@ use serde::Serialize;
 use crate::config::{CameraSettings, Config};
 use crate::events::EventBus;
 use crate::ingest::{CameraStatus, Ingest, StateListener};
-use crate::reid::{Embedder, ReidStage};
+use crate::reid::ReidStage;
 use crate::runtime::{self, SessionOptions};
 use crate::store::Store;
 
 pub use analysis::{Analysis, AnalysisSnapshot, CameraTrackEvent};
 pub use link::{Control, ControlError, LinkSnapshot, LinkStage, Reply};
 pub use live::{Live, LiveBox, LiveView};
+
+/// The file a running daemon keeps its process id in (`DATA/daemon.pid`): `crosscam job
+/// promote|rollback` tell from it whether a daemon will switch live.
+pub const PID_FILE: &str = "daemon.pid";
+
+/// The process id of a daemon serving `data_dir` now, if any (a file left by a killed daemon
+/// names a process that no longer exists).
+pub fn running_daemon(data_dir: &std::path::Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(data_dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
 
 pub struct Server {
     pub ingest: Arc<Ingest>,
@@ -44,11 +62,10 @@ pub struct Server {
     cameras: std::sync::Mutex<Vec<CameraSettings>>,
     /// Where `file:` cameras added through the API may play from.
     media_dirs: Vec<std::path::PathBuf>,
-    /// The embedder's name (recorded with descriptors).
-    pub model: String,
-    /// The linking values in force (the config's, else the embedder's calibration): the API's
-    /// search grades its matches by them.
-    pub linking: crate::config::LinkingSettings,
+    /// The serving embedder: a registry version, replaced by a live switch.
+    pub embedder: Arc<switch::SharedEmbedder>,
+    /// Live model switches (promote, rollback, registry changes).
+    pub switcher: Arc<switch::Switcher>,
     /// Receiving ends kept only to read the queue depths between the stages.
     track_q: crossbeam_channel::Receiver<CameraTrackEvent>,
     reid_q: crossbeam_channel::Receiver<crate::reid::ReidOutput>,
@@ -91,20 +108,25 @@ impl Server {
             &cfg.detect,
             SessionOptions::default(),
         )?;
-        let mut embedder = Embedder::open(
+        let store = Store::open(&cfg.server.data_dir)?;
+        if let Err(e) = std::fs::write(
+            cfg.server.data_dir.join(PID_FILE),
+            std::process::id().to_string(),
+        ) {
+            tracing::warn!(error = %e, "cannot write {PID_FILE}");
+        }
+        // the serving model is a version of the data directory's model registry (the configured
+        // embedder on the first start); DATA/models/serving.json says which
+        let serving = switch::resolve_at_start(
+            &cfg.server.data_dir,
             &cfg.models.embedder,
             &manifest,
             rt,
-            SessionOptions::default(),
+            &cfg.linking,
+            &store,
         )
         .map_err(|e| anyhow::anyhow!("models.embedder = {:?}: {e:#}", cfg.models.embedder))?;
-        let dim = match embedder.spec.dim {
-            0 => embedder
-                .embed_images(&[image::RgbImage::new(16, 32)])?
-                .ncols(),
-            d => d,
-        };
-        let store = Store::open(&cfg.server.data_dir)?;
+        let dim = serving.dim;
         // where cameras' credentials come from when they connect: the config's environment
         // policy and the data directory's registered credentials
         let credentials = Arc::new(crate::store::credentials::CredentialStore::open(
@@ -133,11 +155,11 @@ impl Server {
                 &crate::ingest::camera::redact(&c.url),
             )?;
         }
-        let model = cfg.models.embedder.clone();
+        let model = serving.tag.clone();
+        let base_linking = cfg.linking.clone();
         let mut cfg = cfg.clone();
-        // an embedder given as a file has no calibration: the config's values or the defaults
-        let calibration = manifest.get(&model).ok().and_then(|m| m.linking.as_ref());
-        cfg.linking.calibrate(calibration);
+        // the config's values, else the serving version's calibration, else the defaults
+        cfg.linking = serving.linking.clone();
         let cfg = &cfg;
         tracing::info!(
             threshold = cfg.linking.threshold,
@@ -145,14 +167,26 @@ impl Server {
             merge_similarity = cfg.linking.merge_similarity,
             origin = ?cfg.linking.origin,
             embedder = %model,
+            version = %serving.version.id,
             "linking values"
         );
+        let embedder = Arc::new(switch::SharedEmbedder::new(serving));
         let linker = link::restore_gallery(cfg, &store, &model, dim)?;
         let events = EventBus::new(cfg.api.ws_buffer);
         // subscribed before any stage runs, so the outputs see every event
         let outputs = crate::outputs::Outputs::start(&cfg.outputs, &cfg.server.data_dir, &events)?;
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let control = ctrl_tx.clone();
+        let switcher = switch::Switcher::new(
+            cfg.server.data_dir.clone(),
+            manifest.clone(),
+            rt,
+            base_linking,
+            std::time::Duration::from_millis(cfg.models.reembed_pause_ms),
+            embedder.clone(),
+            ctrl_tx.clone(),
+            events.clone(),
+        );
         let user = listener;
         let listener: StateListener = Arc::new(move |camera: &str, state, detail: &str| {
             let _ = ctrl_tx.send(Control::CameraState {
@@ -177,7 +211,7 @@ impl Server {
             live.clone(),
         );
         let (track_rx_depth, reid_rx_depth) = (track_rx.clone(), reid_rx.clone());
-        let reid = ReidStage::start(embedder, cfg.reid.clone(), track_rx, reid_tx);
+        let reid = ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
         let link = LinkStage::start(
             cfg,
             link::LinkParts {
@@ -187,6 +221,7 @@ impl Server {
                 run,
                 model: model.clone(),
                 live: live.clone(),
+                embedder: embedder.clone(),
             },
             reid_rx,
             ctrl_rx,
@@ -197,6 +232,9 @@ impl Server {
         for c in &cfg.cameras {
             ingest.add(c.clone())?;
         }
+        // a registry that names another version than the serving one (a promotion while the
+        // daemon was down, a switch a crash interrupted) is followed from now on
+        switcher.watch_registry();
         Ok(Server {
             ingest,
             control,
@@ -209,11 +247,22 @@ impl Server {
             live,
             cameras: std::sync::Mutex::new(cfg.cameras.clone()),
             media_dirs: cfg.ingest.media_dirs.clone(),
-            model,
-            linking: cfg.linking.clone(),
+            embedder,
+            switcher: switcher.clone(),
             track_q: track_rx_depth,
             reid_q: reid_rx_depth,
         })
+    }
+
+    /// The descriptor tag of the serving model (`v0002:1a2b3c4d5e6f`).
+    pub fn model(&self) -> String {
+        self.embedder.current().tag.clone()
+    }
+
+    /// The linking values in force for the serving model (the config's, else its calibration,
+    /// else the defaults): the API's search grades its matches by them.
+    pub fn linking(&self) -> crate::config::LinkingSettings {
+        self.embedder.current().linking.clone()
     }
 
     /// Checks a camera that comes through the API: `file:` cameras only inside `[ingest]
@@ -340,10 +389,17 @@ impl Server {
     /// Stops the cameras, then lets every stage finish what it holds (open tracklets end and
     /// are recorded) before returning.
     pub fn shutdown(mut self) {
+        self.switcher.shutdown();
         self.ingest.shutdown();
         self.analysis.stop();
         self.reid.finish();
         self.link.finish();
+        let pid_file = self.data_dir.join(PID_FILE);
+        if std::fs::read_to_string(&pid_file)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(pid_file);
+        }
         // what is still queued stays on disk for the next start
         self.outputs
             .lock()

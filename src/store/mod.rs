@@ -10,6 +10,7 @@ pub mod credentials;
 mod crops;
 pub mod private;
 mod queries;
+mod reembed;
 mod schema;
 
 pub use queries::{CameraRow, CropRef, IdentityFilter};
