@@ -7,6 +7,7 @@ pub mod api;
 pub mod camera;
 pub mod embed;
 pub mod gallery;
+pub mod linking;
 
 pub use api::{ApiBenchReport, api, render_api};
 pub use camera::*;

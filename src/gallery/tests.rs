@@ -141,8 +141,9 @@ fn small_margin_is_uncertain_and_provisional_until_the_tracklet_grows() {
             ..
         } => {
             assert_eq!(*identity, id(1));
-            assert_eq!(runner_up.identity, id(2));
-            assert!((runner_up.similarity - 0.68).abs() < 1e-5);
+            let r = runner_up.expect("a runner-up competed");
+            assert_eq!(r.identity, id(2));
+            assert!((r.similarity - 0.68).abs() < 1e-5);
         }
         d => panic!("{d:?}"),
     }
