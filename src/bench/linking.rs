@@ -271,12 +271,17 @@ pub struct Recorded {
 }
 
 /// Replays recorded observations through a fresh daemon [`Linker`] and scores the final
-/// identities of the tracklets with a ground-truth person (uncertain links stand alone).
+/// identities of the tracklets with a ground-truth person (uncertain links stand alone). Also
+/// returns those tracklets, labelled, in (camera, tracklet) order.
 pub fn replay_recorded(
     gallery: &crate::config::GallerySettings,
     linking: &crate::config::LinkingSettings,
     recorded: &[Recorded],
-) -> Result<(IdentityScores, crate::eval::linking::PairScores)> {
+) -> Result<(
+    IdentityScores,
+    crate::eval::linking::PairScores,
+    Vec<Labelled>,
+)> {
     let dim = recorded.first().map_or(0, |r| r.descriptor.len());
     let mut linker = Linker::new(gallery, linking, dim)?;
     let mut last: BTreeMap<(String, u64), (Decided, Option<u64>)> = BTreeMap::new();
@@ -318,7 +323,7 @@ pub fn replay_recorded(
             truth,
         });
     }
-    Ok((identity_scores(&items), evaluate(&items).linker))
+    Ok((identity_scores(&items), evaluate(&items).linker, items))
 }
 
 fn record(path: &Path, gt: &Truth, cams: &[CameraRun], observations: &[Obs]) -> Result<()> {
@@ -1146,8 +1151,15 @@ mod tests {
         let src = v.to_source(&b, w, h);
         let back = v.from_source(&src, w, h).unwrap();
         assert!(back.iou(&b) > 0.999, "{b:?} → {src:?} → {back:?}");
-        // mirrored: a box on the camera's left comes from the clip's right
-        assert!(src.x1 > w / 2.0, "{src:?}");
+        // mirrored after cutting 22 % off the left and 20 % off the bottom: x = 640 − (140.8 +
+        // 0.78·x'), y = 0.8·y'
+        let want = BBox::new(
+            640.0 - (140.8 + 0.78 * 340.0),
+            80.0,
+            640.0 - (140.8 + 0.78 * 300.0),
+            160.0,
+        );
+        assert!(src.iou(&want) > 0.999, "{src:?} vs {want:?}");
         // a box of the cut-off corner is not in view
         assert!(
             v.from_source(&BBox::new(5.0, 440.0, 30.0, 478.0), w, h)
