@@ -7,6 +7,7 @@ pub mod api;
 pub mod camera;
 pub mod embed;
 pub mod gallery;
+pub mod linking;
 pub mod outputs;
 pub mod switch;
 

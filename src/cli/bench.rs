@@ -36,6 +36,12 @@ pub enum BenchCommand {
     /// of real tracklets, copied), promote a second embedder; switch time, re-embedding crops/s,
     /// and the cameras' frame rates before and during the switch.
     Switch(BenchSwitchArgs),
+    /// Cross-camera identity quality end to end: two virtual cameras of a clip (another view,
+    /// colours and blur), tracked and described as the daemon does, linked by the daemon's
+    /// linker, scored against ground truth: global IDF1 (IDP, IDR), cross-camera pair
+    /// precision / recall / F1, wrong merges, identities per person and people per identity,
+    /// per clip offset, and a precision–recall curve over the link threshold (SVG).
+    Linking(BenchLinkingArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +65,110 @@ pub struct BenchSwitchArgs {
     pub pause_ms: u64,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchLinkingArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The clip the virtual cameras are cut from (default: the bundled vtest clip).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Which camera pair: `vtest-hard` (a, then b through another view, colours and blur) or
+    /// `demo` (the demo's entrance and plaza).
+    #[arg(long, value_enum, default_value = "vtest-hard")]
+    pub pair: crate::bench::linking::PairKind,
+    /// Embedder (manifest name or ONNX file); default: the config's `models.embedder`.
+    #[arg(long)]
+    pub embedder: Option<String>,
+    /// Clip offsets in seconds, one run each (their spread is the run-to-run spread).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0f64, 2.0, 4.0])]
+    pub offsets: Vec<f64>,
+    /// MOTChallenge ground truth of the clip (`frame,id,x,y,w,h,...`, frames from 1, boxes in
+    /// the clip's pixels); default: pseudo ground truth from tracking the continuous clip.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Frame rate of the --gt file's frame numbers.
+    #[arg(long, default_value_t = 10.0)]
+    pub gt_fps: f64,
+    /// Analysed frames per second (the daemon's `analysis.fps`).
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    /// Analysis width in pixels (the daemon's `analysis.width`).
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Link thresholds of the precision–recall curve: FROM:TO:STEP.
+    #[arg(long, default_value = "0.40:0.98:0.02")]
+    pub thresholds: String,
+    /// Write the precision–recall curve here (SVG).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Write the first run's described tracklets with their ground-truth people here (JSON
+    /// lines): a fixture for replaying the linker without video or models.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_range(s: &str) -> Result<Vec<f32>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--thresholds {s:?}: expected FROM:TO:STEP, e.g. 0.40:0.98:0.02, within 0..1"
+        )
+    };
+    let v: Vec<f32> = s
+        .split(':')
+        .map(|x| x.trim().parse::<f32>().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let [from, to, step] = v[..] else {
+        return Err(bad());
+    };
+    if !(0.0..=1.0).contains(&from) || !(0.0..=1.0).contains(&to) || from > to || step <= 0.0 {
+        return Err(bad());
+    }
+    let n = ((to - from) / step + 1e-4).floor() as usize;
+    if n > 1000 {
+        return Err(anyhow::anyhow!("--thresholds {s:?}: more than 1000 steps"));
+    }
+    Ok((0..=n).map(|i| from + step * i as f32).collect())
+}
+
+fn run_bench_linking(a: BenchLinkingArgs) -> Result<ExitCode> {
+    let mut cfg = a.config.load()?;
+    if let Some(e) = a.embedder {
+        cfg.models.embedder = e;
+    }
+    let opts = crate::bench::linking::LinkingBenchOptions {
+        video: a
+            .video
+            .unwrap_or_else(|| crate::paths::media("vtest-h264.mp4")),
+        pair: a.pair,
+        offsets: a.offsets,
+        gt: a.gt,
+        gt_fps: a.gt_fps,
+        fps: a.fps,
+        width: a.width,
+        thresholds: parse_range(&a.thresholds)?,
+        record: a.record,
+        quiet: a.json,
+    };
+    anyhow::ensure!(
+        opts.gt_fps.is_finite() && opts.gt_fps > 0.0,
+        "--gt-fps must be a positive number"
+    );
+    let r = crate::bench::linking::linking(&cfg, &opts)?;
+    if let Some(p) = &a.svg {
+        std::fs::write(p, crate::bench::linking::curve_svg(&r))
+            .map_err(|e| anyhow::anyhow!("cannot write --svg {}: {e}", p.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", crate::bench::linking::render_linking(&r));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]
@@ -331,6 +441,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Eval(a) => return run_bench_eval(a),
         BenchCommand::Train(a) => return run_bench_train(a),
         BenchCommand::Gallery(a) => return run_bench_gallery(a),
+        BenchCommand::Linking(a) => return run_bench_linking(a),
         BenchCommand::Decode(a) => {
             let v = a
                 .video

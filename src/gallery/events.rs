@@ -47,13 +47,15 @@ pub enum Decision {
         similarity: f32,
         margin: Option<f32>,
     },
-    /// The best identity passed the threshold, but the runner-up is within the margin. The
-    /// tracklet is attached to `identity` provisionally: it does not change the identity's
-    /// prototypes or space–time record, and it is decided again when the tracklet grows.
+    /// The best identity passed the threshold, but the runner-up is within the margin, or the
+    /// similarity is within `linking.uncertain_band` of the threshold (then `runner_up` may be
+    /// `None`: no other identity competed). The tracklet is attached to `identity`
+    /// provisionally: it does not change the identity's prototypes or space–time record, and it
+    /// is decided again when the tracklet grows.
     Uncertain {
         identity: IdentityId,
         similarity: f32,
-        runner_up: Candidate,
+        runner_up: Option<Candidate>,
     },
     /// Nothing acceptable matched: a new identity (open set). On a re-observation of the
     /// tracklet that opened it, `identity` is that same identity.

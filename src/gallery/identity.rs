@@ -91,6 +91,27 @@ pub struct Evidence {
     /// Lowest of the two similarities, best over the evidence tracklets.
     pub similarity: f32,
     pub last_ms: TimeMs,
+    /// When each evidence tracklet was seen (start, end), to tell one person seen again from
+    /// several look-alikes seen at once.
+    #[serde(default)]
+    pub spans: std::collections::BTreeMap<TrackletKey, (TimeMs, TimeMs)>,
+}
+
+impl Evidence {
+    /// Two evidence tracklets alive at the same time in one camera (by more than `tol_ms`):
+    /// they are two people who both look like both identities — look-alikes, not proof that
+    /// the identities are one person.
+    pub fn simultaneous(&self, tol_ms: TimeMs) -> Option<(&TrackletKey, &TrackletKey)> {
+        let v: Vec<(&TrackletKey, &(TimeMs, TimeMs))> = self.spans.iter().collect();
+        for (i, (ka, a)) in v.iter().enumerate() {
+            for (kb, b) in &v[i + 1..] {
+                if ka.camera == kb.camera && a.1.min(b.1) - a.0.max(b.0) > tol_ms {
+                    return Some((ka, kb));
+                }
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -77,8 +77,14 @@ pub(crate) struct Scored {
 
 pub(crate) enum Plan {
     New,
-    Link { best: Scored, margin: Option<f32> },
-    Uncertain { best: Scored, runner_up: Scored },
+    Link {
+        best: Scored,
+        margin: Option<f32>,
+    },
+    Uncertain {
+        best: Scored,
+        runner_up: Option<Scored>,
+    },
 }
 
 pub struct Linker {
@@ -386,17 +392,26 @@ impl Linker {
             .enumerate()
             .find(|(i, _)| *i != bi)
             .map(|(_, s)| s.clone());
+        // weak evidence: barely over the threshold, the link waits (decided again as it grows)
+        let weak = best.similarity < best.threshold + self.rules.uncertain_band;
         match runner_up {
+            None if weak => Plan::Uncertain {
+                best,
+                runner_up: None,
+            },
             None => Plan::Link { best, margin: None },
             Some(r) => {
                 let margin = best.similarity - r.similarity;
-                if margin >= self.rules.margin {
+                if margin >= self.rules.margin && !weak {
                     Plan::Link {
                         best,
                         margin: Some(margin),
                     }
                 } else {
-                    Plan::Uncertain { best, runner_up: r }
+                    Plan::Uncertain {
+                        best,
+                        runner_up: Some(r),
+                    }
                 }
             }
         }
@@ -413,7 +428,9 @@ impl Linker {
         let span = Self::span(obs);
         let mut ranked = self.rank(q, span, None, None)?;
         // both best identities match well: evidence that they are one person
-        if ranked.len() >= 2 && self.note_evidence(&ranked[0], &ranked[1], &key, obs.end_ms) {
+        if ranked.len() >= 2
+            && self.note_evidence(&ranked[0], &ranked[1], &key, obs.start_ms, obs.end_ms)
+        {
             ranked = self.rank(q, span, None, None)?;
         }
         let decision = match self.plan(&ranked) {
@@ -461,10 +478,10 @@ impl Linker {
             }
             Plan::Uncertain { best, runner_up } => {
                 self.attach(obs, q, best.identity, LinkKind::Uncertain, best.similarity)?;
-                let runner_up = Candidate {
-                    identity: runner_up.identity,
-                    similarity: runner_up.similarity,
-                };
+                let runner_up = runner_up.map(|r| Candidate {
+                    identity: r.identity,
+                    similarity: r.similarity,
+                });
                 if previous != Some((best.identity, LinkKind::Uncertain)) {
                     self.fx.events.push(GalleryEvent::IdentityLinked {
                         t_ms: obs.end_ms,
@@ -473,8 +490,8 @@ impl Linker {
                         tracklet: obs.tracklet,
                         decision: LinkKind::Uncertain,
                         similarity: best.similarity,
-                        margin: Some(best.similarity - runner_up.similarity),
-                        runner_up: Some(runner_up),
+                        margin: runner_up.map(|r| best.similarity - r.similarity),
+                        runner_up,
                         previous: previous.map(|p| p.0).filter(|p| *p != best.identity),
                     });
                 }
@@ -575,7 +592,7 @@ impl Linker {
                 threshold: 0.0,
             };
             let other = other.clone();
-            self.note_evidence(&me, &other, &key, obs.end_ms);
+            self.note_evidence(&me, &other, &key, obs.start_ms, obs.end_ms);
         }
         if !self.identities.contains_key(&id) {
             // merged away on that evidence: report the surviving identity

@@ -7,8 +7,10 @@
 //! opened two identities, e.g. before and after a change of lighting). The pair is merged once
 //! `linking.merge_evidence` distinct tracklets gave such evidence, and only if: no operator split
 //! them apart, no space–time rule separates their confident sightings, their closest prototypes
-//! are at least `merge_similarity` alike, and each is the other's most similar identity. The
-//! older identity (lower id) is kept.
+//! are at least `merge_similarity` alike, each is the other's most similar identity, and no two
+//! evidence tracklets were seen at the same time in one camera (two people who both resemble
+//! both identities are look-alikes, not one person seen twice). The older identity (lower id) is
+//! kept.
 
 use std::collections::BTreeSet;
 
@@ -28,6 +30,7 @@ impl Linker {
         a: &Scored,
         b: &Scored,
         key: &TrackletKey,
+        start_ms: TimeMs,
         t_ms: TimeMs,
     ) -> bool {
         let floor = self.rules.merge_similarity;
@@ -54,8 +57,10 @@ impl Linker {
             tracklets: BTreeSet::new(),
             similarity: sim,
             last_ms: t_ms,
+            spans: Default::default(),
         });
         ev.tracklets.insert(key.clone());
+        ev.spans.insert(key.clone(), (start_ms, t_ms));
         ev.similarity = ev.similarity.max(sim);
         ev.last_ms = ev.last_ms.max(t_ms);
         let count = ev.tracklets.len();
@@ -79,6 +84,16 @@ impl Linker {
         t_ms: TimeMs,
     ) -> Result<bool, GalleryError> {
         if !self.conflicts_between(lo, hi).is_empty() {
+            return Ok(false);
+        }
+        let tol = self.rules.tolerance_ms;
+        if let Some((a, b)) = self
+            .identities
+            .get(&lo)
+            .and_then(|i| i.evidence.get(&hi))
+            .and_then(|e| e.simultaneous(tol))
+        {
+            tracing::debug!(%lo, %hi, "no automatic merge: evidence tracklets {a} and {b} were seen at the same time in one camera (look-alikes)");
             return Ok(false);
         }
         let cross = self.cross_similarity(lo, hi);
@@ -237,8 +252,10 @@ impl Linker {
                     tracklets: BTreeSet::new(),
                     similarity: e.similarity,
                     last_ms: e.last_ms,
+                    spans: Default::default(),
                 });
                 slot.tracklets.extend(e.tracklets);
+                slot.spans.extend(e.spans);
                 slot.similarity = slot.similarity.max(e.similarity);
                 slot.last_ms = slot.last_ms.max(e.last_ms);
                 self.touch(lo);

@@ -125,6 +125,7 @@ pub struct Rules {
     pub margin: f32,
     pub merge_similarity: f32,
     pub merge_evidence: u32,
+    pub uncertain_band: f32,
     pub tolerance_ms: TimeMs,
     /// (from, to) → rule; undirected pairs are stored both ways.
     pairs: HashMap<(String, String), PairRule>,
@@ -155,6 +156,7 @@ impl Rules {
             margin: s.margin,
             merge_similarity: s.merge_similarity,
             merge_evidence: s.merge_evidence,
+            uncertain_band: s.uncertain_band,
             tolerance_ms: s.clock_tolerance_ms as TimeMs,
             pairs,
         }

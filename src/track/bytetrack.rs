@@ -294,6 +294,14 @@ impl Tracker {
     }
 }
 
+/// The fraction of `b`'s area inside `other`.
+fn covered(b: &BBox, other: &BBox) -> f32 {
+    let w = (b.x2.min(other.x2) - b.x1.max(other.x1)).max(0.0);
+    let h = (b.y2.min(other.y2) - b.y1.max(other.y1)).max(0.0);
+    let a = b.area();
+    if a <= 0.0 { 0.0 } else { w * h / a }
+}
+
 /// Adds a matched detection to a tracklet: its box, and its crop when it ranks among the best K.
 #[allow(clippy::too_many_arguments)]
 fn record(
@@ -318,11 +326,17 @@ fn record(
     if s.crops_per_tracklet == 0 {
         return;
     }
-    let overlap = all
-        .iter()
-        .filter(|o| o.bbox != d.bbox)
-        .map(|o| o.bbox.iou(&d.bbox))
-        .fold(0f32, f32::max);
+    let others = || all.iter().filter(|o| o.bbox != d.bbox);
+    let overlap = others().map(|o| o.bbox.iou(&d.bbox)).fold(0f32, f32::max);
+    // IoU understates a small person in front of a large one: what matters for the embedding is
+    // how much of *this* crop another person covers
+    if s.crop_max_overlap < 1.0
+        && others()
+            .map(|o| covered(&d.bbox, &o.bbox))
+            .any(|c| c > s.crop_max_overlap)
+    {
+        return;
+    }
     let geo = geometric_quality(&d.bbox, d.score, size.0, size.1, overlap);
     let worst = tl
         .crops

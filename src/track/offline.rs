@@ -29,6 +29,10 @@ pub struct OfflineOptions {
     pub track: TrackSettings,
     /// Keep crops in the tracklets (false: boxes only).
     pub crops: bool,
+    /// Keep the tracker's periodic snapshots of growing tracklets (`TrackEvent::Updated`) in
+    /// [`OfflineRun::updates`]: what the daemon's re-id stage describes while a person is still
+    /// in view, so an offline replay can feed the linker the same sequence.
+    pub updates: bool,
     pub quiet: bool,
 }
 
@@ -43,6 +47,7 @@ impl Default for OfflineOptions {
             camera: "video".into(),
             track: TrackSettings::default(),
             crops: true,
+            updates: false,
             quiet: false,
         }
     }
@@ -55,6 +60,9 @@ pub struct OfflineRun {
     pub tracks: Vec<MotRow>,
     /// Every tracklet, ended at the last frame at the latest.
     pub tracklets: Vec<Tracklet>,
+    /// Snapshots of growing tracklets, in the order the tracker reported them (empty unless
+    /// [`OfflineOptions::updates`]).
+    pub updates: Vec<Tracklet>,
     pub frames: u64,
     /// Frame size after scaling.
     pub size: (u32, u32),
@@ -92,6 +100,7 @@ pub fn run(
         detections: vec![],
         tracks: vec![],
         tracklets: vec![],
+        updates: vec![],
         frames: 0,
         size: (0, 0),
         first_pts: Duration::ZERO,
@@ -124,11 +133,11 @@ pub fn run(
         pending.push(f);
         if pending.len() == batch {
             progress.inc(batch as u64);
-            process(&mut pending, detector, &mut tracker, &mut out)?;
+            process(&mut pending, detector, &mut tracker, &mut out, opts.updates)?;
         }
     }
     progress.inc(pending.len() as u64);
-    process(&mut pending, detector, &mut tracker, &mut out)?;
+    process(&mut pending, detector, &mut tracker, &mut out, opts.updates)?;
     for ev in tracker.flush() {
         if let TrackEvent::Ended(t) = ev {
             out.tracklets.push(t);
@@ -145,6 +154,7 @@ fn process(
     detector: &mut dyn Detector,
     tracker: &mut Tracker,
     out: &mut OfflineRun,
+    updates: bool,
 ) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
@@ -166,8 +176,10 @@ fn process(
             score: x.score,
         }));
         for ev in tracker.update(Some(f), f.seq, f.pts, (f.width as f32, f.height as f32), &d) {
-            if let TrackEvent::Ended(t) = ev {
-                out.tracklets.push(t);
+            match ev {
+                TrackEvent::Ended(t) => out.tracklets.push(t),
+                TrackEvent::Updated(t) if updates => out.updates.push(t),
+                _ => {}
             }
         }
         out.tracks.extend(tracker.active().iter().map(|a| MotRow {
