@@ -1,5 +1,5 @@
-//! The promotion gate on operators' labels refuses a damaged candidate that the old
-//! split-tracklet proxy lets through.
+//! The promotion gate on operators' labels refuses a damaged candidate: the serving model
+//! pruned to 10 % of its MACs without re-tuning.
 //!
 //! The site: `crosscam dataset build` on the real vtest clip (two virtual cameras, the second
 //! with another colour response), whose identities are known (pseudo-identities linked by
@@ -9,7 +9,9 @@
 //! `different` one. The job's store source exports them; the gate scores the serving model and
 //! a candidate pruned to 10 % of its MACs without re-tuning on them. The same candidate is also
 //! scored the old way (each held-out tracklet split in two halves, called two cameras) and
-//! judged by the old rule (as good and cheaper passes). Both sets of numbers are printed.
+//! judged by the old rule (as good and cheaper passes); both sets of numbers are printed. On this
+//! clip the old proxy refuses this candidate too (its mAP falls from about 71 % to 29 %), so the
+//! test does not claim that the proxy would have passed it; it asserts what the gate does.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,7 +43,7 @@ fn build_dataset(out: &Path) {
 }
 
 #[test]
-fn the_gate_refuses_a_pruned_candidate_that_the_split_tracklet_proxy_passes() {
+fn the_gate_refuses_a_candidate_pruned_to_a_tenth_without_retuning() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
     build_dataset(&ds);
@@ -187,8 +189,7 @@ fn the_gate_refuses_a_pruned_candidate_that_the_split_tracklet_proxy_passes() {
     let new = evaluate_set(&pruned.model, &held).unwrap();
     let (proxy_go, why) = PromotePolicy::default().decide(&old, &new);
     println!(
-        "split-tracklet proxy ({} queries): serving mAP {:.3}, candidate mAP {:.3} → {}",
-        old.queries, old.map, new.map, why
+        "split-tracklet proxy ({} queries): serving mAP {:.3}, candidate mAP {:.3} → promote {proxy_go}: {why}",
+        old.queries, old.map, new.map
     );
-    assert!(proxy_go, "the old proxy would have refused it too: {why}");
 }

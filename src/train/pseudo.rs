@@ -135,10 +135,10 @@ pub fn cluster_tracklets(
 
 /// [`cluster_tracklets`] with operators' labels as constraints. A cannot-link is treated like
 /// two tracklets alive together in one camera: the largest distance, and DBSCAN never puts
-/// them in one cluster. A must-link gets distance 0 (so its tracklets share neighbours), and
-/// after DBSCAN the clusters (or lone tracklets) of its two ends are joined — unless that would
-/// put two tracklets of a cannot-link (or coexisting ones) together: a human's "different" or
-/// the camera's certainty wins over a "same" that contradicts it.
+/// them in one cluster. A must-link joins, after DBSCAN, the clusters (or lone tracklets) of its
+/// two ends — unless that would put two tracklets of a cannot-link (or coexisting ones)
+/// together: a human's "different" or the camera's certainty wins over a "same" that
+/// contradicts it.
 pub fn cluster_tracklets_with(
     features: &[f32],
     d: usize,
@@ -158,11 +158,9 @@ pub fn cluster_tracklets_with(
     let conflict = |i: usize, j: usize| {
         i != j && (tracklets[i].coexists_with(&tracklets[j]) || cannot.contains(&(i, j)))
     };
+    // must-links are applied after DBSCAN, to whole clusters: pulling two tracklets together
+    // before it would distort the k-reciprocal neighbourhoods and tear both out of their clusters
     let mut dist: Square = cosine_distances(features, d);
-    for c in constraints.iter().filter(valid).filter(|c| c.same) {
-        dist.set(c.a, c.b, 0.0);
-        dist.set(c.b, c.a, 0.0);
-    }
     for i in 0..n {
         for j in 0..n {
             if conflict(i, j) {
