@@ -258,6 +258,8 @@ fn job_spec() -> JobSpec {
         },
         holdout: 0.3,
         policy: PromotePolicy::default(),
+        gate: crosscam::jobs::evaluate::GatePolicy::default(),
+        label_holdout: crosscam::jobs::runner::LABEL_HOLDOUT,
     }
 }
 

@@ -4,7 +4,8 @@
 //! timeline, sightings as crop groups) and split a sighting off, search by image (camera, time and
 //! likelihood band), be told what a camera form lacks before it is sent, start a re-tune job as
 //! admin and watch its phase, step and ETA, cancel it and read the outcome; as an operator, be
-//! refused the jobs page and see cameras without Add or Remove (tests/browser/ui.mjs).
+//! refused the jobs page, see cameras without Add or Remove, and answer the review queue with one
+//! key per link (same, different, skip), each answer a stored label (tests/browser/ui.mjs).
 //! `SCREENSHOTS=docs/img` keeps a picture of each page.
 
 mod common;
@@ -39,7 +40,11 @@ fn web_ui_in_headless_chromium() {
         let twice = ids["identities"]
             .as_array()
             .is_some_and(|v| v.iter().any(|i| i["sightings"].as_i64().unwrap_or(0) >= 2));
-        (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3 && twice).then_some(())
+        // the operator answers three links in the review queue
+        let (_, review) = d.get("/api/v1/review", Some(&admin));
+        let queued = review["queue"].as_array().map_or(0, Vec::len);
+        (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3 && twice && queued >= 3)
+            .then_some(())
     });
     let root = env!("CARGO_MANIFEST_DIR");
     let mut cmd = std::process::Command::new("node");

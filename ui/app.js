@@ -513,6 +513,7 @@ pages.jobs = async () => {
           h("td", { class: k === "new" ? cls(r.old?.rank1, r.new?.rank1) : "", text: pct(r[k].rank1) }),
           h("td", { class: k === "new" ? cls(r.old?.mAP, r.new?.mAP) : "", text: pct(r[k].mAP) }),
           h("td", { text: (r[k].macs / 1e9).toFixed(3) }), h("td", { text: (r[k].params / 1e6).toFixed(2) + " M" })) : null))) : null,
+      r.status && r.status !== "failed" && r.status !== "cancelled" ? labelGateView(r.labels) : null,
       h("p", { class: `outcome ${r.status || ""}`, "data-testid": "job-outcome", text: jobOutcome(j) }),
       r.status === "failed" && j.log && j.log.length ? h("details", {}, h("summary", { text: "the job's last lines" }), h("pre", { text: j.log.join("\n") })) : null,
       ...(r.candidate ? [h("button", { text: `Promote ${r.candidate} anyway`, onclick: () => promote(r.candidate) })] : [])].filter(Boolean));
@@ -573,7 +574,7 @@ pages.jobs = async () => {
         h("label", { for: "job-scenario", text: "Scenario" }), h("div", {}, scenario, h("div", { class: "muted small", text: "S4 is the usual choice on site: it learns this site's people and light from the crops the daemon stored, without labels. S1–S3 need a labelled source dataset on the server." })),
         h("label", { for: "job-budget", text: "Training budget" }), h("div", {}, budget, h("div", { class: "muted small", text: "how long to train: epochs (1ep = one pass over the stored crops; 10ep is a real re-tune) or wall time (30m, 2h)." })),
         h("label", { for: "job-macs", text: "Target MACs share" }), h("div", {}, macs, h("div", { class: "muted small", text: "how much of the serving model's compute (multiply-accumulates per crop) the new model may use: 1.0 keeps the network's size, 0.5 prunes it to half the cost (faster, usually a little less accurate)." })),
-        h("span"), h("div", {}, start, h("span", { class: "muted small", text: "  The job trains in its own process; the candidate is compared with the serving model on held-out crops and promoted only if it is better." })))),
+        h("span"), h("div", {}, start, h("span", { class: "muted small", text: "  The job trains in its own process; the candidate is compared with the serving model on held-out crops and on operators' labels it never trained on (Review page), and promoted only when the labels are enough and it is not worse on them — otherwise you decide, seeing the numbers." })))),
     h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Job", "State", "Progress / outcome", "held-out rank-1 / mAP", ""].map(t => h("th", { text: t })))), jobsBody),
     compare,
     h("h2", { text: "Model registry" }), serving, switchInfo,
@@ -586,6 +587,86 @@ pages.jobs = async () => {
     if (e.type === "job_finished") { flash(`job ${e.job} ended: ${e.status}`, e.status !== "failed"); api(`/api/v1/jobs/${e.job}`).then(showCompare).catch(() => {}); }
   }));
 };
+
+// ---- review queue: one link at a time, answered with one key --------------------------------
+// The daemon lists uncertain links first, then near-misses (GET /api/v1/review); an answer is a
+// label (POST /api/v1/labels): same = confirm, different = reject; skip moves on without one.
+pages.review = async () => {
+  await loadCameras();
+  let queue = [], pos = 0, answered = 0, skipped = new Set();
+  const card = h("div", { class: "card review", "data-testid": "review-card" });
+  const status = h("p", { class: "muted", "data-testid": "review-status" });
+  const fetchQueue = async () => {
+    const { queue: q } = await api("/api/v1/review?limit=100");
+    queue = q.filter(it => !skipped.has(it.tracklet)); pos = 0;
+  };
+  const side = (title, urls, cam) => h("div", { class: "review-side" }, h("div", { class: "review-title" }, title, cam ? cameraChip(cam) : null),
+    h("div", { class: "crops" }, urls.length ? urls.map(u => h("img", { src: u, alt: title, loading: "eager" })) : h("span", { class: "muted", text: "no crops kept" })));
+  const show = () => {
+    const it = queue[pos];
+    status.textContent = `${answered} answered this session · ${Math.max(queue.length - pos, 0)} waiting`;
+    if (!it) { card.replaceChildren(h("p", { "data-testid": "review-empty", text: "Nothing to review: every uncertain link and near-miss has an answer." })); card.dataset.tracklet = ""; return; }
+    card.dataset.tracklet = it.tracklet; card.dataset.identity = it.identity;
+    const kind = it.kind === "uncertain" ? "uncertain link" : "near-miss";
+    const sim = it.similarity === null ? "" : ` · similarity ${it.similarity.toFixed(2)}`;
+    const margin = it.margin === null ? "" : ` · margin ${it.margin.toFixed(2)}`;
+    card.replaceChildren(
+      h("div", { class: "review-head" }, h("span", { class: `badge ${it.kind === "uncertain" ? "possible" : "unlikely"}`, text: kind }),
+        h("span", { class: "muted", text: ` linked to #${it.identity} at ${fmtWhen(it.start_ms)}${sim}${margin}` })),
+      h("div", { class: "grid2" }, side(`tracklet ${it.tracklet}`, it.tracklet_crops, it.camera), side(`person #${it.identity}`, it.identity_crops, null)),
+      h("div", { class: "row review-keys" },
+        h("button", { class: "primary", "data-answer": "same", text: "Same person (S)", onclick: () => answer("same") }),
+        h("button", { class: "danger", "data-answer": "different", text: "Different (D)", onclick: () => answer("different") }),
+        h("button", { "data-answer": "skip", text: "Skip (space)", onclick: () => answer("skip") }),
+        h("a", { href: `#/identity/${it.identity}`, text: `open #${it.identity}` })));
+  };
+  let busy = false;
+  const answer = async (a) => {
+    const it = queue[pos];
+    if (!it || busy) return;
+    busy = true;
+    try {
+      if (a === "skip") skipped.add(it.tracklet);
+      else {
+        await api("/api/v1/labels", { method: "POST", json: { kind: a === "same" ? "confirm" : "reject", tracklet: it.tracklet, identity: it.identity } });
+        answered++;
+      }
+      pos++;
+      if (pos >= queue.length) await fetchQueue();
+      show();
+    } catch (e) { flash(e.message); }
+    finally { busy = false; }
+  };
+  const keys = ev => {
+    if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const k = ev.key.toLowerCase();
+    if (k === "s" || k === "y") { ev.preventDefault(); answer("same"); }
+    else if (k === "d" || k === "n") { ev.preventDefault(); answer("different"); }
+    else if (k === " " || k === "k") { ev.preventDefault(); answer("skip"); }
+  };
+  document.addEventListener("keydown", keys);
+  timers.push(() => document.removeEventListener("keydown", keys));
+  main().append(h("h1", { text: "Review links" }),
+    h("p", { class: "muted", text: "Is the tracklet on the left the person on the right? S = same, D = different, space = skip. Each answer is a label: re-tuning learns from it and the promotion gate is judged on it." }),
+    status, card);
+  await fetchQueue();
+  show();
+};
+
+// Both models on the operators' held-out labels, every number with its sample size.
+function labelGateView(g) {
+  if (!g) return h("p", { class: "muted", "data-testid": "job-labels", text: "No operators' labels were held out for this job: label links on the Review page so that the gate can judge a candidate on them." });
+  const n = (s) => `${s.same_pairs} same + ${s.different_pairs} different pairs`;
+  const row = (name, key, count) => h("tr", {}, h("td", { text: name }),
+    ["serving", "candidate"].map(w => h("td", { class: w === "candidate" && g.serving[key] !== null && g.candidate[key] !== null ? (g.candidate[key] > g.serving[key] ? "better" : g.candidate[key] < g.serving[key] ? "worse" : "") : "", text: pct(g[w][key]) })),
+    h("td", { class: "muted", text: count }));
+  return h("div", { "data-testid": "job-labels" },
+    h("h3", { text: `On operators' labels (held out, never trained on)${g.weak ? " — weak evidence" : ""}` }),
+    h("table", {}, h("thead", {}, h("tr", {}, ["", "serving", "candidate", "n"].map(t => h("th", { text: t })))),
+      h("tbody", {}, row("pair AUC", "auc", n(g.candidate)), row(`TAR at FAR ${(100 * g.candidate.far).toFixed(0)} %`, "tar", `${g.candidate.same_pairs} same pairs`),
+        row("rank-1 over labelled people", "rank1", `${g.candidate.rank1_queries} queries`))),
+    h("p", { class: g.passed && !g.weak ? "outcome promoted" : "outcome", text: g.reason }));
+}
 
 // ---- routing --------------------------------------------------------------------------------
 function setupNav() {

@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod labels;
 pub mod limits;
 pub mod metrics;
 pub mod people;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::auth::Need;
 use super::limits::Cost;
-use super::{ApiError, ApiState, admin, cameras, credentials, events, metrics, people, ui};
+use super::{ApiError, ApiState, admin, cameras, credentials, events, labels, metrics, people, ui};
 
 /// What a route takes as its body.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -403,6 +403,58 @@ pub fn table() -> Vec<Route> {
             get(people::audit),
         ),
         r(
+            p.clone(),
+            "/api/v1/labels",
+            Some(Operate),
+            "labels",
+            "Label a link: a tracklet is / is not an identity (confirm, reject), two identities are / are not one person (same, different)",
+            &[],
+            Body::Json("Label"),
+            JSON,
+            post(labels::create),
+        ),
+        r(
+            g.clone(),
+            "/api/v1/labels",
+            Some(Read),
+            "labels",
+            "Operators' labels (merges and splits included), newest first, with user and time",
+            &[],
+            Body::None,
+            JSON,
+            get(labels::list),
+        )
+        .query(&[
+            ("limit", "integer", "1–1000, default 100"),
+            ("offset", "integer", "skip this many"),
+        ]),
+        r(
+            d.clone(),
+            "/api/v1/labels/{id}",
+            Some(Operate),
+            "labels",
+            "Remove a label given by mistake",
+            NUM,
+            Body::None,
+            JSON,
+            delete(labels::delete),
+        ),
+        r(
+            g.clone(),
+            "/api/v1/review",
+            Some(Operate),
+            "labels",
+            "The review queue: uncertain links, then near-misses, each with crops of both sides",
+            &[],
+            Body::None,
+            JSON,
+            get(labels::review),
+        )
+        .query(&[
+            ("limit", "integer", "1–200, default 50"),
+            ("offset", "integer", "skip this many"),
+        ]),
+        r(
             g.clone(),
             "/api/v1/models",
             Some(Admin),
@@ -673,6 +725,13 @@ fn schemas() -> Value {
         }), &["id", "url"]),
         "Merge": s(json!({"absorb": {"type": "integer"}, "reason": {"type": "string", "maxLength": 500}}), &["absorb"]),
         "Split": s(json!({"tracklets": {"type": "array", "items": {"type": "integer"}, "minItems": 1}, "reason": {"type": "string", "maxLength": 500}}), &["tracklets"]),
+        "Label": s(json!({
+            "kind": {"enum": ["confirm", "reject", "same", "different"]},
+            "identity": {"type": "integer"},
+            "tracklet": {"type": "integer", "description": "confirm / reject: the tracklet compared with `identity`"},
+            "other": {"type": "integer", "description": "same / different: the second identity"},
+            "note": {"type": "string", "maxLength": 500}
+        }), &["kind", "identity"]),
         "JobRequest": s(json!({
             "scenario": {"enum": ["S0", "S1", "S2", "S3", "S4", "S5"], "default": "S4"},
             "budget": {"type": "string", "default": "1ep", "description": "epochs (2ep) or time (10m)"},

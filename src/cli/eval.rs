@@ -52,7 +52,7 @@ pub struct EvalArgs {
 #[derive(Subcommand, Debug)]
 pub enum DatasetCommand {
     /// Make a re-id dataset (Market-1501 layout, pseudo-identities from tracklets) from video.
-    Build(DatasetBuildArgs),
+    Build(Box<DatasetBuildArgs>),
     /// Detect a dataset's layout and count its images, identities and cameras per split.
     Info(DatasetInfoArgs),
 }
@@ -63,8 +63,13 @@ pub struct DatasetBuildArgs {
     #[command(flatten)]
     pub config: super::ConfigArg,
     /// Input video; repeat for several. Without --cameras each video is one camera.
-    #[arg(long = "video", required = true)]
+    #[arg(long = "video", required_unless_present = "from_store")]
     pub videos: Vec<PathBuf>,
+    /// Export a daemon's data directory instead of reading video: its stored crops (named by
+    /// gallery identity) and its operators' labels as same-person pairs and cannot-links
+    /// (`labels.json`, docs/retuning.md). No detection runs.
+    #[arg(long, value_name = "DATA", conflicts_with_all = ["videos", "cameras"])]
+    pub from_store: Option<PathBuf>,
     /// Output folder: bounding_box_train/, query/, bounding_box_test/ and dataset.json go here.
     #[arg(long)]
     pub out: PathBuf,
@@ -263,6 +268,24 @@ pub fn run_eval(a: EvalArgs) -> Result<ExitCode> {
 pub fn dataset(cmd: DatasetCommand) -> Result<ExitCode> {
     match cmd {
         DatasetCommand::Build(a) => {
+            if let Some(data) = &a.from_store {
+                let rep = crate::dataset::from_store::export(data, &a.out, a.force)?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    println!(
+                        "exported {} tracklets ({} crops, {} gallery identities) and {} labels ({} same-person pairs, {} cannot-links) to {}",
+                        rep.tracklets,
+                        rep.crops,
+                        rep.identities,
+                        rep.same_pairs + rep.cannot_links,
+                        rep.same_pairs,
+                        rep.cannot_links,
+                        a.out.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             // check the flags and cameras before loading any model
             a.request()?;
             let cfg = a.config.load()?;

@@ -154,6 +154,14 @@ pub struct JobRunArgs {
     /// ... or when it falls by at most this and the new model is cheaper.
     #[arg(long, default_value_t = 0.0)]
     pub tolerance: f64,
+    /// Fewer held-out labelled pairs than this: weak evidence, no automatic promotion
+    /// (default: the config's `[retune] min_label_pairs`).
+    #[arg(long)]
+    pub min_label_pairs: Option<usize>,
+    /// Share of the operators' labels held out for the gate, 0–1 (default: the config's
+    /// `[retune] label_holdout`).
+    #[arg(long)]
+    pub label_holdout: Option<f64>,
     /// Folder of gallery crops to re-embed with a promoted model (default: none).
     #[arg(long)]
     pub gallery_crops: Option<PathBuf>,
@@ -382,6 +390,16 @@ fn run_job(a: JobRunArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let mut settings = a.dir.config.load()?.retune;
+    if let Some(n) = a.min_label_pairs {
+        settings.min_label_pairs = n;
+    }
+    if let Some(h) = a.label_holdout {
+        settings.label_holdout = h;
+    }
+    let gate = settings
+        .gate()
+        .map_err(|e| anyhow::anyhow!("{e} (or --label-holdout)"))?;
     let spec = JobSpec {
         retune: a.prune.options(a.scenario, budget, &a.train, a.dir.json)?,
         holdout: a.holdout,
@@ -389,6 +407,8 @@ fn run_job(a: JobRunArgs) -> Result<ExitCode> {
             min_gain: a.min_gain,
             tolerance: a.tolerance,
         },
+        gate,
+        label_holdout: settings.label_holdout,
     };
     let mut source: Box<dyn crate::jobs::CropSource> = match &a.dataset {
         Some(d) => Box::new(crate::jobs::DatasetSource {

@@ -55,6 +55,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiSettings,
     #[serde(default)]
+    pub retune: RetuneSettings,
+    #[serde(default)]
     pub cameras: Vec<CameraSettings>,
     /// Where events go besides the API: MQTT brokers and webhooks (src/outputs).
     #[serde(default)]
@@ -251,6 +253,62 @@ impl Default for IngestSettings {
             credential_env_prefix: secrets::DEFAULT_ENV_PREFIX.into(),
             credential_env_allow: Vec::new(),
         }
+    }
+}
+
+/// `[retune]`: how re-tuning jobs are judged on operators' labels (docs/retuning.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetuneSettings {
+    /// Fewer held-out labelled pairs than this: the evidence is weak, and a job never promotes
+    /// on its own (an admin promotes explicitly, seeing the numbers).
+    pub min_label_pairs: usize,
+    /// Share of the labels held out for the gate (never trained on), 0–1.
+    pub label_holdout: f64,
+    /// The false accept rate the gate reads the true accept rate at, above 0 and below 1.
+    pub label_far: f64,
+    /// How much lower than the serving model's a candidate's AUC, TAR and rank-1 on labels
+    /// may be (fractions: 0.02 = 2 points).
+    pub label_tolerance: f64,
+}
+
+impl Default for RetuneSettings {
+    fn default() -> Self {
+        RetuneSettings {
+            min_label_pairs: 30,
+            label_holdout: 0.5,
+            label_far: 0.1,
+            label_tolerance: 0.02,
+        }
+    }
+}
+
+impl RetuneSettings {
+    /// The gate these settings make; an error names the key and the range it needs.
+    pub fn gate(&self) -> Result<crate::jobs::evaluate::GatePolicy, String> {
+        if !(0.0..=1.0).contains(&self.label_holdout) {
+            return Err(format!(
+                "[retune] label_holdout must be from 0 to 1, found {}",
+                self.label_holdout
+            ));
+        }
+        if !(self.label_far > 0.0 && self.label_far < 1.0) {
+            return Err(format!(
+                "[retune] label_far must be above 0 and below 1, found {}",
+                self.label_far
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.label_tolerance) {
+            return Err(format!(
+                "[retune] label_tolerance must be from 0 to 1, found {}",
+                self.label_tolerance
+            ));
+        }
+        Ok(crate::jobs::evaluate::GatePolicy {
+            min_pairs: self.min_label_pairs,
+            far: self.label_far,
+            tolerance: self.label_tolerance,
+        })
     }
 }
 

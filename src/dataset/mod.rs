@@ -9,6 +9,7 @@
 pub mod build;
 pub mod cameras;
 pub mod filter;
+pub mod from_store;
 pub mod rng;
 pub mod source;
 pub mod transform;

@@ -518,6 +518,23 @@ impl Linker {
         out
     }
 
+    /// An operator said `a` and `b` are two people (a `different` label): the linker never
+    /// merges them on its own, whatever evidence accumulates; an operator still can. Returns
+    /// false when either is not a live identity (a retired one has nothing left to protect).
+    pub fn mark_different(&mut self, a: IdentityId, b: IdentityId) -> bool {
+        if a == b || !(self.identities.contains_key(&a) && self.identities.contains_key(&b)) {
+            return false;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(i) = self.identities.get_mut(&x) {
+                i.cannot_link.insert(y);
+                i.evidence.remove(&y);
+            }
+            self.touch(x);
+        }
+        true
+    }
+
     /// Housekeeping, to call periodically (e.g. every minute) with the wall-clock time: retires
     /// identities unseen for `gallery.retention_hours`.
     pub fn maintain(&mut self, now_ms: TimeMs) -> Effects {

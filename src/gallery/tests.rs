@@ -380,6 +380,34 @@ fn identities_merge_when_evidence_accumulates() {
 }
 
 #[test]
+fn identities_an_operator_marked_different_are_never_merged_automatically() {
+    let (_, mut l) = settings();
+    let mut x = two_of_one_person(&mut l);
+    assert!(x.mark_different(id(2), id(1)));
+    assert!(!x.mark_different(id(1), id(99)), "no such identity");
+    // the same evidence that merges them in `identities_merge_when_evidence_accumulates`
+    let mid = mix(&[(0, 0.9486), (1, 0.3162)], 8);
+    for t in 3..7 {
+        let o = x
+            .observe(&obs(
+                "c",
+                t,
+                100.0 * t as f64,
+                100.0 * t as f64 + 10.0,
+                mid.clone(),
+            ))
+            .unwrap();
+        assert!(
+            !o.events
+                .iter()
+                .any(|ev| matches!(ev, GalleryEvent::IdentityMerged(_))),
+            "merged identities an operator marked different"
+        );
+    }
+    assert!(x.identity(id(1)).is_some() && x.identity(id(2)).is_some());
+}
+
+#[test]
 fn no_automatic_merge_across_a_space_time_conflict() {
     let (_, mut l) = settings();
     l.threshold = 0.85;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::evaluate::{EvalSet, Score, evaluate_set};
+use super::evaluate::{EvalSet, GatePolicy, LabelGate, Score, evaluate_labels, evaluate_set};
 use super::registry::{Registry, write_atomic};
 use super::serving::{ReembedHook, ServingModel, promote};
 use super::source::CropSource;
@@ -90,7 +90,15 @@ pub struct JobSpec {
     /// Share of the identities (or, without labels, of the tracklets) held out for evaluation.
     pub holdout: f64,
     pub policy: PromotePolicy,
+    /// How operators' labels judge a candidate.
+    pub gate: GatePolicy,
+    /// Share of the operators' labels held out for the gate (never trained on), chosen by a
+    /// hash of each label's id ([`crate::train::site::gate_holds_out`]).
+    pub label_holdout: f64,
 }
+
+/// The default share of labels the gate holds out.
+pub const LABEL_HOLDOUT: f64 = 0.5;
 
 /// Where a job is (for progress displays and the admin API).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -146,6 +154,11 @@ pub struct JobReport {
     /// The candidate on the held-out crops.
     pub new: Option<Score>,
     pub decision: Option<String>,
+    /// Both models on the operators' held-out labels (none when the source has no labels).
+    pub labels: Option<LabelGate>,
+    /// Whether the job was allowed to promote on its own: with site footage only when the
+    /// labels are enough (not weak) and the candidate passed on them.
+    pub automatic_promotion: bool,
     /// A rejected candidate kept in the registry (not current), for an admin to promote anyway.
     pub candidate: Option<String>,
     pub retune: Option<RetuneReport>,
@@ -224,6 +237,8 @@ pub fn run_job(
         old: None,
         new: None,
         decision: None,
+        labels: None,
+        automatic_promotion: false,
         candidate: None,
         retune: None,
         seconds: 0.0,
@@ -273,6 +288,8 @@ fn job_body(
         .collect(&ctx.cancel)
         .context("collecting the crops")?;
     check(&ctx.cancel)?;
+    // the gate's labels and every tracklet they name leave the training data first
+    let (site, gate_site) = site.hold_out_labels(spec.label_holdout);
     let (train, held) = EvalSet::hold_out(&site, spec.holdout, spec.retune.seed);
     anyhow::ensure!(
         !held.is_empty(),
@@ -317,7 +334,19 @@ fn job_body(
     set_phase(ctx, JobPhase::Evaluating);
     let old = evaluate_set(&old_model, &held).context("scoring the serving model")?;
     let new = evaluate_set(&retuned.model, &held).context("scoring the new model")?;
-    let (go, why) = spec.policy.decide(&old, &new);
+    let (proxy_go, why) = spec.policy.decide(&old, &new);
+    let gate = if gate_site.pairs.is_empty() {
+        None
+    } else {
+        let s = evaluate_labels(&old_model, &gate_site, spec.gate.far)
+            .context("scoring the serving model on labels")?;
+        let c = evaluate_labels(&retuned.model, &gate_site, spec.gate.far)
+            .context("scoring the new model on labels")?;
+        Some(spec.gate.judge(s, c))
+    };
+    let (go, why, automatic) = with_labels(proxy_go, why, gate.as_ref(), &held.kind);
+    report.automatic_promotion = automatic;
+    report.labels = gate;
     report.old = Some(old);
     report.new = Some(new.clone());
     report.decision = Some(why);
@@ -367,6 +396,34 @@ fn job_body(
     Ok(JobOutcome::Promoted { version: v.id })
 }
 
+/// The job's decision from the held-out crops' verdict (`proxy_go`, `why`) and the label gate:
+/// (promote, why, whether the evidence allowed an automatic promotion at all). A site's own
+/// footage (`kind` `tracklets`: no identity labels) is judged by the split-tracklet proxy, which
+/// favours what re-tuning trains for: there the operators' labels decide, and only when there are
+/// enough of them. Held-out identities of a labelled dataset are honest evidence themselves; a
+/// label gate, when there is one, must pass too.
+pub fn with_labels(
+    proxy_go: bool,
+    why: String,
+    gate: Option<&LabelGate>,
+    kind: &str,
+) -> (bool, String, bool) {
+    let footage = kind == "tracklets";
+    match gate {
+        Some(g) if !g.passed => (false, format!("{why}; {}", g.reason), !g.weak || !footage),
+        Some(g) if footage && g.weak => (false, format!("{why}; {}", g.reason), false),
+        Some(g) => (proxy_go, format!("{why}; {}", g.reason), true),
+        None if footage => (
+            false,
+            format!(
+                "{why}; no operators' labels held out: the split-tracklet proxy alone never promotes (label links in the review queue, or an admin promotes explicitly)"
+            ),
+            false,
+        ),
+        None => (proxy_go, why, true),
+    }
+}
+
 fn save_report(data_dir: &Path, r: &JobReport) -> Result<()> {
     let dir = jobs_dir(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -412,6 +469,44 @@ mod tests {
             ..p
         };
         assert!(!strict.decide(&s(0.5, 100), &s(0.52, 100)).0);
+    }
+
+    #[test]
+    fn on_site_footage_promotes_only_when_enough_labels_pass() {
+        use crate::jobs::evaluate::{GatePolicy, LabelScore};
+        let score = |auc: f64, n: usize| LabelScore {
+            auc: Some(auc),
+            tar: Some(auc),
+            far: 0.1,
+            rank1: None,
+            same_pairs: n / 2,
+            different_pairs: n - n / 2,
+            rank1_queries: 0,
+        };
+        let p = GatePolicy::default();
+        let why = || "better: held-out mAP 50.0% → 60.0%".to_string();
+        // the proxy says better, but there are no labels: no automatic promotion
+        let (go, r, auto) = with_labels(true, why(), None, "tracklets");
+        assert!(!go && !auto, "{r}");
+        assert!(r.contains("never promotes"), "{r}");
+        // enough labels, candidate as good: promoted
+        let g = p.judge(score(0.9, 40), score(0.9, 40));
+        let (go, _, auto) = with_labels(true, why(), Some(&g), "tracklets");
+        assert!(go && auto);
+        // enough labels, candidate worse on them: kept, whatever the proxy says
+        let g = p.judge(score(0.9, 40), score(0.7, 40));
+        let (go, r, _) = with_labels(true, why(), Some(&g), "tracklets");
+        assert!(!go && r.contains("worse on labels"), "{r}");
+        // too few labels: weak, an admin decides
+        let g = p.judge(score(0.9, 10), score(0.95, 10));
+        let (go, r, auto) = with_labels(true, why(), Some(&g), "tracklets");
+        assert!(!go && !auto && r.contains("weak evidence"), "{r}");
+        // a labelled dataset's held-out identities decide on their own
+        let (go, _, auto) = with_labels(true, why(), None, "identities");
+        assert!(go && auto);
+        // and the proxy still has a veto
+        let g = p.judge(score(0.9, 40), score(0.9, 40));
+        assert!(!with_labels(false, why(), Some(&g), "tracklets").0);
     }
 
     #[test]

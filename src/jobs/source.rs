@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::train::Cancel;
-use crate::train::site::SiteData;
+use crate::train::site::{LabelPair, SiteData};
 
 /// A site's tracklets (crops of one person each, with camera and time), with identity labels
 /// where the source has them (an operator's confirmed matches; a labelled dataset).
@@ -57,7 +57,8 @@ impl CropSource for DatasetSource {
     }
 }
 
-/// The daemon's store: every ended tracklet with stored crops, unlabelled (a site's own footage).
+/// The daemon's store: every ended tracklet with stored crops (a site's own footage, without
+/// identity labels), and the operators' labels (same person / different people) about them.
 pub struct StoreSource {
     pub data_dir: PathBuf,
     /// Only these cameras (ids as configured); all when empty.
@@ -69,7 +70,7 @@ pub struct StoreSource {
 impl CropSource for StoreSource {
     fn describe(&self) -> String {
         format!(
-            "the store in {}{}, unlabelled",
+            "the store in {}{}, with operators' labels",
             self.data_dir.display(),
             if self.cameras.is_empty() {
                 String::new()
@@ -128,10 +129,28 @@ impl CropSource for StoreSource {
                 format!(" from cameras {}", self.cameras.join(","))
             }
         );
+        // operators' labels: must-links and cannot-links for the clustering, and the gate's
+        // evidence (their crops are exempt from retention, so their tracklets are here)
+        let pairs: Vec<LabelPair> = store
+            .labels()?
+            .into_iter()
+            .map(|l| LabelPair {
+                label: l.id,
+                a: l.a.iter().map(|&t| t as u64).collect(),
+                b: l.b.iter().map(|&t| t as u64).collect(),
+                same: l.same,
+            })
+            .collect();
         let n = tracklets.len();
+        tracing::info!(
+            tracklets = n,
+            labels = pairs.len(),
+            "collected the store's tracklets"
+        );
         Ok(SiteData {
             tracklets,
             identities: vec![None; n],
+            pairs,
         })
     }
 }
@@ -181,6 +200,34 @@ mod tests {
         assert!(site.identities.iter().all(Option::is_none));
         // times are the wall clock, so that coexisting tracklets stay apart
         assert!(site.tracklets[0].end < site.tracklets[1].start);
+
+        // operators' labels come with the tracklets, as tracklet ids and a verdict
+        assert!(site.pairs.is_empty());
+        store
+            .add_label(&crate::store::NewLabel {
+                kind: crate::store::LabelKind::Different,
+                identity: Some(1),
+                other: Some(2),
+                tracklet: None,
+                a: vec![rows[0]],
+                b: vec![rows[3]],
+                actor: "alice".into(),
+                note: String::new(),
+            })
+            .unwrap();
+        let site = src.collect(&Cancel::default()).unwrap();
+        assert_eq!(site.pairs.len(), 1);
+        assert_eq!(
+            (
+                site.pairs[0].a.clone(),
+                site.pairs[0].b.clone(),
+                site.pairs[0].same
+            ),
+            (vec![rows[0] as u64], vec![rows[3] as u64], false)
+        );
+        let c = site.constraints();
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].a, c[0].b, c[0].same), (0, 1, false));
 
         src.cameras = vec!["c".into()];
         let e = src.collect(&Cancel::default()).unwrap_err().to_string();

@@ -49,6 +49,9 @@ pub enum Control {
         reason: String,
         reply: Reply<i64>,
     },
+    /// An operator's `different` label: the gallery never merges `a` and `b` on its own. The
+    /// reply says whether both were live identities.
+    MarkDifferent { a: i64, b: i64, reply: Reply<bool> },
     /// Search by person: the `k` identities most similar to `descriptor`.
     Search {
         descriptor: Vec<f32>,
@@ -285,12 +288,19 @@ pub fn rebuild_gallery(
             }
         })
         .collect();
-    let cannot_link: Vec<(IdentityId, IdentityId)> = store
+    let mut cannot_link: Vec<(IdentityId, IdentityId)> = store
         .audit()?
         .into_iter()
         .filter(|a| a.kind == "split")
         .map(|a| (IdentityId(a.kept as u64), IdentityId(a.other as u64)))
         .collect();
+    // identities an operator labelled as two people
+    cannot_link.extend(
+        store
+            .different_identities()?
+            .into_iter()
+            .map(|(a, b)| (IdentityId(a as u64), IdentityId(b as u64))),
+    );
     let n = tracklets.len();
     let (linker, report) = Linker::rebuild(
         gallery_settings,
@@ -725,6 +735,9 @@ impl LinkStage {
                                 warn!(error = %e, "the model switch did not commit; the old model keeps serving");
                             }
                             let _ = reply.send(r);
+                        }
+                        Ok(Control::MarkDifferent { a, b, reply }) => {
+                            let _ = reply.send(Ok(ctx.linker.mark_different(IdentityId(a as u64), IdentityId(b as u64))));
                         }
                         Ok(Control::Search { descriptor, k, reply }) => {
                             let r = ctx.linker.search(&descriptor, k).map(|c| {

@@ -1,5 +1,7 @@
 //! Person crops on disk: `<data_dir>/crops/<camera>/<tracklet>/<seq>.jpg` (directories 0700,
-//! files 0600), written atomically, and deleted by age and by disk budget (oldest first).
+//! files 0600), written atomically, and deleted by age and by disk budget (oldest first). Crops of
+//! tracklets an operator labelled are kept: a label is worth more than the disk it takes, and
+//! training and the promotion gate need its pictures.
 
 use std::path::PathBuf;
 
@@ -80,7 +82,7 @@ pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionRepor
     if let Some(age) = r.max_age_ms {
         let mut st = store
             .conn()
-            .prepare("SELECT id, path, bytes FROM crops WHERE created_ms < ?1")
+            .prepare("SELECT id, path, bytes FROM crops WHERE created_ms < ?1 AND tracklet NOT IN (SELECT tracklet FROM label_tracklets)")
             .map_err(|e| store.err(e))?;
         let rows = st
             .query_map(params![now_ms() - age], |row| {
@@ -103,7 +105,7 @@ pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionRepor
     {
         let mut st = store
             .conn()
-            .prepare("SELECT id, path, bytes FROM crops ORDER BY created_ms, id")
+            .prepare("SELECT id, path, bytes FROM crops WHERE tracklet NOT IN (SELECT tracklet FROM label_tracklets) ORDER BY created_ms, id")
             .map_err(|e| store.err(e))?;
         let rows = st
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))

@@ -8,6 +8,7 @@
 
 pub mod credentials;
 mod crops;
+pub mod labels;
 pub mod private;
 mod queries;
 mod reembed;
@@ -22,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub use crops::CropRetention;
+pub use labels::{LabelKind, LabelRow, NewLabel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -437,6 +439,27 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(e)?;
         let t = now_ms();
+        // an operator's merge is also a label: both sides as they were
+        if let Some(user) = labels::operator_of(actor) {
+            let a = labels::tracklets_of(&tx, kept).map_err(e)?;
+            let b = labels::tracklets_of(&tx, absorbed).map_err(e)?;
+            if !a.is_empty() && !b.is_empty() {
+                labels::insert(
+                    &tx,
+                    &NewLabel {
+                        kind: LabelKind::Merge,
+                        identity: Some(kept),
+                        other: Some(absorbed),
+                        tracklet: None,
+                        a,
+                        b,
+                        actor: user.to_string(),
+                        note: reason.to_string(),
+                    },
+                )
+                .map_err(e)?;
+            }
+        }
         tx.execute(
             "UPDATE sightings SET identity = ?1 WHERE identity = ?2",
             params![kept, absorbed],
@@ -499,6 +522,27 @@ impl Store {
             params![from, to, actor, reason, t],
         )
         .map_err(e)?;
+        // an operator's split is also a label: the tracklets left and the ones split off are
+        // two people
+        if let Some(user) = labels::operator_of(actor) {
+            let a = labels::tracklets_of(&tx, from).map_err(e)?;
+            if !a.is_empty() {
+                labels::insert(
+                    &tx,
+                    &NewLabel {
+                        kind: LabelKind::Split,
+                        identity: Some(from),
+                        other: Some(to),
+                        tracklet: None,
+                        a,
+                        b: tracklets.to_vec(),
+                        actor: user.to_string(),
+                        note: reason.to_string(),
+                    },
+                )
+                .map_err(e)?;
+            }
+        }
         tx.commit().map_err(e)
     }
 

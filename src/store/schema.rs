@@ -42,6 +42,19 @@ const MIGRATIONS: &[&str] = &[
     // 2: every box of a tracklet (timelines, overlays, offline scoring), packed little-endian:
     //    pts_ms i64, wall_ms i64, x1 y1 x2 y2 score f32
     "ALTER TABLE tracklets ADD COLUMN track BLOB;",
+    // 3: operators' labels: one verdict (same person or not) on two sets of tracklets, with who
+    //    and when. `kind`: confirm / reject (a tracklet vs an identity), same / different (two
+    //    identities), merge / split (recorded by those operations). The identities are the ones
+    //    the operator saw; the tracklets are what the verdict is about (identities change later).
+    "CREATE TABLE labels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, same INTEGER NOT NULL,
+        identity INTEGER, other INTEGER, tracklet INTEGER,
+        actor TEXT NOT NULL, note TEXT NOT NULL, created_ms INTEGER NOT NULL);
+     CREATE TABLE label_tracklets (
+        label INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+        side INTEGER NOT NULL, tracklet INTEGER NOT NULL,
+        PRIMARY KEY (label, side, tracklet));
+     CREATE INDEX label_tracklets_tracklet ON label_tracklets (tracklet);",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -114,6 +114,15 @@ pub fn crop_index(tracklets: &[TrackletCrops]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// An operator's verdict on two tracklets (indices into the tracklets being clustered):
+/// the same person (must-link) or two people (cannot-link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    pub a: usize,
+    pub b: usize,
+    pub same: bool,
+}
+
 /// Clusters tracklets given their features (`n × d`, one row per tracklet).
 pub fn cluster_tracklets(
     features: &[f32],
@@ -121,9 +130,36 @@ pub fn cluster_tracklets(
     tracklets: &[TrackletCrops],
     cfg: &PseudoConfig,
 ) -> PseudoLabels {
+    cluster_tracklets_with(features, d, tracklets, cfg, &[])
+}
+
+/// [`cluster_tracklets`] with operators' labels as constraints. A cannot-link is treated like
+/// two tracklets alive together in one camera: the largest distance, and DBSCAN never puts
+/// them in one cluster. A must-link joins, after DBSCAN, the clusters (or lone tracklets) of its
+/// two ends — unless that would put two tracklets of a cannot-link (or coexisting ones)
+/// together: a human's "different" or the camera's certainty wins over a "same" that
+/// contradicts it.
+pub fn cluster_tracklets_with(
+    features: &[f32],
+    d: usize,
+    tracklets: &[TrackletCrops],
+    cfg: &PseudoConfig,
+    constraints: &[Constraint],
+) -> PseudoLabels {
     let n = tracklets.len();
     assert_eq!(features.len(), n * d, "one feature row per tracklet");
-    let conflict = |i: usize, j: usize| i != j && tracklets[i].coexists_with(&tracklets[j]);
+    let valid = |c: &&Constraint| c.a < n && c.b < n && c.a != c.b;
+    let cannot: std::collections::HashSet<(usize, usize)> = constraints
+        .iter()
+        .filter(valid)
+        .filter(|c| !c.same)
+        .flat_map(|c| [(c.a, c.b), (c.b, c.a)])
+        .collect();
+    let conflict = |i: usize, j: usize| {
+        i != j && (tracklets[i].coexists_with(&tracklets[j]) || cannot.contains(&(i, j)))
+    };
+    // must-links are applied after DBSCAN, to whole clusters: pulling two tracklets together
+    // before it would distort the k-reciprocal neighbourhoods and tear both out of their clusters
     let mut dist: Square = cosine_distances(features, d);
     for i in 0..n {
         for j in 0..n {
@@ -134,30 +170,60 @@ pub fn cluster_tracklets(
     }
     let jac = jaccard_distances(&dist, cfg.jaccard);
     let raw = dbscan(&jac, cfg.eps, cfg.min_samples.max(1), &conflict);
-    // dense labels: clusters first, then one per noise tracklet
-    let clusters = raw.iter().copied().max().map(|m| m + 1).unwrap_or(0).max(0);
-    let mut next = clusters;
-    let mut singletons = 0usize;
-    let tracklet = raw
+    // every tracklet a group: DBSCAN's clusters, then one per noise tracklet
+    let first_noise = raw.iter().copied().max().map(|m| m + 1).unwrap_or(0).max(0);
+    let mut next = first_noise;
+    let mut group: Vec<i64> = raw
         .iter()
         .map(|&l| {
             if l >= 0 {
                 l
             } else {
-                singletons += 1;
                 next += 1;
                 next - 1
             }
         })
         .collect();
-    let mut sizes = vec![0usize; clusters as usize];
-    for &l in raw.iter().filter(|&&l| l >= 0) {
-        sizes[l as usize] += 1;
+    for c in constraints.iter().filter(valid).filter(|c| c.same) {
+        let (ga, gb) = (group[c.a], group[c.b]);
+        if ga == gb {
+            continue;
+        }
+        let ma: Vec<usize> = (0..n).filter(|&i| group[i] == ga).collect();
+        let mb: Vec<usize> = (0..n).filter(|&i| group[i] == gb).collect();
+        let clash = ma.iter().any(|&i| mb.iter().any(|&j| conflict(i, j)));
+        if clash {
+            tracing::debug!(
+                a = c.a,
+                b = c.b,
+                "a must-link contradicts a cannot-link; kept apart"
+            );
+            continue;
+        }
+        let (keep, gone) = (ga.min(gb), ga.max(gb));
+        group
+            .iter_mut()
+            .filter(|g| **g == gone)
+            .for_each(|g| *g = keep);
+    }
+    // dense labels: groups of several tracklets first, then the lone ones, in order of label
+    let mut sizes: std::collections::BTreeMap<i64, usize> = Default::default();
+    for &g in &group {
+        *sizes.entry(g).or_default() += 1;
+    }
+    let mut dense: std::collections::HashMap<i64, i64> = Default::default();
+    for (&g, _) in sizes.iter().filter(|(_, s)| **s > 1) {
+        let k = dense.len() as i64;
+        dense.insert(g, k);
+    }
+    for (&g, _) in sizes.iter().filter(|(_, s)| **s == 1) {
+        let k = dense.len() as i64;
+        dense.insert(g, k);
     }
     PseudoLabels {
-        tracklet,
-        clusters: sizes.iter().filter(|&&s| s > 1).count(),
-        singletons: singletons + sizes.iter().filter(|&&s| s == 1).count(),
+        tracklet: group.iter().map(|g| dense[g]).collect(),
+        clusters: sizes.values().filter(|&&s| s > 1).count(),
+        singletons: sizes.values().filter(|&&s| s == 1).count(),
     }
 }
 
@@ -264,5 +330,83 @@ mod tests {
         assert_eq!(l.clusters, 3);
         assert_eq!(l.identities(), 4);
         assert_eq!(l.per_crop(&tracklets).len(), 13 * 3);
+    }
+
+    /// Three people, four tracklets each in four cameras, with features that cluster them
+    /// cleanly (the set-up of `clusters_across_cameras_respect_coexistence`).
+    fn three_people() -> (Vec<TrackletCrops>, Vec<f32>, usize, PseudoConfig) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let d = 16;
+        let centres: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..d).map(|_| normal(&mut rng)).collect())
+            .collect();
+        let mut tracklets = Vec::new();
+        let mut feats = Vec::new();
+        for (p, c) in centres.iter().enumerate() {
+            for (k, cam) in ["a", "b", "c", "d"].iter().enumerate() {
+                let t0 = (p * 100 + k * 10) as u64;
+                tracklets.push(tracklet(cam, (p * 4 + k) as u64, t0, t0 + 5));
+                feats.extend(c.iter().map(|x| x + 0.05 * normal(&mut rng)));
+            }
+        }
+        let cfg = PseudoConfig {
+            jaccard: JaccardConfig { k1: 4, k2: 2 },
+            ..PseudoConfig::default()
+        };
+        (tracklets, feats, d, cfg)
+    }
+
+    #[test]
+    fn a_cannot_link_keeps_two_clusters_apart() {
+        let (tracklets, feats, d, cfg) = three_people();
+        // without labels: tracklets 0 and 1 (person 0, cameras a and b) are one cluster
+        let free = cluster_tracklets(&feats, d, &tracklets, &cfg);
+        assert_eq!(free.tracklet[0], free.tracklet[1]);
+        let cannot = [Constraint {
+            a: 0,
+            b: 1,
+            same: false,
+        }];
+        let l = cluster_tracklets_with(&feats, d, &tracklets, &cfg, &cannot);
+        assert_ne!(l.tracklet[0], l.tracklet[1], "a cannot-link was merged");
+        // and the other people are untouched
+        for p in [4, 8] {
+            assert!((p..p + 4).all(|i| l.tracklet[i] == l.tracklet[p]));
+            assert_ne!(l.tracklet[p], l.tracklet[0]);
+        }
+    }
+
+    #[test]
+    fn a_must_link_joins_two_clusters() {
+        let (tracklets, feats, d, cfg) = three_people();
+        let free = cluster_tracklets(&feats, d, &tracklets, &cfg);
+        assert_ne!(free.tracklet[0], free.tracklet[4], "{:?}", free.tracklet);
+        assert_eq!(free.identities(), 3, "{:?}", free.tracklet);
+        // an operator says person 0's tracklet 0 and person 1's tracklet 4 are one person
+        let must = [Constraint {
+            a: 0,
+            b: 4,
+            same: true,
+        }];
+        let l = cluster_tracklets_with(&feats, d, &tracklets, &cfg, &must);
+        assert!(
+            (0..8).all(|i| l.tracklet[i] == l.tracklet[0]),
+            "{:?}",
+            l.tracklet
+        );
+        // person 2 stays apart
+        assert!((8..12).all(|i| l.tracklet[i] == l.tracklet[8] && l.tracklet[i] != l.tracklet[0]));
+        assert_eq!((l.clusters, l.singletons, l.identities()), (2, 0, 2));
+        // a must-link that contradicts a cannot-link does not join
+        let both = [
+            must[0],
+            Constraint {
+                a: 4,
+                b: 1,
+                same: false,
+            },
+        ];
+        let l = cluster_tracklets_with(&feats, d, &tracklets, &cfg, &both);
+        assert_ne!(l.tracklet[0], l.tracklet[4]);
     }
 }

@@ -473,7 +473,11 @@ impl<'a> Ctx<'a> {
                 TrainData::labelled(&imgs, &labels, hw, self.norm)?
             }
             Kind::Target if pseudo => {
-                TrainData::from_tracklets(self.data.target.tracklets.clone(), hw, self.norm)?
+                let mut d =
+                    TrainData::from_tracklets(self.data.target.tracklets.clone(), hw, self.norm)?;
+                // operators' labels (the gate's share is already held out by the job)
+                d.constraints = self.data.target.constraints();
+                d
             }
             Kind::Target => {
                 let (imgs, labels) = self.data.target.by_tracklet();

@@ -28,7 +28,35 @@ pub struct SiteData {
     pub tracklets: Vec<TrackletCrops>,
     /// The identity of each tracklet, when known (`None` on unlabelled footage).
     pub identities: Vec<Option<i64>>,
+    /// Operators' labels about these tracklets (a store's; none from a dataset folder).
+    pub pairs: Vec<LabelPair>,
 }
+
+/// An operator's label as re-tuning and the promotion gate read it: two sets of tracklets (by
+/// [`TrackletCrops::track`], the store's tracklet id) and whether they are one person.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabelPair {
+    /// The store's label id (the deterministic gate / training split hashes it).
+    pub label: i64,
+    pub a: Vec<u64>,
+    pub b: Vec<u64>,
+    pub same: bool,
+}
+
+/// Whether a label is held out for the promotion gate (never trained on). Deterministic: a
+/// hash of the label id (splitmix64) against `share`, so that a label keeps its side from one
+/// job to the next and new labels fall on either side in proportion.
+pub fn gate_holds_out(label: i64, share: f64) -> bool {
+    let mut z = (label as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) < share
+}
+
+/// Cap on the tracklet pairs one label expands into (two large identities would give
+/// thousands of redundant must-links).
+const MAX_PAIRS_PER_LABEL: usize = 64;
 
 /// The camera name crosscam gives camera number `id` of a dataset (`c1`, `c2`, …).
 pub fn camera_name(id: u32) -> String {
@@ -56,6 +84,7 @@ impl SiteData {
         SiteData {
             tracklets,
             identities: vec![None; n],
+            pairs: Vec::new(),
         }
     }
 
@@ -164,7 +193,63 @@ impl SiteData {
         SiteData {
             tracklets: keep.iter().map(|&i| self.tracklets[i].clone()).collect(),
             identities: keep.iter().map(|&i| self.identities[i]).collect(),
+            pairs: self.pairs.clone(),
         }
+    }
+
+    /// The labels as clustering constraints between tracklet indices (labels about tracklets
+    /// not present here are skipped).
+    pub fn constraints(&self) -> Vec<super::pseudo::Constraint> {
+        let mut index: std::collections::HashMap<u64, usize> = Default::default();
+        for (i, t) in self.tracklets.iter().enumerate() {
+            index.entry(t.track).or_insert(i);
+        }
+        let mut out = Vec::new();
+        for p in &self.pairs {
+            let a: Vec<usize> = p.a.iter().filter_map(|t| index.get(t).copied()).collect();
+            let b: Vec<usize> = p.b.iter().filter_map(|t| index.get(t).copied()).collect();
+            out.extend(
+                a.iter()
+                    .flat_map(|&i| b.iter().map(move |&j| (i, j)))
+                    .filter(|(i, j)| i != j)
+                    .take(MAX_PAIRS_PER_LABEL)
+                    .map(|(a, b)| super::pseudo::Constraint { a, b, same: p.same }),
+            );
+        }
+        out
+    }
+
+    /// Splits off the labels the promotion gate holds out (see [`gate_holds_out`]): returns the
+    /// training data — without those labels and without every tracklet they name, so the
+    /// candidate never sees their crops — and the held-out labels with their tracklets.
+    pub fn hold_out_labels(&self, share: f64) -> (SiteData, SiteData) {
+        let (held, kept): (Vec<LabelPair>, Vec<LabelPair>) = self
+            .pairs
+            .iter()
+            .cloned()
+            .partition(|p| gate_holds_out(p.label, share));
+        let named: std::collections::HashSet<u64> = held
+            .iter()
+            .flat_map(|p| p.a.iter().chain(&p.b).copied())
+            .collect();
+        let mut train = SiteData {
+            pairs: kept,
+            ..SiteData::default()
+        };
+        let mut gate = SiteData {
+            pairs: held,
+            ..SiteData::default()
+        };
+        for (t, id) in self.tracklets.iter().zip(&self.identities) {
+            let to = if named.contains(&t.track) {
+                &mut gate
+            } else {
+                &mut train
+            };
+            to.tracklets.push(t.clone());
+            to.identities.push(*id);
+        }
+        (train, gate)
     }
 
     /// The same tracklets without identity labels (what a site knows).
@@ -273,6 +358,7 @@ mod tests {
         let s = SiteData {
             tracklets: vec![t("c1", 2), t("c2", 3), t("c1", 1)],
             identities: vec![Some(5), None, Some(7)],
+            pairs: vec![],
         };
         assert_eq!(s.crops(), 6);
         assert_eq!(s.cameras(), vec!["c1".to_string(), "c2".to_string()]);

@@ -31,7 +31,8 @@ use super::loss::{batch_hard_triplet, cross_entropy_smooth, distill_loss};
 use super::model::{ReidModel, tensor_vec};
 use super::prune_hooks::{TaylorAccumulator, free_convs, sfp_step};
 use super::pseudo::{
-    PseudoConfig, PseudoLabels, TrackletCrops, cluster_tracklets, tracklet_features,
+    Constraint, PseudoConfig, PseudoLabels, TrackletCrops, cluster_tracklets_with,
+    tracklet_features,
 };
 use super::sampler::{PkConfig, epoch_seed, pk_epoch, splitmix};
 use super::schedule::{Decay, LrSchedule};
@@ -190,6 +191,9 @@ pub struct TrainData {
     /// When training on tracklets: the tracklets, with the set's samples being their crops in
     /// [`super::pseudo::crop_index`] order (needed for pseudo-labels).
     pub tracklets: Option<Vec<TrackletCrops>>,
+    /// Operators' labels between those tracklets: must-links and cannot-links the
+    /// pseudo-labelling respects.
+    pub constraints: Vec<Constraint>,
 }
 
 impl TrainData {
@@ -204,6 +208,7 @@ impl TrainData {
             set: TrainSet::new(images, labels, input_hw.0 as u32, input_hw.1 as u32)?,
             norm,
             tracklets: None,
+            constraints: Vec::new(),
         })
     }
 
@@ -225,6 +230,7 @@ impl TrainData {
             set: TrainSet::new(&images, &labels, input_hw.0 as u32, input_hw.1 as u32)?,
             norm,
             tracklets: Some(tracklets),
+            constraints: Vec::new(),
         })
     }
 }
@@ -592,7 +598,7 @@ impl Trainer {
                 && let (Some(pc), Some(tracklets)) = (self.config.pseudo, &data.tracklets)
                 && epoch.is_multiple_of(pc.refresh_every.max(1))
             {
-                let mut labels = self.refresh_pseudo_labels(tracklets, &pc);
+                let mut labels = self.refresh_pseudo_labels(tracklets, &data.constraints, &pc);
                 if labels.identities() < self.config.pk.p {
                     // a collapsed clustering (e.g. an untrained network): one identity per
                     // tracklet, the supervision that always holds
@@ -727,11 +733,12 @@ impl Trainer {
     fn refresh_pseudo_labels(
         &self,
         tracklets: &[TrackletCrops],
+        constraints: &[Constraint],
         cfg: &PseudoConfig,
     ) -> PseudoLabels {
         let feats = tracklet_features(&self.model, tracklets, &self.norm, self.config.infer_batch);
         let d = self.model.layout.feature_dim();
-        let mut labels = cluster_tracklets(&feats, d, tracklets, cfg);
+        let mut labels = cluster_tracklets_with(&feats, d, tracklets, cfg, constraints);
         // a clustering that merges nearly everyone (a small site, or a network that has not
         // learnt these cameras yet): tighten the radius before giving up on clusters
         for f in [0.75, 0.5, 0.35, 0.25] {
@@ -742,7 +749,7 @@ impl Trainer {
                 eps: cfg.eps * f,
                 ..*cfg
             };
-            labels = cluster_tracklets(&feats, d, tracklets, &tight);
+            labels = cluster_tracklets_with(&feats, d, tracklets, &tight, constraints);
             tracing::info!(
                 eps = tight.eps,
                 identities = labels.identities(),

@@ -267,6 +267,34 @@ try {
   if (await op.locator(".cam-remove, #cam-save, #cam-id").count()) throw new Error("an operator sees Add or Remove");
   step("operator: cameras read-only, no Add or Remove");
 
+  // ---- operator: the review queue, one key per answer -----------------------------------------
+  const posted = [];
+  op.on("request", r => { if (r.method() === "POST" && new URL(r.url()).pathname === "/api/v1/labels") posted.push(JSON.parse(r.postData())); });
+  await op.goto(base + "/#/review");
+  const current = () => op.locator("[data-testid=review-card]").getAttribute("data-tracklet");
+  await op.waitForSelector("[data-testid=review-card][data-tracklet]:not([data-tracklet=''])");
+  // crops of both sides shown
+  await op.waitForFunction(() => document.querySelectorAll("[data-testid=review-card] .review-side").length === 2
+    && [...document.querySelectorAll("[data-testid=review-card] .review-side")].every(s => [...s.querySelectorAll("img")].some(i => i.complete && i.naturalWidth > 0)));
+  await shot(op, "review");
+  const answers = [];
+  for (const key of ["s", "d", " "]) {
+    const before = await current();
+    const identity = await op.locator("[data-testid=review-card]").getAttribute("data-identity");
+    answers.push([key, Number(before), Number(identity)]);
+    await op.keyboard.press(key === " " ? "Space" : key);
+    await op.waitForFunction(t => document.querySelector("[data-testid=review-card]").dataset.tracklet !== t, before);
+  }
+  if (posted.length !== 2) throw new Error(`the review queue sent ${posted.length} labels for two answers and a skip`);
+  const [[, t0, i0], [, t1, i1], [, t2]] = answers;
+  if (posted[0].kind !== "confirm" || posted[0].tracklet !== t0 || posted[0].identity !== i0) throw new Error(`S sent ${JSON.stringify(posted[0])}`);
+  if (posted[1].kind !== "reject" || posted[1].tracklet !== t1 || posted[1].identity !== i1) throw new Error(`D sent ${JSON.stringify(posted[1])}`);
+  const stored = await op.evaluate(() => fetch("/api/v1/labels").then(r => r.json()));
+  const mine = stored.labels.filter(l => l.tracklet === t0 || l.tracklet === t1 || l.tracklet === t2);
+  if (mine.length !== 2 || mine.some(l => l.user !== env("OPERATOR_USER"))) throw new Error(`stored labels: ${JSON.stringify(mine)}`);
+  if (!/2 answered/.test(await op.locator("[data-testid=review-status]").textContent())) throw new Error("the review status does not count the answers");
+  step(`review queue: S confirmed ${t0} as #${i0}, D rejected ${t1} as #${i1}, space skipped ${t2}`);
+
   if (errors.length) throw new Error(errors.join("\n"));
   console.log("ui: all checks passed");
   await browser.close();
