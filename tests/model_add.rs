@@ -4,6 +4,10 @@
 //! extending the shipped one, the entry has the file's checksum, tensors, ImageNet
 //! normalisation and MACs, linking values are calibrated on a dataset, and `crosscam eval`
 //! runs the model by its new name. Refusals: not ONNX, a name taken, the shipped manifest.
+//! A second test does the same with the graph PyTorch's torch.export-based ("dynamo") exporter
+//! writes — weights in a separate `model.onnx.data` — and then prunes and re-tunes it.
+
+mod fixtures;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -249,4 +253,174 @@ fn a_torchreid_style_resnet50_is_added_calibrated_and_evaluated_by_name() {
             .local_names(),
         ["r50-market", "r18-site"]
     );
+}
+
+/// The graph as PyTorch's torch.export-based exporter writes it (opset 18, `ReduceMean` over axes
+/// [-2, -1] then `Reshape` to a constant `[-1, 2048]`, BatchNorm kept, weights in
+/// `model.onnx.data` beside the graph): `model add` keeps one self-contained file with one
+/// checksum, `eval` runs it by name, `prune` halves its MACs, and `retune` trains a narrower
+/// network of the same layout (the full ResNet-50 at 256×128 takes too long to train on 2 cores
+/// inside a test).
+#[test]
+fn a_torch_export_resnet50_with_external_weights_is_added_evaluated_pruned_and_retuned() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("r50-dynamo.onnx");
+    let build = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "build",
+            "--arch",
+            "resnet50",
+            "--reid",
+            "--head",
+            "features",
+            "--random-stats",
+            "--exporter",
+            "dynamo",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&crosscam(&args));
+    };
+    build(&onnx, &[]);
+    let data_file = dir.path().join("r50-dynamo.onnx.data");
+    let (graph_len, data_len) = (
+        std::fs::metadata(&onnx).unwrap().len(),
+        std::fs::metadata(&data_file).unwrap().len(),
+    );
+    assert!(
+        graph_len < 1_000_000 && data_len > 50_000_000,
+        "weights beside the graph: {graph_len} + {data_len} bytes"
+    );
+    let src = crosscam::onnx::Model::load(&onnx).unwrap();
+    assert_eq!(src.opset, 18);
+    assert!(src.graph.nodes.iter().any(|n| n.op == "BatchNormalization"));
+
+    let ds = dir.path().join("ds");
+    two_camera_dataset(&ds, true);
+    let data = dir.path().join("data");
+    let out = ok(&crosscam(&[
+        "model",
+        "add",
+        onnx.to_str().unwrap(),
+        "--role",
+        "embedder",
+        "--name",
+        "r50-dynamo",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["input"], serde_json::json!([-1, 3, 256, 128]));
+    assert_eq!(v["output_dim"], 2048);
+    let copied = data.join("site-models/r50-dynamo.onnx");
+    assert!(
+        std::fs::metadata(&copied).unwrap().len() > data_len,
+        "the site's copy holds the weights"
+    );
+    assert!(!data.join("site-models/r50-dynamo.onnx.data").exists());
+    let back = crosscam::onnx::Model::load(&copied).unwrap();
+    let sig = |m: &crosscam::onnx::Model| -> Vec<(String, Vec<String>, Vec<String>)> {
+        m.graph
+            .nodes
+            .iter()
+            .map(|n| (n.op.clone(), n.inputs.clone(), n.outputs.clone()))
+            .collect()
+    };
+    assert_eq!(sig(&back), sig(&src), "the same graph");
+    assert!(
+        back.graph.initializers == src.graph.initializers,
+        "the same weights"
+    );
+    // the original's data file is no longer needed by anything the manifest names
+    std::fs::remove_file(&data_file).unwrap();
+    let manifest = data.join("site-models/manifest.toml");
+    let m = crosscam::models::Manifest::load(&manifest).unwrap();
+    m.verify_file(m.get("r50-dynamo").unwrap()).unwrap();
+
+    let out = ok(&crosscam(&[
+        "eval",
+        "--model",
+        "r50-dynamo",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["num_query"], 4, "{r}");
+
+    // pruned to half its MACs through the constant [-1, 2048] Reshape (the output width kept)
+    let pruned = dir.path().join("r50-half.onnx");
+    let out = ok(&crosscam(&[
+        "prune",
+        "--model",
+        copied.to_str().unwrap(),
+        "--out",
+        pruned.to_str().unwrap(),
+        "--criterion",
+        "l1",
+        "--target-macs",
+        "0.5",
+        "--json",
+    ]));
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let frac = p["macs_fraction"].as_f64().unwrap();
+    assert!((0.45..=0.55).contains(&frac), "MACs kept {frac}");
+    let out = ok(&crosscam(&[
+        "eval",
+        "--model",
+        pruned.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["num_query"], 4, "{r}");
+
+    // re-tuned on site crops: the same exporter's layout, a quarter of the width, 128×64
+    let small = dir.path().join("r50-narrow-dynamo.onnx");
+    build(&small, &["--width", "0.25", "--input", "3x128x64"]);
+    assert!(dir.path().join("r50-narrow-dynamo.onnx.data").exists());
+    let site = dir.path().join("site");
+    fixtures::write_dataset(&site, 6, 4, 1);
+    let tuned = dir.path().join("r50-narrow-tuned.onnx");
+    let out = ok(&crosscam(&[
+        "retune",
+        "--model",
+        small.to_str().unwrap(),
+        "--dataset",
+        site.to_str().unwrap(),
+        "--out",
+        tuned.to_str().unwrap(),
+        "--scenario",
+        "S4",
+        "--target-macs",
+        "0.5",
+        "--budget",
+        "1ep",
+        "--batch",
+        "4x2",
+        "--min-channels",
+        "2",
+        "--round-to",
+        "2",
+        "--json",
+    ]));
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let frac = t["macs_after"].as_f64().unwrap() / t["macs_before"].as_f64().unwrap();
+    assert!((frac - 0.5).abs() < 0.08, "MACs kept {frac}");
+    let out = ok(&crosscam(&[
+        "eval",
+        "--model",
+        tuned.to_str().unwrap(),
+        "--dataset",
+        site.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["num_query"].as_u64().unwrap() > 0, "{r}");
 }

@@ -115,6 +115,12 @@ pub struct ModelBuildArgs {
     pub random_stats: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Write the graph as this PyTorch exporter would: `legacy` (torch.onnx, opset 17,
+    /// GlobalAveragePool + Flatten, weights inside the file) or `dynamo` (torch.export-based,
+    /// opset 18, ReduceMean over axes [-2, -1] + Reshape to a constant [-1, C], weights in
+    /// `<out>.data` next to the model).
+    #[arg(long, default_value = "legacy", value_parser = ["legacy", "dynamo"])]
+    pub exporter: String,
     /// Where to write the model.
     #[arg(long)]
     pub out: PathBuf,
@@ -374,13 +380,27 @@ fn run_model_build(a: ModelBuildArgs) -> Result<ExitCode> {
     } else {
         Init::Training
     };
-    let style = Style {
-        fuse_bn: a.fuse_bn,
-        ..Style::default()
+    let dynamo = a.exporter == "dynamo";
+    let style = if dynamo {
+        Style {
+            fuse_bn: a.fuse_bn,
+            tail: crate::onnx::resnet::Tail::ReduceMeanReshapeConst,
+            opset: 18,
+            identity_weights: false,
+        }
+    } else {
+        Style {
+            fuse_bn: a.fuse_bn,
+            ..Style::default()
+        }
     };
-    build(&spec, head, style, init, a.seed)
-        .save(&a.out)
-        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    let model = build(&spec, head, style, init, a.seed);
+    if dynamo {
+        model.save_with_external_data(&a.out, 1024)
+    } else {
+        model.save(&a.out)
+    }
+    .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!("written: {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

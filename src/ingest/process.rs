@@ -170,6 +170,9 @@ impl CameraProcess {
                         }
                     }
                     Ok(None) => break,
+                    // a message cut short: the process ended while writing it (an abort in
+                    // another of its threads); its exit status says how, so it is not killed
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                     Err(e) => {
                         // a process that speaks nonsense is not trusted further
                         warn!(camera = %cam, error = %e, "camera process sent garbage: stopping it");

@@ -65,7 +65,7 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// Standard output, shared by the streaming thread (frames) and the bus loop (events).
 #[derive(Clone)]
-struct Out(Arc<Mutex<std::io::Stdout>>);
+struct Out(Arc<Mutex<std::io::BufWriter<std::fs::File>>>);
 
 impl Out {
     fn send(&self, tag: u8, parts: &[&[u8]]) -> std::io::Result<()> {
@@ -138,6 +138,32 @@ pub fn explain(
     (kind, format!("{what}: {plain} ({raw} in {elem})"))
 }
 
+/// The parent's pipe, moved off standard output: the messages get a descriptor of their own and
+/// standard output becomes standard error, so whatever a library prints there (GLib writes its
+/// informational messages to standard output) joins the process's last words instead of
+/// corrupting the frames.
+fn protocol_channel() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl/dup2 on the process's own standard descriptors; the new descriptor is owned
+    // by the returned File alone.
+    unsafe {
+        let fd = libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            anyhow::bail!(
+                "cannot duplicate standard output: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) < 0 {
+            anyhow::bail!(
+                "cannot point standard output at standard error: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
 fn read_spec() -> anyhow::Result<WorkerSpec> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
@@ -147,8 +173,11 @@ fn read_spec() -> anyhow::Result<WorkerSpec> {
 /// `crosscam camera-worker`: runs one camera's pipeline until the parent closes standard input.
 pub fn run() -> anyhow::Result<()> {
     let spec = read_spec()?;
+    let out = Out(Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        protocol_channel()?,
+    ))));
     gst::init()?;
-    let out = Out(Arc::new(Mutex::new(std::io::stdout())));
     let (pipe, sink) =
         match pipeline::build(&spec.params, spec.user.as_deref(), spec.password.as_deref()) {
             Ok(x) => x,

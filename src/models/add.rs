@@ -273,7 +273,9 @@ pub fn add(opts: &AddOptions, rt: &Runtime) -> Result<Added> {
     let file_name = format!("{name}.onnx");
     let dest = dir.join(&file_name);
     if std::fs::canonicalize(src).ok() != std::fs::canonicalize(&dest).ok() {
-        std::fs::copy(src, &dest)
+        // weights a torch.export-based exporter wrote beside the graph (`model.onnx.data`) are
+        // moved inside the site's copy, so the manifest names one file with one checksum
+        crate::onnx::Model::copy_self_contained(src, &dest)
             .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
     }
     let sha256 =

@@ -270,6 +270,40 @@ impl Model {
         Model::from_proto(p).map_err(|e| e.in_file(path))
     }
 
+    /// Copies the model file `src` to `dest` as one self-contained file: initializers stored as
+    /// external data are moved inside, everything else is kept byte for byte as the exporter wrote
+    /// it. Returns whether there was external data (without any, `dest` is a plain copy).
+    pub fn copy_self_contained(src: &Path, dest: &Path) -> Result<bool, OnnxError> {
+        let bytes = std::fs::read(src).map_err(|e| OnnxError::Io(src.display().to_string(), e))?;
+        let mut p = proto::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| OnnxError::Decode(e.to_string()).in_file(src))?;
+        let external = p.graph.as_ref().is_some_and(|g| {
+            g.initializer
+                .iter()
+                .any(|t| !t.external_data.is_empty() || t.data_location == Some(1))
+        });
+        let out = if external {
+            let dir = src.parent().unwrap_or(Path::new("."));
+            load_external_data(&mut p, dir).map_err(|e| e.in_file(src))?;
+            let out = p.encode_to_vec();
+            // protobuf's own limit: one message cannot hold more than 2 GiB
+            if out.len() >= i32::MAX as usize {
+                return Err(OnnxError::Invalid(format!(
+                    "{} holds {} MB of weights: more than one ONNX file can hold without external data",
+                    src.display(),
+                    out.len() / 1_000_000
+                )));
+            }
+            out
+        } else {
+            bytes
+        };
+        let tmp = dest.with_extension("onnx.part");
+        std::fs::write(&tmp, &out).map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, dest).map_err(|e| OnnxError::Io(dest.display().to_string(), e))?;
+        Ok(external)
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, OnnxError> {
         let p = proto::ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
         Model::from_proto(p)
@@ -348,6 +382,45 @@ impl Model {
     pub fn save(&self, path: &Path) -> Result<(), OnnxError> {
         let tmp = path.with_extension("onnx.part");
         std::fs::write(&tmp, self.to_bytes())
+            .map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| OnnxError::Io(path.display().to_string(), e))
+    }
+
+    /// Writes the model as PyTorch's torch.export-based exporter does: the graph in `path` and
+    /// every initializer of `min_bytes` or more in `<file name>.data` next to it (ONNX external
+    /// data, `location` relative to the model's folder). [`Model::load`] reads both back.
+    pub fn save_with_external_data(&self, path: &Path, min_bytes: usize) -> Result<(), OnnxError> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| OnnxError::Invalid(format!("{} has no file name", path.display())))?;
+        let data_name = format!("{file_name}.data");
+        let kv = |k: &str, v: String| proto::StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        let mut p = self.to_proto();
+        let mut blob = Vec::new();
+        if let Some(g) = p.graph.as_mut() {
+            for t in g.initializer.iter_mut() {
+                if t.raw_data.as_ref().is_none_or(|r| r.len() < min_bytes) {
+                    continue;
+                }
+                let raw = t.raw_data.take().unwrap_or_default();
+                t.external_data = vec![
+                    kv("location", data_name.clone()),
+                    kv("offset", blob.len().to_string()),
+                    kv("length", raw.len().to_string()),
+                ];
+                t.data_location = Some(1);
+                blob.extend_from_slice(&raw);
+            }
+        }
+        let data_path = path.with_file_name(&data_name);
+        std::fs::write(&data_path, &blob)
+            .map_err(|e| OnnxError::Io(data_path.display().to_string(), e))?;
+        let tmp = path.with_extension("onnx.part");
+        std::fs::write(&tmp, p.encode_to_vec())
             .map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
         std::fs::rename(&tmp, path).map_err(|e| OnnxError::Io(path.display().to_string(), e))
     }

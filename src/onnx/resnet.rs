@@ -41,6 +41,10 @@ pub enum Tail {
     /// `ReduceMean` (keepdims 1) then `Reshape` to `[N, -1]` with N taken from a
     /// `Shape → Gather → Unsqueeze → Concat` chain, as `x.view(x.size(0), -1)` exports.
     ReduceMeanShapeChain,
+    /// `ReduceMean` over axes `[-2, -1]` (keepdims 1, axes as an input from opset 18) then
+    /// `Reshape` to a constant `[-1, C]`, as PyTorch's torch.export-based exporter writes
+    /// `x.mean((2, 3), keepdim=True).view(n, -1)`.
+    ReduceMeanReshapeConst,
 }
 
 /// How the graph looks, as if written by a given exporter.
@@ -285,7 +289,7 @@ pub fn build(spec: &ResNetSpec, head: Head, style: Style, init: Init, seed: u64)
             cin = cout;
         }
     }
-    let pooled = b.pool_tail(&x);
+    let pooled = b.pool_tail(&x, cin);
     let out = match head {
         Head::Features => b.node(Node::new("Identity", "features", &[&pooled], &["features"])),
         Head::BnNeck => {
@@ -510,8 +514,12 @@ impl Builder {
         y
     }
 
-    fn pool_tail(&mut self, x: &str) -> String {
-        let axes_hw = vec![2i64, 3];
+    fn pool_tail(&mut self, x: &str, channels: usize) -> String {
+        let axes_hw = if self.style.tail == Tail::ReduceMeanReshapeConst {
+            vec![-2i64, -1]
+        } else {
+            vec![2i64, 3]
+        };
         let reduce = |b: &mut Builder, keep: i64, out: &str| -> String {
             if b.style.opset >= 18 {
                 b.g.initializers
@@ -542,6 +550,19 @@ impl Builder {
                 )
             }
             Tail::ReduceMean => reduce(self, 0, "pool.out"),
+            Tail::ReduceMeanReshapeConst => {
+                let p = reduce(self, 1, "pool.out");
+                self.g.initializers.insert(
+                    "view.target".into(),
+                    Tensor::i64(vec![2], vec![-1, channels as i64]),
+                );
+                self.node(Node::new(
+                    "Reshape",
+                    "view",
+                    &[&p, "view.target"],
+                    &["view.out"],
+                ))
+            }
             Tail::ReduceMeanShapeChain => {
                 let p = reduce(self, 1, "pool.out");
                 self.g
