@@ -85,6 +85,14 @@ pub enum Event {
         status: String,
         detail: String,
     },
+    /// A scheduled re-tune was due (`[retune] schedule`): `outcome` `started` (with the `job`) or
+    /// `skipped` (`reason` says why: not enough new footage, a job still running, …).
+    RetuneScheduled {
+        t_ms: i64,
+        outcome: String,
+        job: String,
+        reason: String,
+    },
     /// A live model switch moved on: `loading`, `re-embedding` (`done` of `total` tracklets),
     /// `catching-up`, `switching`.
     ModelSwitch {
@@ -132,6 +140,7 @@ impl Event {
         "identity_retired",
         "job_progress",
         "job_finished",
+        "retune_scheduled",
         "model_switch",
         "model_switched",
     ];
@@ -149,6 +158,7 @@ impl Event {
             Event::IdentityRetired { .. } => "identity_retired",
             Event::JobProgress { .. } => "job_progress",
             Event::JobFinished { .. } => "job_finished",
+            Event::RetuneScheduled { .. } => "retune_scheduled",
             Event::ModelSwitch { .. } => "model_switch",
             Event::ModelSwitched { .. } => "model_switched",
         }
@@ -273,6 +283,12 @@ mod tests {
                 job: "j".into(),
                 status: "cancelled".into(),
                 detail: String::new(),
+            },
+            Event::RetuneScheduled {
+                t_ms: 1,
+                outcome: "skipped".into(),
+                job: String::new(),
+                reason: "r".into(),
             },
             Event::ModelSwitch {
                 t_ms: 1,

@@ -113,6 +113,7 @@ function describe(e) {
     case "camera_state": return `${cam}${e.state}${e.detail ? ": " + e.detail : ""}`;
     case "job_progress": return `job ${e.job}: ${e.label || e.phase}${e.total ? ` ${e.done}/${e.total}` : ""}`;
     case "job_finished": return `job ${e.job} ${e.status}`;
+    case "retune_scheduled": return e.outcome === "started" ? `scheduled re-tune: job ${e.job} started (${e.reason})` : `scheduled re-tune skipped: ${e.reason}`;
     case "model_switch": return `model switch to ${e.to}: ${e.phase}${e.total ? ` ${e.done}/${e.total}` : ""}`;
     case "model_switched": return e.outcome === "switched" ? `model ${e.to} serves (was ${e.from})` : `model switch to ${e.to} failed: ${e.reason}`;
     case "lost": return `(${e.count} events missed)`;
@@ -550,6 +551,10 @@ pages.jobs = async () => {
       h("td", { text: v.eval ? `${pct(v.eval.rank1)} / ${pct(v.eval.mAP)}` : "–" }), h("td", { text: v.origin }),
       h("td", {}, v.id !== m.current ? h("button", { text: "Promote", onclick: () => promote(v.id) }) : null))));
     const st = await api("/api/v1/status");
+    const rs = st.retune_schedule;
+    schedInfo.replaceChildren(rs && rs.schedule && rs.schedule !== "off"
+      ? h("span", { "data-testid": "retune-schedule", text: `Re-tuning on a schedule (${rs.schedule}, with at least ${rs.min_new_crops} new crops)${rs.next_ms ? `; next ${new Date(rs.next_ms).toLocaleString()}` : ""}.${rs.last ? ` Last: ${new Date(rs.last.t_ms).toLocaleString()}, ${rs.last.outcome === "started" ? `started ${rs.last.job}` : "skipped"} — ${rs.last.reason}.` : ""}` })
+      : h("span", { class: "muted", "data-testid": "retune-schedule", text: "No scheduled re-tuning ([retune] schedule in the config)." }));
     const sw = st.model && st.model.switch;
     const last = st.model_switch_last;
     serving.textContent = `The pipeline serves ${m.serving}${st.model ? ` (since ${new Date(st.model.since_ms).toLocaleString()})` : ""}; the registry's current version is ${m.current || "–"}.`;
@@ -566,6 +571,7 @@ pages.jobs = async () => {
       : h("span", { class: "muted", "data-testid": "no-rollback", text: "No earlier version to roll back to: the registry has had one current model so far." }));
   };
   const serving = h("p", { class: "muted" });
+  const schedInfo = h("p", {});
   const switchInfo = h("p", {});
   const rollback = h("div", { class: "row" });
   main().append(h("h1", { text: "Jobs & models" }),
@@ -575,6 +581,7 @@ pages.jobs = async () => {
         h("label", { for: "job-budget", text: "Training budget" }), h("div", {}, budget, h("div", { class: "muted small", text: "how long to train: epochs (1ep = one pass over the stored crops; 10ep is a real re-tune) or wall time (30m, 2h)." })),
         h("label", { for: "job-macs", text: "Target MACs share" }), h("div", {}, macs, h("div", { class: "muted small", text: "how much of the serving model's compute (multiply-accumulates per crop) the new model may use: 1.0 keeps the network's size, 0.5 prunes it to half the cost (faster, usually a little less accurate)." })),
         h("span"), h("div", {}, start, h("span", { class: "muted small", text: "  The job trains in its own process; the candidate is compared with the serving model on held-out crops and on operators' labels it never trained on (Review page), and promoted only when the labels are enough and it is not worse on them — otherwise you decide, seeing the numbers." })))),
+    schedInfo,
     h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Job", "State", "Progress / outcome", "held-out rank-1 / mAP", ""].map(t => h("th", { text: t })))), jobsBody),
     compare,
     h("h2", { text: "Model registry" }), serving, switchInfo,
@@ -582,7 +589,7 @@ pages.jobs = async () => {
     rollback);
   await load();
   timers.push(onEvent(e => {
-    if (e.type === "job_progress" || e.type === "job_finished" || e.type === "model_switch" || e.type === "model_switched") load().catch(() => {});
+    if (e.type === "job_progress" || e.type === "job_finished" || e.type === "retune_scheduled" || e.type === "model_switch" || e.type === "model_switched") load().catch(() => {});
     if (e.type === "model_switched") flash(e.outcome === "switched" ? `${e.to} serves now` : `switch to ${e.to} failed: ${e.reason}`, e.outcome === "switched");
     if (e.type === "job_finished") { flash(`job ${e.job} ended: ${e.status}`, e.status !== "failed"); api(`/api/v1/jobs/${e.job}`).then(showCompare).catch(() => {}); }
   }));

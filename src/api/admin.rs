@@ -116,6 +116,7 @@ pub async fn status(State(s): State<ApiState>) -> Response {
         "model": s.server.switcher.model_json(),
         "model_switch_last": s.server.switcher.last(),
         "outputs": s.server.outputs_status(),
+        "retune_schedule": s.scheduler.status(),
     }))
     .into_response()
 }

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod people;
 pub mod routes;
+pub mod schedule;
 pub mod tls;
 pub mod ui;
 
@@ -62,6 +63,8 @@ pub struct Inner {
     /// The API's own read connection to the store.
     pub store: Mutex<Store>,
     pub jobs: jobs::JobManager,
+    /// `[retune] schedule`'s state (`/api/v1/status`).
+    pub scheduler: schedule::Scheduler,
     pub http: metrics::HttpMetrics,
     pub started: Instant,
     pub tls: bool,
@@ -264,6 +267,7 @@ pub fn start(cfg: &Config, server: Arc<Server>) -> Result<ApiHandle> {
     };
     let inner = Inner {
         jobs: jobs::JobManager::new(cfg, server.events.clone()),
+        scheduler: schedule::Scheduler::default(),
         server,
         cfg: cfg.clone(),
         auth,
@@ -304,7 +308,14 @@ pub fn start(cfg: &Config, server: Arc<Server>) -> Result<ApiHandle> {
         .name("api".into())
         .spawn(move || {
             let closing = jobs_state.closing.clone();
+            let sched_state = jobs_state.clone();
             rt.block_on(async move {
+                match sched_state.cfg.retune.scheduled() {
+                    Ok((sched, req)) => {
+                        tokio::spawn(schedule::run(sched_state, sched, req));
+                    }
+                    Err(e) => tracing::error!("{e}; no scheduled re-tuning"),
+                }
                 let mut c1 = closing.subscribe();
                 let mut c2 = closing.subscribe();
                 tokio::spawn(async move {

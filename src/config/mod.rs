@@ -270,6 +270,16 @@ pub struct RetuneSettings {
     /// How much lower than the serving model's a candidate's AUC, TAR and rank-1 on labels
     /// may be (fractions: 0.02 = 2 points).
     pub label_tolerance: f64,
+    /// When the daemon re-tunes on its own: `off`, `daily HH:MM` (local time) or `every 6h`.
+    pub schedule: String,
+    /// A scheduled job starts only when at least this many crops were stored since the last job.
+    pub min_new_crops: u64,
+    /// Scenario, budget, MACs target and held-out share of scheduled jobs (as `POST
+    /// /api/v1/jobs` takes them).
+    pub scenario: String,
+    pub budget: String,
+    pub target_macs: f64,
+    pub holdout: f64,
 }
 
 impl Default for RetuneSettings {
@@ -279,11 +289,43 @@ impl Default for RetuneSettings {
             label_holdout: 0.5,
             label_far: 0.1,
             label_tolerance: 0.02,
+            schedule: "off".into(),
+            min_new_crops: 1000,
+            scenario: "S4".into(),
+            budget: "30m".into(),
+            target_macs: 1.0,
+            holdout: 0.25,
         }
     }
 }
 
 impl RetuneSettings {
+    /// The schedule, and the job a due time starts; an error names the key.
+    pub fn scheduled(
+        &self,
+    ) -> Result<
+        (
+            crate::jobs::schedule::Schedule,
+            crate::api::jobs::JobRequest,
+        ),
+        String,
+    > {
+        let schedule = self
+            .schedule
+            .parse()
+            .map_err(|e| format!("[retune] schedule: {e}"))?;
+        let req = crate::api::jobs::JobRequest {
+            scenario: self.scenario.clone(),
+            budget: self.budget.clone(),
+            target_macs: self.target_macs,
+            cameras: Vec::new(),
+            holdout: self.holdout,
+        };
+        req.check()
+            .map_err(|e| format!("[retune] {}", e.replacen('`', "", 2)))?;
+        Ok((schedule, req))
+    }
+
     /// The gate these settings make; an error names the key and the range it needs.
     pub fn gate(&self) -> Result<crate::jobs::evaluate::GatePolicy, String> {
         if !(0.0..=1.0).contains(&self.label_holdout) {
@@ -531,6 +573,15 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        if let Err(m) = self.retune.gate().and(self.retune.scheduled().map(|_| ())) {
+            // "[retune] <key>…": point at that key
+            let field = m
+                .strip_prefix("[retune] ")
+                .and_then(|r| r.split([':', ' ']).next())
+                .unwrap_or("schedule")
+                .to_string();
+            return Err(err(KeyPath::new().key("retune").key(&field), m));
+        }
         if let Some(p) = &self.runtime.onnxruntime
             && !p.is_file()
         {

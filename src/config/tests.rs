@@ -398,3 +398,20 @@ fn start_s_is_for_files_and_not_negative() {
     let e = parse("[[cameras]]\nid = \"a\"\nurl = \"file:clip.mp4\"\nstart_s = -1\n").unwrap_err();
     assert_eq!(e.key, "cameras[0].start_s", "{e}");
 }
+
+#[test]
+fn retune_schedule_mistakes_name_the_key() {
+    let c = parse("[retune]\nschedule = \"daily 02:30\"\nmin_new_crops = 500\n").unwrap();
+    let (s, req) = c.retune.scheduled().unwrap();
+    assert_eq!(s.to_string(), "daily 02:30");
+    assert_eq!((req.scenario.as_str(), req.budget.as_str()), ("S4", "30m"));
+    let e = parse("[retune]\nschedule = \"nightly\"\n").unwrap_err();
+    assert_eq!(e.key, "retune.schedule");
+    assert!(e.message.contains("daily HH:MM"), "{e}");
+    let e = parse("[retune]\nscenario = \"S9\"\n").unwrap_err();
+    assert_eq!(e.key, "retune.scenario");
+    let e = parse("[retune]\nbudget = \"forever\"\n").unwrap_err();
+    assert_eq!(e.key, "retune.budget");
+    let e = parse("[retune]\nlabel_far = 1.5\n").unwrap_err();
+    assert_eq!(e.key, "retune.label_far");
+}

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod gallery;
 pub mod registry;
 pub mod runner;
+pub mod schedule;
 pub mod serving;
 pub mod source;
 

@@ -97,6 +97,9 @@ pub struct JobSpec {
     pub label_holdout: f64,
 }
 
+/// Fewer training tracklets than this cannot make the two pseudo-identities a batch needs.
+pub const MIN_TRAIN_TRACKLETS: usize = 4;
+
 /// The default share of labels the gate holds out.
 pub const LABEL_HOLDOUT: f64 = 0.5;
 
@@ -296,6 +299,15 @@ fn job_body(
         "nothing to evaluate on: {} tracklets, none could be held out (raise --holdout, or \
          collect longer tracklets)",
         site.len()
+    );
+    anyhow::ensure!(
+        train.len() >= MIN_TRAIN_TRACKLETS,
+        "not enough footage to re-tune: {} tracklets stored, {} left for training after holding \
+         out {:.0} % for evaluation; re-tuning needs at least {MIN_TRAIN_TRACKLETS} (let the \
+         cameras run longer, or lower the held-out share)",
+        site.len(),
+        train.len(),
+        100.0 * spec.holdout
     );
     report.held_out = Some(HeldOut {
         kind: held.kind.clone(),

@@ -677,6 +677,18 @@ impl Store {
         crops::save(self, tracklet, camera, crops)
     }
 
+    /// How many crops were stored after `since_ms` (scheduled re-tuning's "new footage").
+    pub fn crops_since(&self, since_ms: i64) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM crops WHERE created_ms > ?1",
+                [since_ms],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Crop files of a tracklet (for re-embedding after a model change, and for re-tuning).
     /// Every ended tracklet that has crops: (row id, camera, start ms, end ms), oldest first.
     pub fn tracklets_with_crops(&self) -> Result<Vec<(i64, String, i64, i64)>> {
