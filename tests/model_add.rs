@@ -30,6 +30,13 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `crosscam model add FILE --role embedder ARGS…`.
+fn add_embedder(file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["model", "add", file.to_str().unwrap(), "--role", "embedder"];
+    all.extend_from_slice(args);
+    crosscam(&all)
+}
+
 fn failed(out: &Output) -> String {
     assert!(!out.status.success(), "expected a refusal");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -97,38 +104,34 @@ fn a_torchreid_style_resnet50_is_added_calibrated_and_evaluated_by_name() {
     two_camera_dataset(&same, false);
     let data = dir.path().join("data");
     // random weights tell nobody apart: calibrating them is refused, and nothing is written
-    let random = failed(&crosscam(&[
-        "model",
-        "add",
-        onnx.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--name",
-        "r50-market",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--calibrate",
-        ds.to_str().unwrap(),
-    ]));
+    let random = failed(&add_embedder(
+        &onnx,
+        &[
+            "--name",
+            "r50-market",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--calibrate",
+            ds.to_str().unwrap(),
+        ],
+    ));
     assert!(
         random.contains("no threshold separates the people"),
         "{random}"
     );
     assert!(!data.join("site-models/manifest.toml").exists());
-    let out = ok(&crosscam(&[
-        "model",
-        "add",
-        onnx.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--name",
-        "r50-market",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--licence",
-        "MIT (test)",
-        "--json",
-    ]));
+    let out = ok(&add_embedder(
+        &onnx,
+        &[
+            "--name",
+            "r50-market",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--licence",
+            "MIT (test)",
+            "--json",
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["name"], "r50-market");
     assert_eq!(v["input"], serde_json::json!([-1, 3, 256, 128]));
@@ -150,20 +153,18 @@ fn a_torchreid_style_resnet50_is_added_calibrated_and_evaluated_by_name() {
     // a trained network (crosscam's own ResNet-18 export) is calibrated on two cameras that
     // see the same pixels: a threshold that separates the people exists
     let trained = crosscam::paths::project_root().join("models/crosscam-resnet18-vtest.onnx");
-    let out = ok(&crosscam(&[
-        "model",
-        "add",
-        trained.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--name",
-        "r18-site",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--calibrate",
-        same.to_str().unwrap(),
-        "--json",
-    ]));
+    let out = ok(&add_embedder(
+        &trained,
+        &[
+            "--name",
+            "r18-site",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--calibrate",
+            same.to_str().unwrap(),
+            "--json",
+        ],
+    ));
     let v2: serde_json::Value = serde_json::from_str(&out).unwrap();
     let l = &v2["linking"];
     let t = l["threshold"].as_f64().unwrap();
@@ -202,44 +203,27 @@ fn a_torchreid_style_resnet50_is_added_calibrated_and_evaluated_by_name() {
     assert_eq!(r["num_query"], 4, "{r}");
 
     // refusals: the same name again, a file that is not ONNX, the shipped manifest
-    let again = failed(&crosscam(&[
-        "model",
-        "add",
-        onnx.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--name",
-        "r50-market",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
+    let again = failed(&add_embedder(
+        &onnx,
+        &["--name", "r50-market", "--data-dir", data.to_str().unwrap()],
+    ));
     assert!(
         again.contains("already has a model named") && again.contains("--replace"),
         "{again}"
     );
     let text = dir.path().join("notes.onnx");
     std::fs::write(&text, "not a model").unwrap();
-    let bad = failed(&crosscam(&[
-        "model",
-        "add",
-        text.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
+    let bad = failed(&add_embedder(
+        &text,
+        &["--data-dir", data.to_str().unwrap()],
+    ));
     assert!(bad.contains("notes.onnx"), "{bad}");
     let shipped_path = crosscam::paths::project_root().join("models/manifest.toml");
     let before = std::fs::read(&shipped_path).unwrap();
-    let refused = failed(&crosscam(&[
-        "model",
-        "add",
-        onnx.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--manifest",
-        shipped_path.to_str().unwrap(),
-    ]));
+    let refused = failed(&add_embedder(
+        &onnx,
+        &["--manifest", shipped_path.to_str().unwrap()],
+    ));
     assert!(refused.contains("shipped manifest"), "{refused}");
     assert_eq!(
         std::fs::read(&shipped_path).unwrap(),
@@ -300,18 +284,16 @@ fn a_torch_export_resnet50_with_external_weights_is_added_evaluated_pruned_and_r
     let ds = dir.path().join("ds");
     two_camera_dataset(&ds, true);
     let data = dir.path().join("data");
-    let out = ok(&crosscam(&[
-        "model",
-        "add",
-        onnx.to_str().unwrap(),
-        "--role",
-        "embedder",
-        "--name",
-        "r50-dynamo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--json",
-    ]));
+    let out = ok(&add_embedder(
+        &onnx,
+        &[
+            "--name",
+            "r50-dynamo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["input"], serde_json::json!([-1, 3, 256, 128]));
     assert_eq!(v["output_dim"], 2048);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::jobs::JobRequest;
 use crate::events::Event;
+use crate::jobs::registry::write_atomic;
 use crate::jobs::schedule::{Schedule, Verdict, decide, local_utc_offset_ms};
 use crate::store::{Store, now_ms};
 
@@ -52,14 +53,11 @@ fn load(data_dir: &Path) -> ScheduleState {
 
 fn save(data_dir: &Path, s: &ScheduleState) {
     let path = file(data_dir);
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        tracing::warn!(error = %e, file = %path.display(), "cannot record the re-tuning schedule");
+    let written = std::fs::create_dir_all(crate::jobs::runner::jobs_dir(data_dir))
+        .map_err(anyhow::Error::from)
+        .and_then(|_| write_atomic(&path, &serde_json::to_vec_pretty(s).unwrap_or_default()));
+    if let Err(e) = written {
+        tracing::warn!(error = %format!("{e:#}"), file = %path.display(), "cannot record the re-tuning schedule");
     }
 }
 
@@ -73,6 +71,10 @@ impl Scheduler {
     pub fn status(&self) -> serde_json::Value {
         let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         serde_json::to_value(&*g).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn get(&self) -> ScheduleState {
+        self.update(|_| {})
     }
 
     fn update(&self, f: impl FnOnce(&mut ScheduleState)) -> ScheduleState {
@@ -99,7 +101,7 @@ pub async fn run(s: ApiState, schedule: Schedule, req: JobRequest) {
     tracing::info!(schedule = %schedule, next_ms = ?kept.next_ms, min_new_crops = min_new, "re-tuning on a schedule");
     let mut closing = s.closing.subscribe();
     loop {
-        let Some(due) = s.scheduler.update(|_| {}).next_ms else {
+        let Some(due) = s.scheduler.get().next_ms else {
             return;
         };
         // wake at least every minute: the clock and the local time's offset may change
@@ -137,7 +139,7 @@ fn due_now(s: &ApiState, data_dir: &Path, min_new: u64, req: JobRequest) {
             .map(|j| j.started_ms)
             .max()
             .unwrap_or(0);
-        listed.max(s.scheduler.update(|_| {}).last_job_ms)
+        listed.max(s.scheduler.get().last_job_ms)
     };
     let running = s.jobs.running().first().map(|j| j.id.clone());
     let counted = Store::open(data_dir).and_then(|st| st.crops_since(last_job_ms));

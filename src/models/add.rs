@@ -330,10 +330,7 @@ pub fn add(opts: &AddOptions, rt: &Runtime) -> Result<Added> {
     text.push('\n');
     text.push_str(&block);
     // written whole and renamed: a manifest is never left half-written
-    let tmp = manifest_path.with_extension("toml.tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, manifest_path)
-        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    crate::jobs::registry::write_atomic(manifest_path, text.as_bytes())?;
     // the result must load, with the model verified and its tensors checked
     let m = Manifest::load(manifest_path)?;
     m.verify_file(m.get(&name)?)?;

@@ -298,9 +298,7 @@ impl Model {
         } else {
             bytes
         };
-        let tmp = dest.with_extension("onnx.part");
-        std::fs::write(&tmp, &out).map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, dest).map_err(|e| OnnxError::Io(dest.display().to_string(), e))?;
+        replace_file(dest, &out)?;
         Ok(external)
     }
 
@@ -380,10 +378,7 @@ impl Model {
 
     /// Writes the model atomically (temporary file + rename), so a crash never leaves half a model.
     pub fn save(&self, path: &Path) -> Result<(), OnnxError> {
-        let tmp = path.with_extension("onnx.part");
-        std::fs::write(&tmp, self.to_bytes())
-            .map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| OnnxError::Io(path.display().to_string(), e))
+        replace_file(path, &self.to_bytes())
     }
 
     /// Writes the model as PyTorch's torch.export-based exporter does: the graph in `path` and
@@ -419,10 +414,7 @@ impl Model {
         let data_path = path.with_file_name(&data_name);
         std::fs::write(&data_path, &blob)
             .map_err(|e| OnnxError::Io(data_path.display().to_string(), e))?;
-        let tmp = path.with_extension("onnx.part");
-        std::fs::write(&tmp, p.encode_to_vec())
-            .map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| OnnxError::Io(path.display().to_string(), e))
+        replace_file(path, &p.encode_to_vec())
     }
 
     pub fn set_metadata(&mut self, key: &str, value: &str) {
@@ -639,6 +631,14 @@ impl Graph {
             .find(|c| !taken.contains(c.as_str()))
             .expect("unbounded")
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a crash never
+/// leaves half a model.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), OnnxError> {
+    let tmp = path.with_extension("onnx.part");
+    std::fs::write(&tmp, bytes).map_err(|e| OnnxError::Io(tmp.display().to_string(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| OnnxError::Io(path.display().to_string(), e))
 }
 
 /// Moves the bytes of externally stored initializers into `raw_data`. Locations must be relative
