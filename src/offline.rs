@@ -15,6 +15,9 @@ use crate::track::{TrackEvent, Tracker, Tracklet};
 #[derive(Debug, Serialize)]
 pub struct TrackSummary {
     pub frames: u64,
+    /// Frames the detector ran on (fewer than `frames` with `[analysis] detect_every` or
+    /// `motion_gate`).
+    pub detected_frames: u64,
     pub detections: usize,
     pub tracklets: usize,
     /// New identities per minute of video (lower = more stable tracking).
@@ -37,6 +40,7 @@ fn summarize(
     let n = tracklets.len().max(1) as f64;
     TrackSummary {
         frames,
+        detected_frames: frames,
         detections,
         tracklets: tracklets.len(),
         ids_per_minute: tracklets.len() as f64 / (video_seconds / 60.0).max(1e-9),
@@ -91,7 +95,8 @@ pub fn detect(
     Ok(r.detections.len())
 }
 
-/// `crosscam track --video FILE --out tracks.txt [--crops DIR]`.
+/// `crosscam track --video FILE --out tracks.txt [--crops DIR]`; the detector runs on the frames
+/// `cfg.analysis` picks (`detect_every`, `motion_gate`).
 pub fn track_video(
     cfg: &Config,
     video: &Path,
@@ -111,6 +116,7 @@ pub fn track_video(
         camera,
         max_frames,
         track: cfg.track.clone(),
+        gate: (&cfg.analysis).into(),
         ..OfflineOptions::default()
     };
     let r = run_offline::run(video, det.as_mut(), opts)?;
@@ -118,13 +124,16 @@ pub fn track_video(
     if let Some(dir) = crops {
         write_crops(dir, &r.tracklets)?;
     }
-    Ok(summarize(
-        r.frames,
-        r.source_fps(),
-        r.detections.len(),
-        &r.tracklets,
-        r.elapsed,
-    ))
+    Ok(TrackSummary {
+        detected_frames: r.detected_frames,
+        ..summarize(
+            r.frames,
+            r.source_fps(),
+            r.detections.len(),
+            &r.tracklets,
+            r.elapsed,
+        )
+    })
 }
 
 /// `crosscam track --detections det.txt --out tracks.txt` (tracker only).
@@ -189,9 +198,14 @@ pub fn write_crops(dir: &Path, tracklets: &[Tracklet]) -> anyhow::Result<()> {
 
 pub fn render(s: &TrackSummary) -> String {
     format!(
-        "{} frames ({:.1} s of video) at {:.1} frames/s; {} detections; {} tracklets ({:.1} new ids per minute), mean length {:.1} frames / {:.1} s\n",
+        "{} frames ({:.1} s of video{}) at {:.1} frames/s; {} detections; {} tracklets ({:.1} new ids per minute), mean length {:.1} frames / {:.1} s\n",
         s.frames,
         s.video_seconds,
+        if s.detected_frames < s.frames {
+            format!("; detector on {} of them", s.detected_frames)
+        } else {
+            String::new()
+        },
         s.fps,
         s.detections,
         s.tracklets,

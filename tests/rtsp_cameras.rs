@@ -60,7 +60,7 @@ fn drain(q: Arc<AnalysisQueue>, ingest: Arc<Ingest>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         while !q.is_closed() {
             for (cam, _) in q.pop_batch(4, Duration::from_millis(100)) {
-                ingest.mark_analysed(&cam);
+                ingest.mark_analysed(&cam, true);
             }
         }
     })

@@ -218,3 +218,167 @@ fn crowd_with_random_misses_and_jitter_stays_mostly_consistent() {
     // an interruption needs a missed frame: the tracker itself never flickers
     assert!(m.fragmentations <= m.misses, "{m:?}");
 }
+
+/// Like [`run`], but the detector only sees every `every`-th frame (`[analysis] detect_every`):
+/// on the others the tracker predicts (`skip(true)`), and its predicted boxes are scored too.
+fn run_gated(s: &Scene, settings: TrackSettings, every: u64) -> (MotMetrics, Vec<u64>) {
+    let mut tr = Tracker::new("synthetic", settings);
+    let mut hyp = BTreeMap::new();
+    let mut predicted = 0;
+    let mut tracklet_seqs = Vec::new();
+    for (&t, d) in &s.dets {
+        if (t - 1) % every == 0 {
+            for ev in tr.update(None, t, Duration::from_millis(t * 200), (1280.0, 720.0), d) {
+                if let crosscam::track::TrackEvent::Ended(tl) = ev {
+                    tracklet_seqs.extend(tl.boxes.iter().map(|b| b.seq));
+                }
+            }
+        } else {
+            tr.skip(true);
+            predicted += tr.active().iter().filter(|a| a.predicted).count();
+            assert!(
+                tr.active().iter().all(|a| a.predicted),
+                "frame {t} was not detected: every box must be marked predicted"
+            );
+        }
+        hyp.insert(
+            t,
+            tr.active()
+                .iter()
+                .map(|a| Obj {
+                    id: a.id,
+                    bbox: a.bbox,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    for ev in tr.flush() {
+        if let crosscam::track::TrackEvent::Ended(tl) = ev {
+            tracklet_seqs.extend(tl.boxes.iter().map(|b| b.seq));
+        }
+    }
+    if every > 1 {
+        assert!(predicted > 0, "no predicted boxes on skipped frames");
+    }
+    let m = evaluate(&s.gt, &hyp, 0.5);
+    eprintln!("every {every}: {m:?}");
+    (m, tracklet_seqs)
+}
+
+#[test]
+fn detecting_every_second_or_third_frame_keeps_identities() {
+    // the crowd above, with people changing direction halfway (the prediction is then wrong
+    // for a while), tracked with every frame detected and with every 2nd and 3rd
+    let mut rng = StdRng::seed_from_u64(11);
+    let walkers: Vec<Walker> = (1..=8)
+        .map(|id| Walker {
+            id,
+            x: rng.random_range(50.0..1100.0),
+            y: rng.random_range(100.0..550.0),
+            vx: rng.random_range(-6.0..6.0),
+            vy: rng.random_range(-2.0..2.0),
+            w: rng.random_range(35.0..60.0),
+            h: rng.random_range(90.0..150.0),
+        })
+        .collect();
+    // everyone turns around at frame 60 (walks back the way they came)
+    let path_t = |t: u64| if t <= 60 { t } else { 120 - t };
+    let (mut gt, mut dets) = (BTreeMap::new(), BTreeMap::new());
+    for t in 1..=120u64 {
+        let (mut g, mut d) = (Vec::new(), Vec::new());
+        for w in &walkers {
+            let b = w.at(path_t(t));
+            g.push(Obj { id: w.id, bbox: b });
+            if rng.random::<f32>() >= 0.1 {
+                let mut j = || rng.random_range(-2.0f32..=2.0);
+                d.push(Detection {
+                    bbox: crosscam::frame::BBox::new(
+                        b.x1 + j(),
+                        b.y1 + j(),
+                        b.x2 + j(),
+                        b.y2 + j(),
+                    ),
+                    score: rng.random_range(0.5..0.95),
+                });
+            }
+        }
+        gt.insert(t, g);
+        dets.insert(t, d);
+    }
+    let s = Scene { gt, dets };
+    let (every, seqs1) = run_gated(&s, TrackSettings::default(), 1);
+    let (two, seqs2) = run_gated(&s, TrackSettings::default(), 2);
+    let (three, _) = run_gated(&s, TrackSettings::default(), 3);
+    assert!(every.idf1 > 0.8, "reference tracking is poor: {every:?}");
+    // the goal of [analysis] detect_every = 2: IDF1 within 0.03 of detecting every frame
+    assert!(
+        two.idf1 >= every.idf1 - 0.03,
+        "detect_every=2 IDF1 {:.3} vs every frame {:.3}",
+        two.idf1,
+        every.idf1
+    );
+    assert!(
+        three.idf1 >= every.idf1 - 0.06,
+        "detect_every=3 IDF1 {:.3} vs every frame {:.3}",
+        three.idf1,
+        every.idf1
+    );
+    // predicted boxes count: without them half the ground truth would be missed
+    assert!(two.mota > 0.7, "{two:?}");
+    // tracklets record detected frames only (re-id crops come from detections)
+    assert!(seqs1.iter().any(|q| (q - 1) % 2 == 1));
+    assert!(
+        seqs2.iter().all(|q| (q - 1) % 2 == 0),
+        "a tracklet recorded a box of a frame that was not detected"
+    );
+}
+
+#[test]
+fn a_held_frame_keeps_boxes_still_and_a_predicted_one_moves_them_on() {
+    let w = Walker {
+        id: 1,
+        x: 100.0,
+        y: 100.0,
+        vx: 5.0,
+        vy: 0.0,
+        w: 40.0,
+        h: 100.0,
+    };
+    let mut tr = Tracker::new("synthetic", TrackSettings::default());
+    for t in 0..10u64 {
+        let d = Detection {
+            bbox: w.at(t),
+            score: 0.9,
+        };
+        tr.update(
+            None,
+            t,
+            Duration::from_millis(t * 200),
+            (1280.0, 720.0),
+            &[d],
+        );
+    }
+    let last = tr.active()[0];
+    assert!(!last.predicted);
+    tr.skip(false);
+    tr.skip(false);
+    let held = tr.active()[0];
+    assert!(held.predicted);
+    assert_eq!(held.id, last.id);
+    assert_eq!(held.bbox, last.bbox, "nothing moved: the box stays");
+    tr.skip(true);
+    let moved = tr.active()[0];
+    let dx = moved.bbox.x1 - last.bbox.x1;
+    assert!(
+        (dx - 5.0).abs() < 1.0,
+        "a predicted frame moves the box by the track's velocity (5 px), moved {dx}"
+    );
+    // and the next detection continues the same track
+    let d = Detection {
+        bbox: w.at(11),
+        score: 0.9,
+    };
+    tr.update(None, 11, Duration::from_millis(2200), (1280.0, 720.0), &[d]);
+    assert_eq!(tr.active()[0].id, last.id);
+    assert!(!tr.active()[0].predicted);
+}

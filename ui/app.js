@@ -160,7 +160,9 @@ function drawBoxes(o, live) {
   for (const b of [...live.boxes].sort((p, q) => p.bbox[1] - q.bbox[1])) {
     const [x1, y1, x2, y2] = b.bbox;
     const c = idColour(b.identity);
-    o.append(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: c, "stroke-width": 2, "data-identity": b.identity ?? "" }));
+    o.append(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, fill: "none", stroke: c, "stroke-width": 2, "data-identity": b.identity ?? "",
+      // a box the tracker predicted (no detection on this frame: [analysis] detect_every / motion_gate)
+      ...(b.predicted ? { "stroke-dasharray": "6 4", "data-predicted": "true" } : {}) }));
     if (b.identity === null || b.identity === undefined) continue;
     const text = `#${b.identity}`;
     const w = Math.round(fs * 0.62 * text.length) + 6;

@@ -86,7 +86,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
     let mut o = String::with_capacity(16 * 1024);
     let cams = s.server.ingest.status();
     type Count = fn(&crate::ingest::CameraStatus) -> u64;
-    let per_camera: [(&str, &str, Count); 4] = [
+    let per_camera: [(&str, &str, Count); 5] = [
         (
             "crosscam_camera_frames_in_total",
             "Frames received from the camera.",
@@ -94,8 +94,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         ),
         (
             "crosscam_camera_frames_analysed_total",
-            "Frames analysed (detector and tracker).",
+            "Frames analysed (tracker; detected, predicted or held).",
             |c| c.analysed,
+        ),
+        (
+            "crosscam_camera_frames_detected_total",
+            "Analysed frames the person detector ran on ([analysis] detect_every, motion_gate skip the others).",
+            |c| c.detected,
         ),
         (
             "crosscam_camera_frames_dropped_total",
@@ -251,6 +256,18 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             "counter",
             "Person detections.",
             a.detections as f64,
+        ),
+        (
+            "crosscam_frames_predicted_total",
+            "counter",
+            "Analysed frames not detected by [analysis] detect_every (boxes predicted by the tracker).",
+            a.predicted_frames as f64,
+        ),
+        (
+            "crosscam_frames_held_total",
+            "counter",
+            "Analysed frames not detected by [analysis] motion_gate (nothing moved; boxes held).",
+            a.held_frames as f64,
         ),
         (
             "crosscam_detector_errors_total",

@@ -131,6 +131,9 @@ pub struct CameraRun {
     /// Dropped / delivered frames over all cameras.
     pub drop_rate: f64,
     pub total_fps: f64,
+    /// Frames per second the detector ran on (less than `total_fps` with `[analysis]
+    /// detect_every` or `motion_gate`).
+    pub detected_fps: f64,
     pub mean_batch: f64,
     pub real_time: bool,
     /// Crops embedded per second and mean embedding batch.
@@ -146,6 +149,10 @@ pub struct CameraRun {
 pub struct PipelineResult {
     pub analysis_fps: u32,
     pub width: u32,
+    /// What the cameras play.
+    pub video: String,
+    pub detect_every: u32,
+    pub motion_gate: bool,
     pub bare_detector: DetectResult,
     /// Saturated run of the whole daemon (more cameras than the detector can serve).
     pub saturated: CameraRun,
@@ -166,25 +173,33 @@ pub struct PipelineResult {
     pub max_real_time_cameras: usize,
 }
 
-/// `n` cameras playing the vtest clip in real time, or `source` (a camera URL) when given.
+/// `n` cameras playing `video` (default the vtest clip) in real time, or `source` (a camera URL)
+/// when given; analysed with `cfg`'s detection schedule (`[analysis] detect_every`, `motion_gate`).
 fn camera_config(
     cfg: &Config,
     n: usize,
     fps: u32,
     width: u32,
     source: Option<&str>,
+    video: Option<&Path>,
 ) -> anyhow::Result<Config> {
-    let video = crate::paths::media("vtest-h264.mp4");
+    let video = video
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::paths::media("vtest-h264.mp4"));
     let url = source
         .map(str::to_string)
         .unwrap_or_else(|| format!("file://{}", video.display()));
     let mut text = format!(
-        "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\n[detect]\nmax_batch = {}\n",
+        "[server]\ndata_dir = \"{}\"\n[models]\nmanifest = \"{}\"\ndetector = \"{}\"\n[analysis]\nfps = {fps}\nwidth = {width}\ndetect_every = {}\nmotion_gate = {}\nmotion_threshold = {}\nmotion_max_skip = {}\n[detect]\nmax_batch = {}\n",
         std::env::temp_dir()
             .join(format!("crosscam-bench-{}", std::process::id()))
             .display(),
         cfg.models.manifest.display(),
         cfg.models.detector,
+        cfg.analysis.detect_every,
+        cfg.analysis.motion_gate,
+        cfg.analysis.motion_threshold,
+        cfg.analysis.motion_max_skip,
         cfg.detect.max_batch
     );
     for i in 0..n {
@@ -201,7 +216,7 @@ fn camera_config(
 
 /// `n` real-time vtest cameras (the API benchmark's site), camera k starting 30·k s in.
 pub fn camera_config_for_api(cfg: &Config, n: usize) -> anyhow::Result<Config> {
-    let mut c = camera_config(cfg, n, 5, 640, None)?;
+    let mut c = camera_config(cfg, n, 5, 640, None, None)?;
     for (k, cam) in c.cameras.iter_mut().enumerate() {
         cam.start_s = Some(30.0 * k as f64);
     }
@@ -219,15 +234,17 @@ pub(crate) fn warm_up(ingest: &crate::ingest::Ingest) {
     std::thread::sleep(Duration::from_secs(3));
 }
 
-/// Runs `n` real-time vtest cameras for `seconds` (after a warm-up) and measures them.
+/// Runs `n` real-time cameras playing `video` (default vtest) for `seconds` (after a warm-up) and
+/// measures them.
 pub fn run_cameras(
     cfg: &Config,
     n: usize,
     fps: u32,
     width: u32,
     seconds: f64,
+    video: Option<&Path>,
 ) -> anyhow::Result<CameraRun> {
-    let c = camera_config(cfg, n, fps, width, None)?;
+    let c = camera_config(cfg, n, fps, width, None, video)?;
     let server = Server::start(&c, None)?;
     warm_up(&server.ingest);
     let s0 = server.status();
@@ -244,6 +261,7 @@ pub fn run_cameras(
     }
     let batches = (s1.analysis.batches - s0.analysis.batches).max(1) as f64;
     let frames = (s1.analysis.frames - s0.analysis.frames) as f64;
+    let detected = (s1.analysis.detected_frames - s0.analysis.detected_frames) as f64;
     let crops = (s1.reid.crops - s0.reid.crops) as f64;
     let embed_batches = (s1.reid.batches - s0.reid.batches).max(1) as f64;
     server.shutdown();
@@ -256,7 +274,8 @@ pub fn run_cameras(
         mean_camera_fps: rates.iter().sum::<f64>() / n as f64,
         drop_rate,
         total_fps: frames / secs,
-        mean_batch: frames / batches,
+        detected_fps: detected / secs,
+        mean_batch: detected / batches,
         real_time: min >= 0.95 * fps as f64 && drop_rate < 0.05,
         crops_per_second: crops / secs,
         mean_embed_batch: crops / embed_batches,
@@ -275,9 +294,10 @@ pub fn run_tracking_only(
     width: u32,
     seconds: f64,
     source: Option<&str>,
+    video: Option<&Path>,
 ) -> anyhow::Result<f64> {
     use std::sync::Arc;
-    let c = camera_config(cfg, n, fps, width, source)?;
+    let c = camera_config(cfg, n, fps, width, source, video)?;
     let rt = runtime::init(&c.runtime)?;
     let manifest = crate::models::Manifest::load(&c.models.manifest)?;
     let detector = crate::detect::open(
@@ -294,6 +314,7 @@ pub fn run_tracking_only(
         ingest.clone(),
         detector,
         c.track.clone(),
+        (&c.analysis).into(),
         tx,
         Arc::new(crate::server::Live::default()),
     );
@@ -322,21 +343,36 @@ pub fn pipeline(
     width: u32,
     seconds: f64,
     max_cameras: usize,
+    from_cameras: usize,
+    video: Option<&Path>,
 ) -> anyhow::Result<PipelineResult> {
     let frames = sample_frames(16, width)?;
     let bare = detect(cfg, cfg.detect.max_batch, seconds.min(15.0), &frames)?;
-    let demand = (bare.frames_per_second / fps as f64).ceil() as usize + 2;
-    let plumbing_fps =
-        run_tracking_only(cfg, demand.max(2), fps, width, seconds, Some("test:black"))?;
-    let tracking_only_fps = run_tracking_only(cfg, demand.max(2), fps, width, seconds, None)?;
-    let saturated = run_cameras(cfg, demand.max(2), fps, width, seconds)?;
+    // cameras enough to saturate the detector (each needs fps / detect_every detections a second)
+    let demand = (bare.frames_per_second * cfg.analysis.detect_every as f64 / fps as f64).ceil()
+        as usize
+        + 2;
+    let plumbing_fps = run_tracking_only(
+        cfg,
+        demand.max(2),
+        fps,
+        width,
+        seconds,
+        Some("test:black"),
+        None,
+    )?;
+    let tracking_only_fps =
+        run_tracking_only(cfg, demand.max(2), fps, width, seconds, None, video)?;
+    let saturated = run_cameras(cfg, demand.max(2), fps, width, seconds, video)?;
     let plumbing_ratio = plumbing_fps / bare.frames_per_second;
     let tracking_ratio = tracking_only_fps / bare.frames_per_second;
     let daemon_ratio = saturated.total_fps / bare.frames_per_second;
     let mut runs = Vec::new();
     let mut max_rt = 0;
-    for n in 1..=max_cameras {
-        let r = run_cameras(cfg, n, fps, width, seconds)?;
+    // the search starts at `from_cameras` (real time at n is assumed for fewer; a run that is
+    // not real time at the start says so: max_real_time_cameras stays below it)
+    for n in from_cameras.max(1)..=max_cameras {
+        let r = run_cameras(cfg, n, fps, width, seconds, video)?;
         let ok = r.real_time;
         runs.push(r);
         if ok {
@@ -348,6 +384,13 @@ pub fn pipeline(
     Ok(PipelineResult {
         analysis_fps: fps,
         width,
+        video: video
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| crate::paths::media("vtest-h264.mp4"))
+            .display()
+            .to_string(),
+        detect_every: cfg.analysis.detect_every,
+        motion_gate: cfg.analysis.motion_gate,
         bare_detector: bare,
         saturated,
         tracking_only_fps,

@@ -690,6 +690,8 @@ pub fn linking(cfg: &Config, opts: &LinkingBenchOptions) -> Result<LinkingBenchR
                     transform: Some(Box::new(move |f: &Frame| view.apply(f))),
                     camera: plan.name.clone(),
                     track: cfg.track.clone(),
+                    // the daemon's detection schedule, so that its effect on linking is measured
+                    gate: (&cfg.analysis).into(),
                     crops: true,
                     updates: true,
                     quiet: true,

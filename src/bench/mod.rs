@@ -9,7 +9,9 @@ pub mod embed;
 pub mod gallery;
 pub mod linking;
 pub mod outputs;
+pub mod scene;
 pub mod switch;
+pub mod tracking;
 
 pub use api::{ApiBenchReport, api, render_api};
 pub use camera::*;

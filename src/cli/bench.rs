@@ -16,6 +16,10 @@ pub enum BenchCommand {
     Detect(BenchDetectArgs),
     /// Cameras → tracklets end to end: plumbing overhead and the most real-time cameras.
     Pipeline(BenchPipelineArgs),
+    /// What detecting fewer frames costs the tracker: the video tracked with every frame
+    /// detected, every 2nd and 3rd, with the motion gate, and both; MOTA / IDF1 of each against
+    /// a MOTChallenge ground truth (--gt) or the every-frame run, and the share of frames detected.
+    Tracking(BenchTrackingArgs),
     /// Time embedding models side by side in one run (interleaved rounds) and print crops/s and
     /// the speed-up relative to the first model.
     Embed(BenchEmbedArgs),
@@ -381,6 +385,90 @@ pub struct BenchPipelineArgs {
     /// Stop the real-time search at this many cameras.
     #[arg(long, default_value_t = 8)]
     pub max_cameras: usize,
+    /// Start the real-time search at this many cameras (fewer are not measured).
+    #[arg(long, default_value_t = 1)]
+    pub from_cameras: usize,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The detection schedule and the scene, for the camera benchmarks.
+#[derive(Args, Debug)]
+pub struct AnalysisArgs {
+    /// Run the detector on every N-th analysed frame (overrides `[analysis] detect_every`).
+    #[arg(long, value_name = "N")]
+    pub detect_every: Option<u32>,
+    /// Skip detection on frames where nothing moved (overrides `[analysis] motion_gate`).
+    #[arg(long)]
+    pub motion_gate: bool,
+    /// What the cameras play: `vtest` (the bundled street clip) or `static` (the same clip with
+    /// 24 s of a frozen frame after every 8 s of it: a mostly static scene).
+    #[arg(long, default_value = "vtest")]
+    pub scene: String,
+}
+
+impl AnalysisArgs {
+    /// Applies the flags to `cfg` (validated like the config file) and returns the scene's video.
+    fn apply(&self, cfg: &mut crate::config::Config) -> Result<std::path::PathBuf> {
+        if let Some(n) = self.detect_every {
+            anyhow::ensure!(
+                (1..=30).contains(&n),
+                "--detect-every: expected 1 to 30 (1 = every frame), found {n}"
+            );
+            cfg.analysis.detect_every = n;
+        }
+        cfg.analysis.motion_gate |= self.motion_gate;
+        crate::bench::tracking::scene_video(
+            &self.scene,
+            &std::env::temp_dir().join("crosscam-bench-scenes"),
+        )
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrackingArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The video to track (default: the scene's).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// `vtest` or `static` (see `bench pipeline --scene`), when no --video is given.
+    #[arg(long, default_value = "vtest")]
+    pub scene: String,
+    /// MOTChallenge ground truth for the analysed frames (frames numbered from 1). Without it,
+    /// every setting is scored against the every-frame run.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Analysed frames per second (0 = every frame of the video).
+    #[arg(long, default_value_t = 5)]
+    pub fps: u32,
+    /// Frames scaled to this width (0 = as is).
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Compare only these `detect_every` values (each also with the motion gate); default 2 and 3,
+    /// the motion gate alone, and 2 with the motion gate.
+    #[arg(long = "detect-every", value_name = "N")]
+    pub detect_every: Vec<u32>,
+    /// Tracker only, no video: with --gt, use this MOTChallenge detection file; without it,
+    /// --tracker-only makes detections from the ground truth (--drop, --jitter, --seed).
+    #[arg(long, requires = "gt")]
+    pub detections: Option<PathBuf>,
+    /// Tracker only on --gt with detections made from it (no video, no detector).
+    #[arg(long, requires = "gt")]
+    pub tracker_only: bool,
+    /// Tracker only: keep every K-th frame of the sequence (a 25 fps sequence at 5 is 5 frames/s).
+    #[arg(long, default_value_t = 1)]
+    pub stride: u64,
+    /// Made-up detections: share of ground-truth boxes dropped.
+    #[arg(long, default_value_t = 0.1)]
+    pub drop: f32,
+    /// Made-up detections: jitter of each edge, as a share of the box's width or height.
+    #[arg(long, default_value_t = 0.05)]
+    pub jitter: f32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -523,12 +611,108 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 );
             }
         }
-        BenchCommand::Pipeline(a) => {
+        BenchCommand::Tracking(a) if a.detections.is_some() || a.tracker_only => {
             let cfg = a.config.load()?;
-            let r = crate::bench::pipeline(&cfg, a.fps, a.width, a.seconds, a.max_cameras)?;
+            anyhow::ensure!(
+                a.video.is_none(),
+                "--detections / --tracker-only track a detection file, not --video"
+            );
+            let gt = a.gt.clone().expect("clap requires --gt");
+            let r = crate::bench::tracking::tracking_detections(
+                &cfg,
+                &crate::bench::tracking::DetectionBenchOptions {
+                    gt,
+                    detections: a.detections.clone(),
+                    stride: a.stride,
+                    every: if a.detect_every.is_empty() {
+                        vec![2, 3]
+                    } else {
+                        a.detect_every.clone()
+                    },
+                    drop: a.drop,
+                    jitter: a.jitter,
+                    seed: a.seed,
+                },
+            )?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
+                print!("{}", crate::bench::tracking::render_tracking(&r));
+            }
+        }
+        BenchCommand::Tracking(a) => {
+            let mut cfg = a.config.load()?;
+            let video = match &a.video {
+                Some(v) => v.clone(),
+                None => crate::bench::tracking::scene_video(
+                    &a.scene,
+                    &std::env::temp_dir().join("crosscam-bench-scenes"),
+                )?,
+            };
+            let settings = if a.detect_every.is_empty() {
+                crate::bench::tracking::default_settings(&cfg)
+            } else {
+                let mut v = Vec::new();
+                for &n in &a.detect_every {
+                    anyhow::ensure!(
+                        (1..=30).contains(&n),
+                        "--detect-every: expected 1 to 30, found {n}"
+                    );
+                    cfg.analysis.detect_every = n;
+                    cfg.analysis.motion_gate = false;
+                    v.push((format!("detect_every={n}"), (&cfg.analysis).into()));
+                    cfg.analysis.motion_gate = true;
+                    v.push((
+                        format!("detect_every={n}+motion_gate"),
+                        (&cfg.analysis).into(),
+                    ));
+                }
+                v
+            };
+            let r = crate::bench::tracking::tracking(
+                &cfg,
+                &crate::bench::tracking::TrackingBenchOptions {
+                    video,
+                    gt: a.gt.clone(),
+                    fps: (a.fps > 0).then_some(a.fps),
+                    width: (a.width > 0).then_some(a.width),
+                    settings,
+                    quiet: a.json,
+                },
+            )?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::tracking::render_tracking(&r));
+            }
+        }
+        BenchCommand::Pipeline(a) => {
+            let mut cfg = a.config.load()?;
+            let video = a.analysis.apply(&mut cfg)?;
+            let r = crate::bench::pipeline(
+                &cfg,
+                a.fps,
+                a.width,
+                a.seconds,
+                a.max_cameras,
+                a.from_cameras,
+                Some(&video),
+            )?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} at {} fps, width {}; detector on every {} frame(s){}",
+                    r.video,
+                    r.analysis_fps,
+                    r.width,
+                    r.detect_every,
+                    if r.motion_gate {
+                        " when something moved"
+                    } else {
+                        ""
+                    }
+                );
                 println!(
                     "bare detector (batch {}): {:.1} frames/s\n\
                      {} saturated test:black cameras -> tracklets: {:.1} frames/s => plumbing ratio {:.3}\n\
@@ -550,7 +734,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 for c in &r.runs {
                     println!(
                         "{} cameras at {} fps: slowest {:.2} fps, mean {:.2}, dropped {:.1}%, {}; \
-                         {:.1} crops/s embedded (mean batch {:.1}); frame to identity p50 {} ms, p99 {} ms ({} decisions)",
+                         detector {:.1} frames/s; {:.1} crops/s embedded (mean batch {:.1}); frame to identity p50 {} ms, p99 {} ms ({} decisions)",
                         c.cameras,
                         r.analysis_fps,
                         c.min_camera_fps,
@@ -561,6 +745,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                         } else {
                             "NOT real time"
                         },
+                        c.detected_fps,
                         c.crops_per_second,
                         c.mean_embed_batch,
                         c.latency_p50_ms,

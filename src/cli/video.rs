@@ -49,6 +49,14 @@ pub struct TrackArgs {
     /// With --video: stop after this many frames.
     #[arg(long)]
     pub max_frames: Option<u64>,
+    /// With --video: run the detector on every N-th frame only, the tracker predicts the others
+    /// (overrides `[analysis] detect_every`).
+    #[arg(long, value_name = "N")]
+    pub detect_every: Option<u32>,
+    /// With --video: skip detection on frames where nothing moved (overrides
+    /// `[analysis] motion_gate`; forced detection every `[analysis] motion_max_skip` frames).
+    #[arg(long)]
+    pub motion_gate: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -64,7 +72,19 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
 
 /// `crosscam track`.
 pub fn track(a: TrackArgs) -> Result<ExitCode> {
-    let cfg = a.config.load()?;
+    let mut cfg = a.config.load()?;
+    if let Some(n) = a.detect_every {
+        anyhow::ensure!(
+            (1..=30).contains(&n),
+            "--detect-every: expected 1 to 30 (1 = every frame), found {n}"
+        );
+        cfg.analysis.detect_every = n;
+    }
+    cfg.analysis.motion_gate |= a.motion_gate;
+    anyhow::ensure!(
+        a.video.is_some() || (a.detect_every.is_none() && !a.motion_gate),
+        "--detect-every and --motion-gate need --video (a detection file has a detection for every frame)"
+    );
     let summary = match (&a.video, &a.detections) {
         (Some(v), _) => {
             crate::offline::track_video(&cfg, v, &a.out, a.crops.as_deref(), a.max_frames, a.json)?

@@ -193,11 +193,30 @@ pub struct AnalysisSettings {
     pub fps: u32,
     /// Width frames are scaled to before analysis (height keeps the aspect ratio); 0 = as is.
     pub width: u32,
+    /// Run the person detector on every N-th analysed frame of a camera; the tracker predicts
+    /// the boxes of the frames in between (they are marked predicted). 1 = every frame.
+    pub detect_every: u32,
+    /// Skip detection on frames where nothing moved (a difference of small grey frames against
+    /// the last detected frame); the tracker holds its boxes still on those frames.
+    pub motion_gate: bool,
+    /// Share of the small grey frame's pixels that must change (by more than
+    /// [`MOTION_PIXEL_DELTA`](crate::detect::gate::MOTION_PIXEL_DELTA) grey levels) for a frame to
+    /// count as moving.
+    pub motion_threshold: f32,
+    /// With `motion_gate`: detect at least on every this-many-th analysed frame, motion or not.
+    pub motion_max_skip: u32,
 }
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        AnalysisSettings { fps: 5, width: 0 }
+        AnalysisSettings {
+            fps: 5,
+            width: 0,
+            detect_every: 1,
+            motion_gate: false,
+            motion_threshold: 0.002,
+            motion_max_skip: 10,
+        }
     }
 }
 
@@ -713,6 +732,35 @@ impl Config {
                     format!("expected a number from {lo} to {hi}, found {v}"),
                 ));
             }
+        }
+        if !(1..=30).contains(&self.analysis.detect_every) {
+            return Err(err(
+                KeyPath::new().key("analysis").key("detect_every"),
+                format!(
+                    "expected to detect on every 1st to 30th frame (1 = every frame), found {}",
+                    self.analysis.detect_every
+                ),
+            ));
+        }
+        if !(self.analysis.motion_threshold.is_finite()
+            && (0.0..=1.0).contains(&self.analysis.motion_threshold))
+        {
+            return Err(err(
+                KeyPath::new().key("analysis").key("motion_threshold"),
+                format!(
+                    "expected a share of changed pixels from 0 to 1 (e.g. 0.002), found {}",
+                    self.analysis.motion_threshold
+                ),
+            ));
+        }
+        if !(1..=300).contains(&self.analysis.motion_max_skip) {
+            return Err(err(
+                KeyPath::new().key("analysis").key("motion_max_skip"),
+                format!(
+                    "expected a forced detection every 1 to 300 frames, found {}",
+                    self.analysis.motion_max_skip
+                ),
+            ));
         }
         if self.analysis.width > 7680 {
             return Err(err(

@@ -1,6 +1,7 @@
 //! Person detection: the [`Detector`] trait, its NanoDet implementation, and non-maximum suppression.
 //! The model manifest's `family` says which implementation a model needs.
 
+pub mod gate;
 pub mod nanodet;
 pub mod nms;
 

@@ -84,6 +84,7 @@ impl Camera {
             state_secs: since.as_secs_f64(),
             frames_in: self.counters.frames_in.load(Ordering::Relaxed),
             analysed: self.counters.analysed.load(Ordering::Relaxed),
+            detected: self.counters.detected.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             reconnects: self.counters.reconnects.load(Ordering::Relaxed),
             last_frame_age_ms: self.counters.last_frame_age().map(|d| d.as_millis() as u64),

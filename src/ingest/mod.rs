@@ -141,10 +141,13 @@ impl Ingest {
         self.lock().get(id).map(Camera::status)
     }
 
-    /// Counts one analysed frame for `camera`.
-    pub fn mark_analysed(&self, camera: &str) {
+    /// Counts one analysed frame for `camera`, and whether the detector ran on it.
+    pub fn mark_analysed(&self, camera: &str, detected: bool) {
         if let Some(c) = self.lock().get(camera) {
             c.counters.analysed.fetch_add(1, Ordering::Relaxed);
+            if detected {
+                c.counters.detected.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -54,6 +54,9 @@ pub struct Counters {
     pub frames_in: AtomicU64,
     /// Frames the analysis took from the queue.
     pub analysed: AtomicU64,
+    /// Analysed frames the detector ran on (the others were predicted or held by the tracker:
+    /// `[analysis] detect_every`, `motion_gate`).
+    pub detected: AtomicU64,
     /// Frames dropped because the analysis queue was full (the oldest goes).
     pub dropped: AtomicU64,
     /// Connection attempts after the first.
@@ -121,6 +124,9 @@ pub struct CameraStatus {
     pub state_secs: f64,
     pub frames_in: u64,
     pub analysed: u64,
+    /// Analysed frames the detector ran on (fewer than `analysed` with `[analysis] detect_every`
+    /// or `motion_gate`).
+    pub detected: u64,
     pub dropped: u64,
     pub reconnects: u64,
     /// Milliseconds since the last frame (none before the first).

@@ -18,6 +18,9 @@ pub struct LiveBox {
     pub score: f32,
     /// The identity the track's tracklet is linked to (none before its first decision).
     pub identity: Option<i64>,
+    /// Not detected in this frame: predicted or held by the tracker (`[analysis] detect_every`,
+    /// `motion_gate`).
+    pub predicted: bool,
 }
 
 /// One camera's latest analysed frame.

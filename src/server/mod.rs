@@ -207,6 +207,7 @@ impl Server {
             ingest.clone(),
             detector,
             cfg.track.clone(),
+            (&cfg.analysis).into(),
             track_tx,
             live.clone(),
         );

@@ -36,6 +36,9 @@ struct Track {
     phase: Phase,
     confirmed: bool,
     hits: u32,
+    /// Frames spanned by the current run of `hits` (detected and skipped frames): with every
+    /// frame detected it equals `hits`.
+    hit_frames: u32,
     misses: u32,
     frames_since_update_event: u32,
     tracklet: Tracklet,
@@ -48,6 +51,9 @@ pub struct ActiveBox {
     /// Kalman-filtered box after this frame's update.
     pub bbox: BBox,
     pub score: f32,
+    /// The box was not detected in this frame: the tracker predicted it (`[analysis]
+    /// detect_every`) or held it still (`motion_gate`, nothing moved).
+    pub predicted: bool,
 }
 
 pub struct Tracker {
@@ -58,14 +64,45 @@ pub struct Tracker {
     /// Emit `Updated` for a confirmed tracklet at most every this many frames.
     pub update_every: u32,
     active: Vec<ActiveBox>,
+    /// Frames predicted with motion ([`Tracker::skip`]) since the last detected frame.
+    moved_skips: u32,
+    /// `moved_skips` as it was when the current update began.
+    gap: u32,
 }
 
-fn iou_cost(tracks: &[&Track], dets: &[Detection]) -> Vec<f32> {
+impl Track {
+    /// Matched long enough to be a person: `min_hits` detections in a row, or — when the detector
+    /// skips frames — at least 2 in a row spanning `min_hits` frames, so that a track is
+    /// confirmed after the same time whatever the detection interval.
+    fn established(&self, min_hits: u32) -> bool {
+        self.hits >= min_hits || (self.hits >= 2 && self.hit_frames >= min_hits)
+    }
+}
+
+/// Buffer added to each side of both boxes, as a share of their width and height, per frame the
+/// detector skipped (as in C-BIoU, Yang et al. 2023): people walk further between two detected
+/// frames than the constant-velocity prediction knows early in a track, and plain IoU of two
+/// narrow person boxes drops under the match threshold after one skipped frame at 5 fps.
+const GAP_BUFFER_PER_SKIP: f32 = 0.3;
+const GAP_BUFFER_MAX: f32 = 0.6;
+
+/// `b` grown by `k` of its width and height on every side.
+fn buffered(b: &BBox, k: f32) -> BBox {
+    let (w, h) = (b.x2 - b.x1, b.y2 - b.y1);
+    BBox::new(b.x1 - k * w, b.y1 - k * h, b.x2 + k * w, b.y2 + k * h)
+}
+
+fn iou_cost(tracks: &[&Track], dets: &[Detection], buffer: f32) -> Vec<f32> {
     let mut c = Vec::with_capacity(tracks.len() * dets.len());
     for t in tracks {
         let tb = t.kf.bbox();
         for d in dets {
-            c.push(1.0 - tb.iou(&d.bbox));
+            let iou = if buffer > 0.0 {
+                buffered(&tb, buffer).iou(&buffered(&d.bbox, buffer))
+            } else {
+                tb.iou(&d.bbox)
+            };
+            c.push(1.0 - iou);
         }
     }
     c
@@ -80,6 +117,8 @@ impl Tracker {
             next_id: 1,
             update_every: 25,
             active: Vec::new(),
+            moved_skips: 0,
+            gap: 0,
         }
     }
 
@@ -97,6 +136,33 @@ impl Tracker {
         self.tracks.is_empty()
     }
 
+    /// A frame the detector did not see (`[analysis] detect_every` or `motion_gate`): with
+    /// `moved`, every track moves on by its velocity (Kalman prediction); without, nothing in the
+    /// picture moved and the tracks stay where they are. No track is missed, born or ended, no
+    /// crop is taken; [`active`](Self::active) gives the confirmed tracks' boxes, marked predicted.
+    pub fn skip(&mut self, moved: bool) {
+        if moved {
+            self.moved_skips += 1;
+            for t in &mut self.tracks {
+                if t.phase == Phase::Lost {
+                    t.kf.mean[7] = 0.0;
+                }
+                t.kf.predict();
+            }
+        }
+        self.active.clear();
+        for t in &self.tracks {
+            if t.confirmed && t.misses == 0 {
+                self.active.push(ActiveBox {
+                    id: t.tracklet.id,
+                    bbox: t.kf.bbox(),
+                    score: t.tracklet.boxes.last().map(|b| b.score).unwrap_or(0.0),
+                    predicted: true,
+                });
+            }
+        }
+    }
+
     /// Processes one frame's detections. `frame` supplies pixels for crops and the time; pass
     /// `None` to track boxes only (e.g. from a detection file), with `seq`/`pts` given.
     pub fn update(
@@ -108,6 +174,9 @@ impl Tracker {
         dets: &[Detection],
     ) -> Vec<TrackEvent> {
         let mut events = Vec::new();
+        let buffer = (GAP_BUFFER_PER_SKIP * self.moved_skips as f32).min(GAP_BUFFER_MAX);
+        self.gap = self.moved_skips;
+        self.moved_skips = 0;
         for t in &mut self.tracks {
             if t.phase == Phase::Lost {
                 // a lost track keeps drifting with its velocity, but stops growing or shrinking
@@ -129,6 +198,7 @@ impl Tracker {
         let cost = iou_cost(
             &pool.iter().map(|&i| &self.tracks[i]).collect::<Vec<_>>(),
             &high_dets,
+            buffer,
         );
         let (pairs, _, _) = assign(&cost, pool.len(), high.len(), 1.0 - self.s.match_iou);
         for (r, c) in pairs {
@@ -146,6 +216,7 @@ impl Tracker {
         let cost = iou_cost(
             &rest.iter().map(|&i| &self.tracks[i]).collect::<Vec<_>>(),
             &low_dets,
+            buffer,
         );
         let (pairs, _, _) = assign(&cost, rest.len(), low.len(), 0.5);
         for (r, c) in pairs {
@@ -165,6 +236,7 @@ impl Tracker {
                 .map(|&i| &self.tracks[i])
                 .collect::<Vec<_>>(),
             &rem_dets,
+            buffer,
         );
         let (pairs, _, _) = assign(
             &cost,
@@ -187,7 +259,7 @@ impl Tracker {
         }
         // confirmations
         for (i, t) in self.tracks.iter_mut().enumerate() {
-            if matched_track[i] && !t.confirmed && t.hits >= self.s.min_hits {
+            if matched_track[i] && !t.confirmed && t.established(self.s.min_hits) {
                 t.confirmed = true;
                 t.tracklet.id = self.next_id;
                 self.next_id += 1;
@@ -203,6 +275,7 @@ impl Tracker {
             }
             t.misses += 1;
             t.hits = 0;
+            t.hit_frames = 0;
             match t.phase {
                 Phase::Tentative => {} // never confirmed: forgotten
                 _ if t.misses > self.s.max_misses => events.push(TrackEvent::Ended(t.tracklet)),
@@ -223,6 +296,7 @@ impl Tracker {
                 phase: Phase::Tentative,
                 confirmed: false,
                 hits: 1,
+                hit_frames: 1,
                 misses: 0,
                 frames_since_update_event: 0,
                 tracklet: Tracklet {
@@ -252,6 +326,7 @@ impl Tracker {
                     id: t.tracklet.id,
                     bbox: t.kf.bbox(),
                     score: t.tracklet.boxes.last().map(|b| b.score).unwrap_or(0.0),
+                    predicted: false,
                 });
                 t.frames_since_update_event += 1;
                 if t.frames_since_update_event >= self.update_every {
@@ -277,8 +352,9 @@ impl Tracker {
         let t = &mut self.tracks[ti];
         t.kf.update(&d.bbox);
         t.hits += 1;
+        t.hit_frames += if t.hits == 1 { 1 } else { 1 + self.gap };
         t.misses = 0;
-        if t.phase == Phase::Lost || t.hits >= self.s.min_hits {
+        if t.phase == Phase::Lost || t.established(self.s.min_hits) {
             t.phase = Phase::Tracked;
         }
         record(&mut t.tracklet, &self.s, frame, seq, pts, size, d, all);

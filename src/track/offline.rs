@@ -8,6 +8,7 @@ use super::mot::MotRow;
 use super::{TrackEvent, Tracker, Tracklet};
 use crate::config::TrackSettings;
 use crate::detect::Detector;
+use crate::detect::gate::{Decision, DetectGate, GateSettings};
 use crate::frame::Frame;
 use crate::ingest::VideoReader;
 use crate::progress::Progress;
@@ -27,6 +28,9 @@ pub struct OfflineOptions {
     pub transform: Option<FrameTransform>,
     pub camera: String,
     pub track: TrackSettings,
+    /// Which frames the detector sees (`[analysis] detect_every`, `motion_gate`); the tracker
+    /// predicts or holds the others. Default: every frame.
+    pub gate: GateSettings,
     /// Keep crops in the tracklets (false: boxes only).
     pub crops: bool,
     /// Keep the tracker's periodic snapshots of growing tracklets (`TrackEvent::Updated`) in
@@ -46,6 +50,7 @@ impl Default for OfflineOptions {
             transform: None,
             camera: "video".into(),
             track: TrackSettings::default(),
+            gate: GateSettings::default(),
             crops: true,
             updates: false,
             quiet: false,
@@ -64,6 +69,8 @@ pub struct OfflineRun {
     /// [`OfflineOptions::updates`]).
     pub updates: Vec<Tracklet>,
     pub frames: u64,
+    /// Frames the detector ran on (all of them unless [`OfflineOptions::gate`] skips some).
+    pub detected_frames: u64,
     /// Frame size after scaling.
     pub size: (u32, u32),
     /// Stream times of the first and last processed frames.
@@ -102,6 +109,7 @@ pub fn run(
         tracklets: vec![],
         updates: vec![],
         frames: 0,
+        detected_frames: 0,
         size: (0, 0),
         first_pts: Duration::ZERO,
         last_pts: Duration::ZERO,
@@ -109,7 +117,8 @@ pub fn run(
     };
     let mut progress = Progress::new(&format!("tracking {}", video.display()), 0).quiet(opts.quiet);
     let batch = detector.max_batch().max(1);
-    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    let mut gate = DetectGate::new(opts.gate);
+    let mut pending: Vec<(Frame, Decision)> = Vec::with_capacity(batch);
     let start = std::time::Instant::now();
     for f in reader.take(opts.max_frames.unwrap_or(u64::MAX) as usize) {
         let f = f?;
@@ -130,9 +139,15 @@ pub fn run(
             },
             None => f,
         };
-        pending.push(f);
-        if pending.len() == batch {
-            progress.inc(batch as u64);
+        let decision = gate.decide(&f);
+        pending.push((f, decision));
+        if pending
+            .iter()
+            .filter(|(_, d)| *d == Decision::Detect)
+            .count()
+            == batch
+        {
+            progress.inc(pending.len() as u64);
             process(&mut pending, detector, &mut tracker, &mut out, opts.updates)?;
         }
     }
@@ -150,7 +165,7 @@ pub fn run(
 }
 
 fn process(
-    pending: &mut Vec<Frame>,
+    pending: &mut Vec<(Frame, Decision)>,
     detector: &mut dyn Detector,
     tracker: &mut Tracker,
     out: &mut OfflineRun,
@@ -159,9 +174,18 @@ fn process(
     if pending.is_empty() {
         return Ok(());
     }
-    let refs: Vec<&Frame> = pending.iter().collect();
-    let dets = detector.detect(&refs)?;
-    for (f, d) in pending.iter().zip(dets) {
+    let refs: Vec<&Frame> = pending
+        .iter()
+        .filter(|(_, d)| *d == Decision::Detect)
+        .map(|(f, _)| f)
+        .collect();
+    let mut dets = if refs.is_empty() {
+        Vec::new()
+    } else {
+        detector.detect(&refs)?
+    }
+    .into_iter();
+    for (f, decision) in pending.iter() {
         if out.frames == 0 {
             out.first_pts = f.pts;
         }
@@ -169,18 +193,27 @@ fn process(
         out.last_pts = f.pts;
         out.size = (f.width, f.height);
         let frame_no = out.frames;
-        out.detections.extend(d.iter().map(|x| MotRow {
-            frame: frame_no,
-            id: -1,
-            bbox: x.bbox,
-            score: x.score,
-        }));
-        for ev in tracker.update(Some(f), f.seq, f.pts, (f.width as f32, f.height as f32), &d) {
-            match ev {
-                TrackEvent::Ended(t) => out.tracklets.push(t),
-                TrackEvent::Updated(t) if updates => out.updates.push(t),
-                _ => {}
+        match decision {
+            Decision::Detect => {
+                out.detected_frames += 1;
+                let d = dets.next().unwrap_or_default();
+                out.detections.extend(d.iter().map(|x| MotRow {
+                    frame: frame_no,
+                    id: -1,
+                    bbox: x.bbox,
+                    score: x.score,
+                }));
+                let size = (f.width as f32, f.height as f32);
+                for ev in tracker.update(Some(f), f.seq, f.pts, size, &d) {
+                    match ev {
+                        TrackEvent::Ended(t) => out.tracklets.push(t),
+                        TrackEvent::Updated(t) if updates => out.updates.push(t),
+                        _ => {}
+                    }
+                }
             }
+            Decision::Predict => tracker.skip(true),
+            Decision::Hold => tracker.skip(false),
         }
         out.tracks.extend(tracker.active().iter().map(|a| MotRow {
             frame: frame_no,

@@ -1,0 +1,388 @@
+//! `crosscam bench tracking`: what detecting fewer frames (`[analysis] detect_every`,
+//! `motion_gate`) costs the tracker. The video is tracked once per setting with the real detector
+//! and tracker, exactly as `crosscam track --video` does; each run is scored with the CLEAR MOT and
+//! identity metrics (MOTA, IDF1) against a MOTChallenge ground-truth file when one is given, else
+//! against the every-frame run (then the numbers say how well a setting *agrees* with detecting
+//! every frame, and the every-frame row scores 1 by construction).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::detect::gate::GateSettings;
+use crate::eval::mot::{MotMetrics, Obj, evaluate};
+use crate::track::mot::{self, MotRow};
+use crate::track::offline::{self, OfflineOptions};
+
+pub struct TrackingBenchOptions {
+    pub video: PathBuf,
+    /// MOTChallenge ground truth (`frame,id,x,y,w,h,…`, frames from 1 in the analysed sequence).
+    pub gt: Option<PathBuf>,
+    /// Analysed frames per second (None = every frame of the video).
+    pub fps: Option<u32>,
+    pub width: Option<u32>,
+    /// Settings to compare, by name; the every-frame reference is added first.
+    pub settings: Vec<(String, GateSettings)>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrackingRow {
+    pub name: String,
+    pub detect_every: u32,
+    pub motion_gate: bool,
+    pub frames: u64,
+    pub detected_frames: u64,
+    /// Detected frames / frames.
+    pub detector_share: f64,
+    pub mota: f64,
+    pub idf1: f64,
+    pub idp: f64,
+    pub idr: f64,
+    pub id_switches: usize,
+    pub hyp_ids: usize,
+    /// IDF1 minus the every-frame run's IDF1 (against the same ground truth).
+    pub idf1_delta: f64,
+    pub mota_delta: f64,
+    /// Wall seconds of the run (decoding, detection and tracking).
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrackingBenchReport {
+    pub video: String,
+    /// "file: PATH" or "every-frame run".
+    pub ground_truth: String,
+    pub gt_ids: usize,
+    pub rows: Vec<TrackingRow>,
+}
+
+/// Frame → objects, from MOTChallenge rows (rows with a negative id are skipped).
+pub fn by_frame(rows: &[MotRow]) -> BTreeMap<u64, Vec<Obj>> {
+    let mut m: BTreeMap<u64, Vec<Obj>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.id >= 0) {
+        m.entry(r.frame).or_default().push(Obj {
+            id: r.id as u64,
+            bbox: r.bbox,
+        });
+    }
+    m
+}
+
+/// The settings `crosscam bench tracking` compares by default: every 2nd and 3rd frame, the
+/// motion gate, and both (motion values from `cfg`'s `[analysis]`).
+pub fn default_settings(cfg: &Config) -> Vec<(String, GateSettings)> {
+    let base = GateSettings {
+        detect_every: 1,
+        motion_gate: false,
+        ..GateSettings::from(&cfg.analysis)
+    };
+    vec![
+        (
+            "detect_every=2".into(),
+            GateSettings {
+                detect_every: 2,
+                ..base
+            },
+        ),
+        (
+            "detect_every=3".into(),
+            GateSettings {
+                detect_every: 3,
+                ..base
+            },
+        ),
+        (
+            "motion_gate".into(),
+            GateSettings {
+                motion_gate: true,
+                ..base
+            },
+        ),
+        (
+            "detect_every=2+motion_gate".into(),
+            GateSettings {
+                detect_every: 2,
+                motion_gate: true,
+                ..base
+            },
+        ),
+    ]
+}
+
+pub fn tracking(cfg: &Config, o: &TrackingBenchOptions) -> anyhow::Result<TrackingBenchReport> {
+    let rt = crate::runtime::init(&cfg.runtime)?;
+    let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
+    let mut detector = crate::detect::open(
+        &manifest,
+        &cfg.models.detector,
+        rt,
+        &cfg.detect,
+        crate::runtime::SessionOptions::default(),
+    )?;
+    let mut runs = vec![("every frame".to_string(), GateSettings::default())];
+    runs.extend(o.settings.iter().cloned());
+    let mut results = Vec::new();
+    for (i, (name, gate)) in runs.iter().enumerate() {
+        if !o.quiet {
+            eprintln!("bench tracking: run {}/{} ({name})", i + 1, runs.len());
+        }
+        let r = offline::run(
+            &o.video,
+            detector.as_mut(),
+            OfflineOptions {
+                fps: o.fps,
+                width: o.width,
+                camera: "bench".into(),
+                track: cfg.track.clone(),
+                gate: *gate,
+                crops: false,
+                quiet: o.quiet,
+                ..OfflineOptions::default()
+            },
+        )?;
+        results.push((name.clone(), *gate, r));
+    }
+    let (gt, ground_truth) = match &o.gt {
+        Some(p) => (by_frame(&mot::read(p)?), format!("file: {}", p.display())),
+        None => (
+            by_frame(&results[0].2.tracks),
+            "every-frame run".to_string(),
+        ),
+    };
+    let scored: Vec<MotMetrics> = results
+        .iter()
+        .map(|(_, _, r)| evaluate(&gt, &by_frame(&r.tracks), 0.5))
+        .collect();
+    let (ref_idf1, ref_mota) = (scored[0].idf1, scored[0].mota);
+    let rows = results
+        .into_iter()
+        .zip(&scored)
+        .map(|((name, gate, r), m)| TrackingRow {
+            name,
+            detect_every: gate.detect_every,
+            motion_gate: gate.motion_gate,
+            frames: r.frames,
+            detected_frames: r.detected_frames,
+            detector_share: r.detected_frames as f64 / r.frames.max(1) as f64,
+            mota: m.mota,
+            idf1: m.idf1,
+            idp: m.idp,
+            idr: m.idr,
+            id_switches: m.id_switches,
+            hyp_ids: m.hyp_ids,
+            idf1_delta: m.idf1 - ref_idf1,
+            mota_delta: m.mota - ref_mota,
+            seconds: r.elapsed.as_secs_f64(),
+        })
+        .collect();
+    Ok(TrackingBenchReport {
+        video: o.video.display().to_string(),
+        ground_truth,
+        gt_ids: scored[0].gt_ids,
+        rows,
+    })
+}
+
+pub fn render_tracking(r: &TrackingBenchReport) -> String {
+    let mut s = format!(
+        "{}: scored against {} ({} identities)\n{:<28} {:>7} {:>9} {:>7} {:>7} {:>8} {:>7} {:>9} {:>6} {:>7}\n",
+        r.video,
+        r.ground_truth,
+        r.gt_ids,
+        "setting",
+        "frames",
+        "detected",
+        "MOTA",
+        "IDF1",
+        "ΔIDF1",
+        "ΔMOTA",
+        "switches",
+        "ids",
+        "secs"
+    );
+    for row in &r.rows {
+        s.push_str(&format!(
+            "{:<28} {:>7} {:>8.0}% {:>7.3} {:>7.3} {:>+8.3} {:>+7.3} {:>9} {:>6} {:>7.1}\n",
+            row.name,
+            row.frames,
+            100.0 * row.detector_share,
+            row.mota,
+            row.idf1,
+            row.idf1_delta,
+            row.mota_delta,
+            row.id_switches,
+            row.hyp_ids,
+            row.seconds
+        ));
+    }
+    s
+}
+
+/// The default video of the tracking and pipeline benchmarks: the bundled clip, or its static
+/// scene ([`super::scene`]) written once into `dir`.
+pub fn scene_video(scene: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let clip = crate::paths::media("vtest-h264.mp4");
+    match scene {
+        "vtest" => Ok(clip),
+        "static" => {
+            std::fs::create_dir_all(dir)?;
+            let out = dir.join("vtest-static.mp4");
+            if !out.exists() {
+                let tmp = dir.join(format!("vtest-static.{}.tmp.mp4", std::process::id()));
+                super::scene::write_static_scene(&clip, &tmp, Default::default())?;
+                std::fs::rename(&tmp, &out)?;
+            }
+            Ok(out)
+        }
+        other => anyhow::bail!("unknown scene '{other}': expected vtest or static"),
+    }
+}
+
+/// The tracker alone on a MOTChallenge sequence: detections from a file or made from the ground
+/// truth (boxes dropped and jittered, seeded), the sequence thinned to every `stride`-th frame
+/// (a 25 fps sequence at stride 5 is the daemon's 5 analysed frames/s), then tracked with the
+/// detector's output used on every frame and on every N-th only (`detect_every`; the tracker
+/// predicts the rest). Scored against the ground truth.
+pub struct DetectionBenchOptions {
+    pub gt: PathBuf,
+    pub detections: Option<PathBuf>,
+    pub stride: u64,
+    pub every: Vec<u32>,
+    /// Made-up detections: share of ground-truth boxes dropped, jitter as a share of the box size.
+    pub drop: f32,
+    pub jitter: f32,
+    pub seed: u64,
+}
+
+pub fn tracking_detections(
+    cfg: &Config,
+    o: &DetectionBenchOptions,
+) -> anyhow::Result<TrackingBenchReport> {
+    anyhow::ensure!(o.stride >= 1, "--stride must be at least 1");
+    let thin = |rows: Vec<MotRow>| -> Vec<MotRow> {
+        rows.into_iter()
+            .filter(|r| (r.frame - 1) % o.stride == 0)
+            .map(|r| MotRow {
+                frame: (r.frame - 1) / o.stride + 1,
+                ..r
+            })
+            .collect()
+    };
+    let gt_rows = thin(mot::read(&o.gt)?);
+    anyhow::ensure!(
+        !gt_rows.is_empty(),
+        "{}: no ground-truth boxes",
+        o.gt.display()
+    );
+    let dets = match &o.detections {
+        Some(p) => thin(mot::read(p)?),
+        None => {
+            let mut rng = crate::dataset::rng::SplitMix64::new(o.seed);
+            let mut out = Vec::new();
+            for r in &gt_rows {
+                if rng.next_f32() < o.drop {
+                    continue;
+                }
+                {
+                    let (w, h) = (r.bbox.width(), r.bbox.height());
+                    let mut j = |s: f32| (rng.next_f32() * 2.0 - 1.0) * o.jitter * s;
+                    let b = crate::frame::BBox::new(
+                        r.bbox.x1 + j(w),
+                        r.bbox.y1 + j(h),
+                        r.bbox.x2 + j(w),
+                        r.bbox.y2 + j(h),
+                    );
+                    let score = 0.5 + 0.45 * rng.next_f32();
+                    out.push(MotRow {
+                        frame: r.frame,
+                        id: -1,
+                        bbox: b,
+                        score,
+                    });
+                }
+            }
+            out
+        }
+    };
+    let by = mot::detections_by_frame(&dets);
+    let last = gt_rows.iter().map(|r| r.frame).max().unwrap_or(1);
+    let (w, h) = gt_rows.iter().fold((1f32, 1f32), |(w, h), r| {
+        (w.max(r.bbox.x2), h.max(r.bbox.y2))
+    });
+    let gt = by_frame(&gt_rows);
+    let mut settings = vec![1u32];
+    settings.extend(o.every.iter().copied().filter(|&n| n > 1));
+    let mut rows = Vec::new();
+    let mut reference: Option<(f64, f64)> = None;
+    let empty = Vec::new();
+    for n in settings {
+        let t0 = std::time::Instant::now();
+        let mut tr = crate::track::Tracker::new("bench", cfg.track.clone());
+        let mut hyp: BTreeMap<u64, Vec<Obj>> = BTreeMap::new();
+        let mut detected = 0;
+        for f in 1..=last {
+            if (f - 1) % n as u64 == 0 {
+                detected += 1;
+                let pts = std::time::Duration::from_millis(f * 200);
+                tr.update(None, f - 1, pts, (w, h), by.get(&f).unwrap_or(&empty));
+            } else {
+                tr.skip(true);
+            }
+            hyp.insert(
+                f,
+                tr.active()
+                    .iter()
+                    .map(|a| Obj {
+                        id: a.id,
+                        bbox: a.bbox,
+                    })
+                    .collect(),
+            );
+        }
+        let m = evaluate(&gt, &hyp, 0.5);
+        let (ri, rm) = *reference.get_or_insert((m.idf1, m.mota));
+        rows.push(TrackingRow {
+            name: if n == 1 {
+                "every frame".into()
+            } else {
+                format!("detect_every={n}")
+            },
+            detect_every: n,
+            motion_gate: false,
+            frames: last,
+            detected_frames: detected,
+            detector_share: detected as f64 / last as f64,
+            mota: m.mota,
+            idf1: m.idf1,
+            idp: m.idp,
+            idr: m.idr,
+            id_switches: m.id_switches,
+            hyp_ids: m.hyp_ids,
+            idf1_delta: m.idf1 - ri,
+            mota_delta: m.mota - rm,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(TrackingBenchReport {
+        video: format!(
+            "{} (every {} frame(s), detections {})",
+            o.gt.display(),
+            o.stride,
+            match &o.detections {
+                Some(p) => p.display().to_string(),
+                None => format!(
+                    "from the ground truth: {:.0} % dropped, ±{:.0} % jitter, seed {}",
+                    100.0 * o.drop,
+                    100.0 * o.jitter,
+                    o.seed
+                ),
+            }
+        ),
+        ground_truth: format!("file: {}", o.gt.display()),
+        gt_ids: evaluate(&gt, &gt, 0.5).gt_ids,
+        rows,
+    })
+}
