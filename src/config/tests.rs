@@ -32,7 +32,7 @@ fn unknown_key_names_the_key_path_and_line() {
     let s = e.to_string();
     assert_eq!(e.line, Some(5), "{s}");
     assert!(s.contains("unknown key `widht`"), "{s}");
-    assert!(s.contains("expected `fps` or `width`"), "{s}");
+    assert!(s.contains("expected one of `fps`, `width`"), "{s}");
     assert!(s.contains("site.toml:5"), "{s}");
 }
 
