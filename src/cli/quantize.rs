@@ -41,7 +41,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum, default_value_t = Method::Percentile)]
     pub method: Method,
     /// Percentile of |x| kept by --method percentile.
-    #[arg(long, default_value_t = 99.99)]
+    #[arg(long, default_value_t = 99.999)]
     pub percentile: f64,
     /// Calibration samples: crops (embedder, default 256) or frames (detector, default 48).
     #[arg(long)]
@@ -172,6 +172,8 @@ pub fn run(a: QuantizeArgs) -> Result<ExitCode> {
         },
         quiet: a.json,
     };
+    // a model that cannot be quantised is refused before any data is read
+    quantize::prepare(&target, &opts.qdq)?;
     let data = quantize::calibration_data(&target, &source, &opts, rt)?;
     let (mut q, report) = quantize::quantize(&target, &data, &opts, rt)?;
     let check = match &a.check {
@@ -306,6 +308,9 @@ fn render(o: &Output, register: bool) -> String {
             if c.passed { "passed" } else { "FAILED" },
             c.tolerance
         ));
+        for w in &c.warnings {
+            s.push_str(&format!("    warning: {w}\n"));
+        }
     } else {
         s.push_str(
             "  not checked: give --check DATASET (embedder) or --check VIDEO (detector) to compare with the float model\n",

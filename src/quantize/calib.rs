@@ -16,7 +16,7 @@ pub const BINS: usize = 2048;
 pub enum Method {
     /// The smallest and largest value seen (no clipping; outliers widen the scale).
     Minmax,
-    /// Clip |x| at a percentile of its histogram (--percentile, default 99.99).
+    /// Clip |x| at a percentile of its histogram (--percentile, default 99.999).
     Percentile,
     /// Clip |x| where the KL divergence between the float and the quantised histogram is least.
     Entropy,

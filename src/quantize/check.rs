@@ -86,7 +86,12 @@ pub struct CheckReport {
     pub min_cosine: f64,
     pub tolerance: String,
     pub passed: bool,
+    /// Reasons for care that do not fail the check.
+    pub warnings: Vec<String>,
 }
+
+/// Mean cosine between float and int8 embeddings below which they must not be mixed.
+pub const MIN_MIXABLE_COSINE: f64 = 0.98;
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
@@ -193,6 +198,15 @@ fn check_embedder(
     let map_drop = (scores[0].map - scores[1].map) * 100.0;
     let rank1_drop = (scores[0].rank1 - scores[1].rank1) * 100.0;
     let passed = map_drop <= opts.max_map_drop + 1e-9;
+    let mean_cosine = cos.iter().sum::<f64>() / cos.len().max(1) as f64;
+    let mut warnings = Vec::new();
+    if mean_cosine < MIN_MIXABLE_COSINE {
+        warnings.push(format!(
+            "the int8 embeddings point elsewhere than the float ones (mean cosine {mean_cosine:.3} < {MIN_MIXABLE_COSINE}): \
+             they rank people alike but must not be compared with float embeddings — promote it as a new model \
+             (the gallery is re-embedded) and re-measure the linking thresholds; or use --method percentile or minmax"
+        ));
+    }
     Ok(CheckReport {
         kind: "embedder".into(),
         data: format!(
@@ -221,10 +235,11 @@ fn check_embedder(
         float_boxes: None,
         int8_boxes: None,
         score: None,
-        mean_cosine: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+        mean_cosine,
         min_cosine: cos.iter().copied().fold(f64::INFINITY, f64::min),
         tolerance: format!("mAP drop ≤ {} points", opts.max_map_drop),
         passed,
+        warnings,
     })
 }
 
@@ -369,6 +384,7 @@ fn check_detector(
             opts.max_recall_drop
         ),
         passed: recall_drop <= opts.max_recall_drop + 1e-9,
+        warnings: Vec::new(),
     })
 }
 

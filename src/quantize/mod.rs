@@ -209,7 +209,7 @@ impl Default for QuantizeOptions {
     fn default() -> Self {
         QuantizeOptions {
             method: Method::Percentile,
-            percentile: 99.99,
+            percentile: 99.999,
             samples: 128,
             fps: 2,
             width: 640,
@@ -502,6 +502,21 @@ pub struct QuantizeReport {
     pub ranges: Vec<TensorRange>,
 }
 
+/// The prepared float graph (constant nodes as initializers, zero pads folded into convs) and
+/// the quantisation plan: fails early, before any calibration data is read, on a model that
+/// cannot be quantised.
+pub fn prepare(target: &Target, opts: &QdqOptions) -> Result<(Model, usize, qdq::Plan)> {
+    let file = target.path.display().to_string();
+    let mut prepared = target.model.clone();
+    prepared
+        .graph
+        .fold_constant_nodes()
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let folded = qdq::fold_pads(&mut prepared);
+    let plan = qdq::plan(&prepared, opts).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    Ok((prepared, folded, plan))
+}
+
 /// Calibrates and quantises `target` on `data`; returns the QDQ model and the report.
 pub fn quantize(
     target: &Target,
@@ -510,13 +525,7 @@ pub fn quantize(
     rt: &Runtime,
 ) -> Result<(Model, QuantizeReport)> {
     let file = target.path.display().to_string();
-    let mut prepared = target.model.clone();
-    prepared
-        .graph
-        .fold_constant_nodes()
-        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    let folded = qdq::fold_pads(&mut prepared);
-    let plan = qdq::plan(&prepared, &opts.qdq).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let (prepared, folded, plan) = prepare(target, &opts.qdq)?;
     let input = target.input_name();
     let observed = plan.calibrated();
     tracing::info!(

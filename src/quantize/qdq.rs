@@ -381,7 +381,12 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
                         // the producer's quantised output becomes the activation's output
                         in_t.remove(x.as_str());
                         if let Some(pos) = tensors.iter().position(|t| t == x) {
-                            tensors[pos] = n.outputs[0].clone();
+                            if in_t.contains(&n.outputs[0]) {
+                                // a quantised op already reads it: listed once
+                                tensors.remove(pos);
+                            } else {
+                                tensors[pos] = n.outputs[0].clone();
+                            }
                         }
                         in_t.insert(n.outputs[0].clone());
                         renamed.insert(x.clone(), n.outputs[0].clone());
