@@ -414,11 +414,10 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
                 }
                 let out = &n.outputs[0];
                 if in_t.contains(x.as_str()) && n.outputs.len() == 1 && !g.is_graph_output(out) {
-                    if !in_t.contains(out.as_str()) {
-                        add(out, &mut in_t, &mut tensors);
-                        p.shared.insert(out.clone(), x.clone());
-                    }
-                    // a movement op whose output a quantised op already reads: its own range
+                    // the output keeps the input's scale (also when a quantised op reads it):
+                    // only then does ONNX Runtime run the op on the 8-bit values
+                    add(out, &mut in_t, &mut tensors);
+                    p.shared.insert(out.clone(), x.clone());
                     quantized.insert(i);
                 } else {
                     reasons.insert(
@@ -831,6 +830,116 @@ mod tests {
         // an empty range does not divide by zero
         let z = act_params(0.0, 0.0, ActType::Uint8);
         assert!(z.scale > 0.0);
+    }
+
+    /// input → Pad → Conv(+bias) → Relu → MaxPool → Conv → Sigmoid-free output Conv → Add(out).
+    fn small_net() -> Model {
+        use crate::onnx::{Dim, Graph, ValueInfo};
+        let mut g = Graph::default();
+        let vi = |n: &str, c: i64| ValueInfo {
+            name: n.into(),
+            elem_type: 1,
+            shape: Some(vec![Dim::Fixed(1), Dim::Fixed(c), Dim::Fixed(8), Dim::Fixed(8)]),
+        };
+        g.inputs.push(vi("x", 3));
+        g.initializers
+            .insert("pads".into(), Tensor::i64(vec![8], vec![0, 0, 1, 1, 0, 0, 1, 1]));
+        g.initializers
+            .insert("w1".into(), Tensor::f32(vec![4, 3, 3, 3], vec![0.1; 108]));
+        g.initializers
+            .insert("b1".into(), Tensor::f32(vec![4], vec![0.5, -0.5, 0.0, 1.0]));
+        g.initializers
+            .insert("w2".into(), Tensor::f32(vec![4, 4, 1, 1], vec![0.2; 16]));
+        g.nodes.push(Node::new("Pad", "pad", &["x", "pads"], &["xp"]));
+        g.nodes.push(Node::new("Conv", "conv1", &["xp", "w1", "b1"], &["c1"]));
+        g.nodes.push(Node::new("Relu", "relu", &["c1"], &["r1"]));
+        g.nodes.push(
+            Node::new("MaxPool", "pool", &["r1"], &["p1"])
+                .with_attr("kernel_shape", Attr::Ints(vec![1, 1])),
+        );
+        g.nodes.push(Node::new("Conv", "conv2", &["p1", "w2"], &["c2"]));
+        g.nodes.push(Node::new("Add", "add", &["c2", "p1"], &["y"]));
+        g.outputs.push(vi("y", 4));
+        Model {
+            ir_version: 8,
+            opset: 17,
+            other_opsets: vec![],
+            producer_name: String::new(),
+            producer_version: String::new(),
+            metadata: vec![],
+            graph: g,
+        }
+    }
+
+    #[test]
+    fn plan_and_rewrite_a_small_net() {
+        let mut m = small_net();
+        assert_eq!(fold_pads(&mut m), 1);
+        assert_eq!(m.graph.nodes[0].op, "Conv");
+        assert_eq!(m.graph.nodes[0].attr_ints("pads"), Some(&[1, 1, 1, 1][..]));
+        let p = plan(&m, &QdqOptions::default()).unwrap();
+        // the Relu after conv1 goes, the MaxPool shares its scale, the Add is the output: float
+        assert_eq!(p.removed.len(), 1);
+        assert_eq!(p.shared.get("p1").map(String::as_str), Some("r1"));
+        assert!(p.calibrated().iter().all(|t| t != "p1" && t != "c1"));
+        assert_eq!(p.float_nodes.len(), 1);
+        assert_eq!(p.float_nodes[0].op, "Add");
+        assert!(p.float_nodes[0].reason.contains("model output"));
+        let ranges: HashMap<String, (f32, f32)> = p
+            .calibrated()
+            .into_iter()
+            .map(|t| (t, (-1.0, 2.0)))
+            .collect();
+        let q = apply(&m, &p, &ranges, &QdqOptions::default()).unwrap();
+        let ops: Vec<&str> = q.graph.nodes.iter().map(|n| n.op.as_str()).collect();
+        assert!(!ops.contains(&"Relu") && !ops.contains(&"Pad"), "{ops:?}");
+        // conv1: int8 weights (4 channels) and an int32 bias at s_x · s_w
+        let w = &q.graph.initializers["w1_quantized"];
+        assert!(matches!(w.data, TensorData::I8(_)));
+        let b = &q.graph.initializers["b1_quantized"];
+        let sx = act_params(-1.0, 2.0, ActType::Uint8).scale;
+        let sw = 0.1 / 127.0;
+        match &b.data {
+            TensorData::I32(v) => assert_eq!(v[0], (0.5 / (sx * sw)).round() as i32),
+            other => panic!("{other:?}"),
+        }
+        // every consumer of a quantised tensor reads its own DequantizeLinear
+        let conv2 = q.graph.nodes.iter().find(|n| n.name == "conv2").unwrap();
+        let add = q.graph.nodes.iter().find(|n| n.name == "add").unwrap();
+        assert!(conv2.inputs[0].contains("DequantizeLinear_Output"));
+        assert!(add.inputs[1].contains("DequantizeLinear_Output"));
+        assert_ne!(conv2.inputs[0], add.inputs[1]);
+        // the MaxPool's output is quantised with the MaxPool input's scale and zero point
+        let scale_of = |t: &str| {
+            let qn = q
+                .graph
+                .nodes
+                .iter()
+                .find(|n| n.op == "QuantizeLinear" && n.inputs[0] == t)
+                .unwrap();
+            q.graph.initializers[&qn.inputs[1]].f32_data().unwrap()[0]
+        };
+        assert_eq!(scale_of("p1"), scale_of("r1"));
+        q.graph.check_topological().unwrap();
+    }
+
+    #[test]
+    fn old_opsets_and_conv_free_models_are_refused() {
+        let mut m = small_net();
+        m.opset = 11;
+        assert!(matches!(
+            plan(&m, &QdqOptions::default()),
+            Err(QuantizeError::Opset(11))
+        ));
+        let mut m = small_net();
+        m.graph.nodes.retain(|n| n.op != "Conv");
+        m.graph.nodes[0].inputs[0] = "x".into();
+        let e = plan(&m, &QdqOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("nothing to quantise"), "{e}");
+        let mut o = QdqOptions::default();
+        o.float_ops.insert("Conv".into());
+        let e = plan(&small_net(), &o).unwrap_err().to_string();
+        assert!(e.contains("--float-ops"), "{e}");
     }
 
     #[test]
