@@ -250,11 +250,15 @@ fn tiny_model(opset: i64, conv: bool) -> Model {
     };
     g.nodes
         .push(Node::new("GlobalAveragePool", "gap", &[x], &["p"]));
-    g.nodes.push(Node::new("Flatten", "flat", &["p"], &["features"]));
+    g.nodes
+        .push(Node::new("Flatten", "flat", &["p"], &["features"]));
     g.outputs.push(ValueInfo {
         name: "features".into(),
         elem_type: 1,
-        shape: Some(vec![Dim::Named("N".into()), Dim::Fixed(if conv { 4 } else { 3 })]),
+        shape: Some(vec![
+            Dim::Named("N".into()),
+            Dim::Fixed(if conv { 4 } else { 3 }),
+        ]),
     });
     Model {
         ir_version: 8,
@@ -332,8 +336,15 @@ fn models_that_cannot_be_quantised_get_a_clear_error() {
         s(&crops),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("is the input model"), "{err}");
-    assert_eq!(std::fs::read(&good).unwrap(), before, "the input is untouched");
+    assert!(
+        !o.status.success() && err.contains("is the input model"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        before,
+        "the input is untouched"
+    );
 
     // and the tiny conv model itself quantises: one Conv, the pool after it too
     let r = json_of(&crosscam(&[
@@ -401,13 +412,16 @@ fn a_pruned_model_in_external_data_quantises_and_registers_in_the_site_manifest(
     assert_eq!(r["registered"]["name"], "half-int8", "{r}");
     // the int8 file is self-contained: the export folder can go
     std::fs::remove_dir_all(&export).unwrap();
-    let manifest = crosscam::models::Manifest::load(&data.join("site-models/manifest.toml"))
-        .unwrap();
+    let manifest =
+        crosscam::models::Manifest::load(&data.join("site-models/manifest.toml")).unwrap();
     let e = manifest.get("half-int8").unwrap();
     assert_eq!(e.quantized.as_deref(), Some("int8-qdq"));
     assert_eq!(e.source_sha256.as_ref(), Some(&ext_sha));
     assert_eq!(e.input.shape, vec![-1, 3, 128, 64]);
-    assert_eq!(manifest.verify_file(e).unwrap(), std::fs::canonicalize(&out).unwrap());
+    assert_eq!(
+        manifest.verify_file(e).unwrap(),
+        std::fs::canonicalize(&out).unwrap()
+    );
 
     // the output of `crosscam prune` before re-tuning describes everyone alike (its float
     // embeddings are nearly collinear), so agreement is measured on the shipped pruned and
@@ -430,6 +444,8 @@ fn a_pruned_model_in_external_data_quantises_and_registers_in_the_site_manifest(
     let cos = cosines(&half, &half_int8, &crops);
     let mean = cos.iter().sum::<f32>() / cos.len() as f32;
     let min = cos.iter().copied().fold(1.0f32, f32::min);
-    eprintln!("pruned int8 vs pruned float on 16 held-out crops: mean cosine {mean:.4}, min {min:.4}");
+    eprintln!(
+        "pruned int8 vs pruned float on 16 held-out crops: mean cosine {mean:.4}, min {min:.4}"
+    );
     assert!(mean >= 0.97 && min >= 0.94, "{cos:?}");
 }

@@ -210,7 +210,10 @@ pub fn detect_models(
         rounds: opts.rounds,
         warmup: opts.warmup,
         threads: opts.threads,
-        frames: format!("{} frames of vtest.avi (5 fps samples, width 640)", frames.len()),
+        frames: format!(
+            "{} frames of vtest.avi (5 fps samples, width 640)",
+            frames.len()
+        ),
         rows,
     })
 }

@@ -289,7 +289,11 @@ fn render(o: &Output, register: bool) -> String {
         r.removed_activations,
         r.folded_pads,
         r.activations,
-        if r.reduce_range { ", 7-bit weights" } else { "" }
+        if r.reduce_range {
+            ", 7-bit weights"
+        } else {
+            ""
+        }
     );
     if r.float_nodes.is_empty() {
         s.push_str("  left in float: none\n");

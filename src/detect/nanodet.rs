@@ -39,6 +39,9 @@ pub struct NanoDet {
     max_batch: usize,
 }
 
+/// Every output value of each frame (score and box tensors of all levels, concatenated).
+pub type RawOutputs = Vec<Vec<f32>>;
+
 /// How a frame was placed into the square input.
 #[derive(Debug, Clone, Copy)]
 pub struct Letterbox {
@@ -156,7 +159,7 @@ impl NanoDet {
         &mut self,
         frames: &[&Frame],
         raw: bool,
-    ) -> anyhow::Result<(Vec<Vec<Detection>>, Vec<Vec<f32>>)> {
+    ) -> anyhow::Result<(Vec<Vec<Detection>>, RawOutputs)> {
         let mut results = Vec::with_capacity(frames.len());
         let mut raws = Vec::new();
         for chunk in frames.chunks(self.max_batch) {

@@ -226,9 +226,12 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "bmp"))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "bmp"
+                )
+            })
         })
         .collect();
     v.sort();
@@ -268,6 +271,18 @@ pub fn video_frames(
     Ok(out)
 }
 
+/// The batch size the model's input fixes (1 for exports without a dynamic batch), if any.
+fn fixed_batch(target: &Target) -> Option<usize> {
+    let name = target.input_name();
+    let inp = target.model.graph.inputs.iter().find(|i| i.name == name)?;
+    inp.shape
+        .as_ref()?
+        .first()?
+        .fixed()
+        .filter(|&b| b > 0)
+        .map(|b| b as usize)
+}
+
 /// Reads the calibration inputs for `target`.
 pub fn calibration_data(
     target: &Target,
@@ -287,7 +302,12 @@ pub fn calibration_data(
             );
             let frames: Vec<Frame> = images.iter().map(Frame::from_image).collect();
             let mut batches = Vec::new();
-            for chunk in frames.chunks(16) {
+            let fixed = fixed_batch(target);
+            // a model exported with a fixed batch gets only full batches of that size
+            for chunk in frames
+                .chunks(fixed.unwrap_or(16))
+                .filter(|c| fixed.is_none_or(|b| c.len() == b))
+            {
                 let crops: Vec<(&Frame, BBox)> = chunk
                     .iter()
                     .map(|f| (f, BBox::new(0.0, 0.0, f.width as f32, f.height as f32)))
@@ -295,8 +315,8 @@ pub fn calibration_data(
                 batches.push(crate::reid::embedder::preprocess_crops(spec, &crops));
             }
             Ok(CalibData {
+                samples: batches.iter().map(|b| b.shape()[0]).sum(),
                 batches,
-                samples: frames.len(),
                 description,
                 files,
                 frames: Vec::new(),
@@ -346,13 +366,17 @@ pub fn calibration_data(
                 Vec::new()
             };
             let mut batches = Vec::new();
-            for chunk in frames.chunks(2) {
+            let fixed = fixed_batch(target);
+            for chunk in frames
+                .chunks(fixed.unwrap_or(2))
+                .filter(|c| fixed.is_none_or(|b| c.len() == b))
+            {
                 let refs: Vec<&Frame> = chunk.iter().collect();
                 batches.push(crate::detect::nanodet::letterbox_batch(&refs, size, &norm).0);
             }
             Ok(CalibData {
+                samples: batches.iter().map(|b| b.shape()[0]).sum(),
                 batches,
-                samples: frames.len(),
                 description,
                 files,
                 frames: seqs,
@@ -439,8 +463,9 @@ fn embedder_crops(
                 &crate::config::DetectSettings::default(),
                 SessionOptions::default(),
             )?;
-            let reader = crate::ingest::reader::VideoReader::open(v, Some(opts.fps), Some(opts.width))
-                .with_context(|| format!("cannot read the video {}", v.display()))?;
+            let reader =
+                crate::ingest::reader::VideoReader::open(v, Some(opts.fps), Some(opts.width))
+                    .with_context(|| format!("cannot read the video {}", v.display()))?;
             let mut crops = Vec::new();
             for f in reader {
                 let f = f.with_context(|| format!("cannot decode {}", v.display()))?;
@@ -643,7 +668,10 @@ pub fn quantize(
 /// Refuses to write over the input model (or its external data).
 pub fn check_out_path(input: &Path, out: &Path) -> Result<()> {
     let canon = |p: &Path| -> Option<PathBuf> {
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
     };
     let (i, o) = (canon(input), canon(out));
@@ -655,7 +683,10 @@ pub fn check_out_path(input: &Path, out: &Path) -> Result<()> {
     let o = o.unwrap_or_default();
     let i = i.unwrap_or_default();
     let same = i == o
-        || std::fs::canonicalize(out).ok().zip(std::fs::canonicalize(input).ok()).is_some_and(|(a, b)| a == b);
+        || std::fs::canonicalize(out)
+            .ok()
+            .zip(std::fs::canonicalize(input).ok())
+            .is_some_and(|(a, b)| a == b);
     anyhow::ensure!(
         !same,
         "--out {} is the input model: the quantised model must go to another file (e.g. {})",
@@ -664,7 +695,9 @@ pub fn check_out_path(input: &Path, out: &Path) -> Result<()> {
     );
     let data = i.with_file_name(format!(
         "{}.data",
-        i.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        i.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     anyhow::ensure!(
         o != data,

@@ -189,7 +189,11 @@ pub fn fold_pads(m: &mut Model) -> usize {
             continue;
         }
         // NCHW: no padding of N and C, none negative
-        if pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || pads.iter().any(|&p| p < 0)
+        if pads[0] != 0
+            || pads[1] != 0
+            || pads[4] != 0
+            || pads[5] != 0
+            || pads.iter().any(|&p| p < 0)
         {
             continue;
         }
@@ -211,7 +215,10 @@ pub fn fold_pads(m: &mut Model) -> usize {
         let src = m.graph.nodes[*pi].inputs[0].clone();
         for &u in users {
             let n = &mut m.graph.nodes[u];
-            let old = n.attr_ints("pads").map(<[i64]>::to_vec).unwrap_or(vec![0; 4]);
+            let old = n
+                .attr_ints("pads")
+                .map(<[i64]>::to_vec)
+                .unwrap_or(vec![0; 4]);
             if old.len() != 4 {
                 continue;
             }
@@ -267,6 +274,7 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
     let mut quantized: HashSet<usize> = HashSet::new();
     let mut reasons: HashMap<usize, String> = HashMap::new();
     let mut weighted = 0usize;
+    let ints = integer_values(m);
 
     // pass 1: nodes with integer kernels
     for (i, n) in g.nodes.iter().enumerate() {
@@ -308,6 +316,10 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
                     }
                     _ => n.inputs.iter().map(String::as_str).collect(),
                 };
+                if data.iter().any(|d| ints.contains(*d)) {
+                    reasons.insert(i, "works on integer values (shape arithmetic)".into());
+                    continue;
+                }
                 if data.iter().any(|d| d.is_empty() || is_const(m, d)) {
                     reasons.insert(
                         i,
@@ -390,8 +402,7 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
                         }
                         in_t.insert(n.outputs[0].clone());
                         renamed.insert(x.clone(), n.outputs[0].clone());
-                        p.removed
-                            .push((i, x.clone(), n.outputs[0].clone(), hi));
+                        p.removed.push((i, x.clone(), n.outputs[0].clone(), hi));
                     }
                     _ => {
                         reasons.insert(
@@ -413,7 +424,11 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
                     continue;
                 }
                 let out = &n.outputs[0];
-                if in_t.contains(x.as_str()) && n.outputs.len() == 1 && !g.is_graph_output(out) {
+                if in_t.contains(x.as_str())
+                    && !ints.contains(x.as_str())
+                    && n.outputs.len() == 1
+                    && !g.is_graph_output(out)
+                {
                     // the output keeps the input's scale (also when a quantised op reads it):
                     // only then does ONNX Runtime run the op on the 8-bit values
                     add(out, &mut in_t, &mut tensors);
@@ -469,12 +484,63 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
     Ok(p)
 }
 
+/// Values that hold integers (or booleans), not activations: integer initializers, the outputs
+/// of ops that make integers (`Shape`, `Size`, `NonZero`, `ArgMax`, …, a `Cast` to a non-float
+/// type), and what ops computing on those produce. Concat, Add, Mul, Reshape, … of shape values
+/// must not be quantised.
+pub fn integer_values(m: &Model) -> HashSet<String> {
+    use crate::onnx::proto::data_type as dt;
+    let mut ints: HashSet<String> = m
+        .graph
+        .initializers
+        .iter()
+        .filter(|(_, t)| !t.is_float())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for inp in &m.graph.inputs {
+        if !matches!(inp.elem_type, dt::FLOAT | dt::DOUBLE | dt::FLOAT16) {
+            ints.insert(inp.name.clone());
+        }
+    }
+    for n in &m.graph.nodes {
+        let makes_ints = match n.op.as_str() {
+            "Shape" | "Size" | "NonZero" | "ArgMax" | "ArgMin" | "Equal" | "Less" | "Greater"
+            | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" | "IsNaN" | "IsInf" => true,
+            "Cast" => !matches!(
+                n.attr_i("to").map(|t| t as i32),
+                Some(dt::FLOAT | dt::DOUBLE | dt::FLOAT16)
+            ),
+            "ConstantOfShape" => false,
+            // data-carrying inputs: an op whose first (data) input is integer makes integers
+            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Reshape" | "Flatten" | "Transpose"
+            | "Expand" | "Tile" | "Identity" | "ReduceProd" | "ReduceSum" | "Neg" | "Abs" => {
+                n.inputs.first().is_some_and(|x| ints.contains(x))
+            }
+            "Concat" | "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Min" | "Max" | "Where"
+            | "Range" => n
+                .inputs
+                .iter()
+                .filter(|x| !x.is_empty())
+                .any(|x| ints.contains(x)),
+            _ => false,
+        };
+        if makes_ints {
+            ints.extend(n.outputs.iter().cloned());
+        }
+    }
+    ints
+}
+
 /// Whether a Conv / Gemm / MatMul can take int8 weights; the reason when not.
 fn weighted_check(m: &Model, n: &Node) -> Result<(), String> {
     let w = n.input(1).ok_or("it has no weight input")?;
-    let wt = float_initializer(m, w)
-        .ok_or("its weight is computed at run time or not float32 (only constant weights are quantised)")?;
-    if n.inputs.first().is_none_or(|x| x.is_empty() || is_const(m, x)) {
+    let wt = float_initializer(m, w).ok_or(
+        "its weight is computed at run time or not float32 (only constant weights are quantised)",
+    )?;
+    if n.inputs
+        .first()
+        .is_none_or(|x| x.is_empty() || is_const(m, x))
+    {
         return Err("its data input is a constant".into());
     }
     match n.op.as_str() {
@@ -581,7 +647,13 @@ pub fn quantize_weights(
     }
     let scales: Vec<f32> = amax
         .iter()
-        .map(|&a| if a > 0.0 && a.is_finite() { a / qmax } else { 1.0 })
+        .map(|&a| {
+            if a > 0.0 && a.is_finite() {
+                a / qmax
+            } else {
+                1.0
+            }
+        })
         .collect();
     let q = w
         .iter()
@@ -777,7 +849,12 @@ pub fn apply(
         for (k, &(ci, slot)) in users.iter().enumerate() {
             let dqo = fresh(format!("{t}_DequantizeLinear_Output_{k}"), &mut taken);
             let dqn = fresh(format!("{t}_DequantizeLinear_{k}"), &mut taken);
-            list.push(Node::new("DequantizeLinear", dqn, &[&qo, &sn, &zn], &[&dqo]));
+            list.push(Node::new(
+                "DequantizeLinear",
+                dqn,
+                &[&qo, &sn, &zn],
+                &[&dqo],
+            ));
             rewire.push((ci, slot, dqo));
         }
         after.insert(t.clone(), list);
@@ -839,25 +916,35 @@ mod tests {
         let vi = |n: &str, c: i64| ValueInfo {
             name: n.into(),
             elem_type: 1,
-            shape: Some(vec![Dim::Fixed(1), Dim::Fixed(c), Dim::Fixed(8), Dim::Fixed(8)]),
+            shape: Some(vec![
+                Dim::Fixed(1),
+                Dim::Fixed(c),
+                Dim::Fixed(8),
+                Dim::Fixed(8),
+            ]),
         };
         g.inputs.push(vi("x", 3));
-        g.initializers
-            .insert("pads".into(), Tensor::i64(vec![8], vec![0, 0, 1, 1, 0, 0, 1, 1]));
+        g.initializers.insert(
+            "pads".into(),
+            Tensor::i64(vec![8], vec![0, 0, 1, 1, 0, 0, 1, 1]),
+        );
         g.initializers
             .insert("w1".into(), Tensor::f32(vec![4, 3, 3, 3], vec![0.1; 108]));
         g.initializers
             .insert("b1".into(), Tensor::f32(vec![4], vec![0.5, -0.5, 0.0, 1.0]));
         g.initializers
             .insert("w2".into(), Tensor::f32(vec![4, 4, 1, 1], vec![0.2; 16]));
-        g.nodes.push(Node::new("Pad", "pad", &["x", "pads"], &["xp"]));
-        g.nodes.push(Node::new("Conv", "conv1", &["xp", "w1", "b1"], &["c1"]));
+        g.nodes
+            .push(Node::new("Pad", "pad", &["x", "pads"], &["xp"]));
+        g.nodes
+            .push(Node::new("Conv", "conv1", &["xp", "w1", "b1"], &["c1"]));
         g.nodes.push(Node::new("Relu", "relu", &["c1"], &["r1"]));
         g.nodes.push(
             Node::new("MaxPool", "pool", &["r1"], &["p1"])
                 .with_attr("kernel_shape", Attr::Ints(vec![1, 1])),
         );
-        g.nodes.push(Node::new("Conv", "conv2", &["p1", "w2"], &["c2"]));
+        g.nodes
+            .push(Node::new("Conv", "conv2", &["p1", "w2"], &["c2"]));
         g.nodes.push(Node::new("Add", "add", &["c2", "p1"], &["y"]));
         g.outputs.push(vi("y", 4));
         Model {
@@ -921,6 +1008,62 @@ mod tests {
         };
         assert_eq!(scale_of("p1"), scale_of("r1"));
         q.graph.check_topological().unwrap();
+    }
+
+    #[test]
+    fn shape_arithmetic_is_not_quantised() {
+        // p1 → Shape → Gather → Concat with a constant → Reshape(p1, shape): the Concat works on
+        // integers and stays float; the Reshape of the activation still runs quantised
+        let mut m = small_net();
+        fold_pads(&mut m);
+        m.graph
+            .initializers
+            .insert("idx".into(), Tensor::i64(vec![1], vec![0]));
+        m.graph
+            .initializers
+            .insert("rest".into(), Tensor::i64(vec![1], vec![-1]));
+        let at = m
+            .graph
+            .nodes
+            .iter()
+            .position(|n| n.name == "conv2")
+            .unwrap();
+        m.graph
+            .nodes
+            .insert(at, Node::new("Shape", "shape", &["p1"], &["s"]));
+        m.graph
+            .nodes
+            .insert(at + 1, Node::new("Gather", "gather", &["s", "idx"], &["n"]));
+        m.graph.nodes.insert(
+            at + 2,
+            Node::new("Concat", "cat", &["n", "n2"], &["shape2"]).with_attr("axis", Attr::Int(0)),
+        );
+        m.graph
+            .nodes
+            .insert(at + 2, Node::new("Identity", "id", &["rest"], &["n2"]));
+        m.graph.nodes.push(Node::new(
+            "Reshape",
+            "flat",
+            &["p1", "shape2"],
+            &["flat_out"],
+        ));
+        m.graph
+            .nodes
+            .push(Node::new("Relu", "tail", &["flat_out"], &["z"]));
+        m.graph.outputs.push(crate::onnx::ValueInfo {
+            name: "z".into(),
+            elem_type: 1,
+            shape: None,
+        });
+        m.graph.check_topological().unwrap();
+        let ints = integer_values(&m);
+        assert!(ints.contains("s") && ints.contains("n") && ints.contains("shape2"));
+        assert!(!ints.contains("p1") && !ints.contains("flat_out"));
+        let p = plan(&m, &QdqOptions::default()).unwrap();
+        let cat = p.float_nodes.iter().find(|f| f.node == "cat").unwrap();
+        assert!(cat.reason.contains("integer"), "{cat:?}");
+        assert!(!p.tensors.iter().any(|t| t == "shape2" || t == "n"));
+        assert_eq!(p.shared.get("flat_out").map(String::as_str), Some("r1"));
     }
 
     #[test]
