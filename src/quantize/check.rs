@@ -216,7 +216,7 @@ fn check_embedder(
             ds.gallery.len()
         ),
         held_out: if calib.files.is_empty() {
-            "calibration crops did not come from image files (store or video), so they cannot be the dataset's query/gallery images".into()
+            "the calibration crops came from a video or a store, not from this dataset's files; if the dataset was built from the same footage, the same people may be in both (calibrate on the dataset's train split, --dataset DIR, for a strictly held-out check)".into()
         } else {
             format!(
                 "none of the {} calibration crops is among the {} check images",

@@ -351,7 +351,7 @@ pub fn calibration_data(
                     (f, files, d)
                 }
                 other => anyhow::bail!(
-                    "a detector calibrates on whole frames, and the {} holds person crops: give --video FILE (or --images DIR of whole frames)",
+                    "{}: these are person crops, and a detector calibrates on whole frames; give --video FILE (or --images DIR of whole frames)",
                     other.describe()
                 ),
             };
