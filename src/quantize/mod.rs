@@ -609,7 +609,10 @@ pub fn quantize(
     let mut report_ranges = Vec::new();
     for t in &observed {
         let o = &obs[t];
-        let (lo, hi) = o.range(opts.method, opts.percentile);
+        let (lo, hi) = match plan.fixed_ranges.get(t) {
+            Some(&r) => r,
+            None => o.range(opts.method, opts.percentile),
+        };
         ranges.insert(t.clone(), (lo, hi));
         report_ranges.push(TensorRange {
             tensor: t.clone(),

@@ -105,6 +105,9 @@ pub struct Plan {
     pub float_nodes: Vec<FloatNode>,
     /// `Pad` nodes folded into the convs after them.
     pub folded_pads: usize,
+    /// Tensors whose range the op fixes (Sigmoid: [0, 1]): used instead of a calibrated one, so
+    /// that no method clips a score.
+    pub fixed_ranges: HashMap<String, (f32, f32)>,
 }
 
 impl Plan {
@@ -334,6 +337,9 @@ pub fn plan(m: &Model, opts: &QdqOptions) -> Result<Plan, QuantizeError> {
             add(a, &mut in_t, &mut tensors);
         }
         add(out, &mut in_t, &mut tensors);
+        if n.op == "Sigmoid" {
+            p.fixed_ranges.insert(out.clone(), (0.0, 1.0));
+        }
         quantized.insert(i);
         if k == Kind::Weighted {
             weighted += 1;
@@ -1064,6 +1070,21 @@ mod tests {
         assert!(cat.reason.contains("integer"), "{cat:?}");
         assert!(!p.tensors.iter().any(|t| t == "shape2" || t == "n"));
         assert_eq!(p.shared.get("flat_out").map(String::as_str), Some("r1"));
+    }
+
+    #[test]
+    fn sigmoid_outputs_keep_their_exact_range() {
+        let mut m = small_net();
+        fold_pads(&mut m);
+        // conv2 → Sigmoid → Add: the score tensor is quantised on [0, 1], not calibrated
+        let at = m.graph.nodes.iter().position(|n| n.name == "add").unwrap();
+        m.graph
+            .nodes
+            .insert(at, Node::new("Sigmoid", "sig", &["c2"], &["s2"]));
+        m.graph.nodes[at + 1].inputs[0] = "s2".into();
+        let p = plan(&m, &QdqOptions::default()).unwrap();
+        assert_eq!(p.fixed_ranges.get("s2"), Some(&(0.0, 1.0)));
+        assert!(p.tensors.iter().any(|t| t == "s2"));
     }
 
     #[test]
