@@ -28,6 +28,7 @@ pub mod paths;
 pub mod plot;
 pub mod progress;
 pub mod prune;
+pub mod quantize;
 pub mod reid;
 pub mod report;
 pub mod runtime;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod camera;
+pub mod detect;
 pub mod embed;
 pub mod gallery;
 pub mod linking;

@@ -12,7 +12,9 @@ use super::ConfigArg;
 pub enum BenchCommand {
     /// Decode + colour-convert throughput of one camera pipeline (all frames vs sampled).
     Decode(BenchDecodeArgs),
-    /// Bare detector time per frame at given batch sizes.
+    /// Bare detector time per frame at given batch sizes; with --model (repeated), detector
+    /// models side by side in one run (interleaved rounds) with the speed-up relative to the
+    /// first (e.g. fp32 vs int8).
     Detect(BenchDetectArgs),
     /// Cameras → tracklets end to end: plumbing overhead and the most real-time cameras.
     Pipeline(BenchPipelineArgs),
@@ -366,6 +368,22 @@ pub struct BenchDetectArgs {
     pub seconds: f64,
     #[arg(long, default_value_t = 640)]
     pub width: u32,
+    /// Detector models to compare side by side (manifest names or ONNX files; the first is the
+    /// reference). Without it, the config's detector is timed alone at each --batch.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// With --model: the manifest naming the models (default: the config's).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// With --model: timed rounds (each runs every model once, alternating the order).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// With --model: untimed warm-up rounds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// With --model: intra-op threads per session (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -547,6 +565,27 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     r.sampled_fps,
                     r.sampled_speed
                 );
+            }
+        }
+        BenchCommand::Detect(a) if !a.models.is_empty() => {
+            let cfg = a.config.load()?;
+            let rt = crate::runtime::init(&cfg.runtime)?;
+            let manifest = crate::models::Manifest::load(
+                a.manifest.as_deref().unwrap_or(&cfg.models.manifest),
+            )?;
+            let frames = crate::bench::sample_frames(16, a.width)?;
+            let opts = crate::bench::detect::DetectBenchOptions {
+                batch: a.batch.first().copied().unwrap_or(1),
+                rounds: a.rounds.max(1),
+                warmup: a.warmup,
+                threads: a.threads,
+                quiet: a.json,
+            };
+            let r = crate::bench::detect::detect_models(rt, &manifest, &a.models, &frames, &opts)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::detect::render_detect(&r));
             }
         }
         BenchCommand::Detect(a) => {

@@ -5,6 +5,7 @@ mod bench;
 mod eval;
 mod job;
 mod prune;
+mod quantize;
 mod retune;
 mod system;
 mod user;
@@ -46,6 +47,10 @@ pub enum Command {
     Track(video::TrackArgs),
     /// Prune a re-id network (structured channel pruning), or sweep criteria and ratios.
     Prune(Box<prune::PruneCmd>),
+    /// Quantise a model to int8 (ONNX QDQ: per-channel int8 weights, 8-bit activations),
+    /// calibrated on the site's own crops or frames, checked against the float model on
+    /// held-out data, and registered in a site manifest (docs/quantize.md).
+    Quantize(Box<quantize::QuantizeArgs>),
     /// Prune and/or re-tune a re-id ResNet in one of the scenarios S0–S5 (docs/retuning.md),
     /// scored before and after on the dataset's held-out query/gallery sets.
     Retune(Box<retune::RetuneArgs>),
@@ -122,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Detect(a) => video::detect(a),
         Command::Track(a) => video::track(a),
         Command::Prune(a) => prune::run(*a),
+        Command::Quantize(a) => quantize::run(*a),
         Command::Retune(a) => retune::run_retune(*a),
         Command::Train(a) => retune::run_train(*a),
         Command::Study(a) => job::run_study(a),

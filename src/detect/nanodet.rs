@@ -39,6 +39,9 @@ pub struct NanoDet {
     max_batch: usize,
 }
 
+/// Every output value of each frame (score and box tensors of all levels, concatenated).
+pub type RawOutputs = Vec<Vec<f32>>;
+
 /// How a frame was placed into the square input.
 #[derive(Debug, Clone, Copy)]
 pub struct Letterbox {
@@ -114,7 +117,17 @@ impl NanoDet {
         opts: SessionOptions,
     ) -> anyhow::Result<NanoDet> {
         let loaded = manifest.open(name, rt, opts)?;
-        let m = &loaded.entry;
+        NanoDet::with_session(loaded.session, &loaded.entry, s)
+    }
+
+    /// A NanoDet on a session opened elsewhere (a model held in memory, e.g. a quantised one
+    /// being checked), with the pre- and post-processing of the manifest entry `m`.
+    pub fn with_session(
+        session: Session,
+        m: &ModelEntry,
+        s: &DetectSettings,
+    ) -> anyhow::Result<NanoDet> {
+        let name = &m.name;
         let (h, w) = m.input.hw();
         anyhow::ensure!(h == w, "NanoDet input must be square, '{name}' is {h}x{w}");
         let dynamic_batch = m.input.shape.first().is_some_and(|&d| d < 0);
@@ -131,28 +144,94 @@ impl NanoDet {
             score_threshold: s.score_threshold,
             nms_iou: s.nms_iou,
             max_batch: if dynamic_batch { s.max_batch.max(1) } else { 1 },
-            session: loaded.session,
+            session,
         })
     }
 
     /// The input tensor for `frames` and where each frame sits in it.
     pub fn preprocess(&self, frames: &[&Frame]) -> (Array4<f32>, Vec<Letterbox>) {
-        let s = self.size;
-        let mut x = Array4::<f32>::zeros((frames.len(), 3, s, s));
-        let mut boxes = Vec::with_capacity(frames.len());
-        for (i, f) in frames.iter().enumerate() {
-            let lb = Letterbox::new(f.width, f.height, s);
-            let mut item = x.index_axis_mut(ndarray::Axis(0), i);
-            let dst = item.as_slice_mut().expect("contiguous");
-            fill_border(dst, s, s, lb.off_x, lb.off_y, lb.w, lb.h, PAD, &self.norm);
-            let whole = BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
-            resize_into_planes(
-                f, &whole, dst, s, s, lb.off_x, lb.off_y, lb.w, lb.h, &self.norm,
-            );
-            boxes.push(lb);
-        }
-        (x, boxes)
+        letterbox_batch(frames, self.size, &self.norm)
     }
+
+    /// Person detections per frame and, with `raw`, every output value of each frame (score
+    /// and box tensors of all levels, concatenated): for comparing two models' outputs.
+    pub fn detect_raw(
+        &mut self,
+        frames: &[&Frame],
+        raw: bool,
+    ) -> anyhow::Result<(Vec<Vec<Detection>>, RawOutputs)> {
+        let mut results = Vec::with_capacity(frames.len());
+        let mut raws = Vec::new();
+        for chunk in frames.chunks(self.max_batch) {
+            let (x, boxes) = self.preprocess(chunk);
+            let input = ort::value::TensorRef::from_array_view(&x)?;
+            let outputs = self
+                .session
+                .run(ort::inputs![self.input_name.as_str() => input])?;
+            let mut per_frame: Vec<Vec<Detection>> = vec![Vec::new(); chunk.len()];
+            let mut per_raw: Vec<Vec<f32>> = vec![Vec::new(); if raw { chunk.len() } else { 0 }];
+            for level in &self.levels {
+                let (sshape, scores) =
+                    outputs[level.scores.as_str()].try_extract_tensor::<f32>()?;
+                let (_, dists) = outputs[level.boxes.as_str()].try_extract_tensor::<f32>()?;
+                let (cells, classes) = (sshape[1] as usize, sshape[2] as usize);
+                let grid = (cells as f64).sqrt() as usize;
+                for (i, dets) in per_frame.iter_mut().enumerate() {
+                    let sc = &scores[i * cells * classes..(i + 1) * cells * classes];
+                    let di = &dists[i * cells * 4 * BINS..(i + 1) * cells * 4 * BINS];
+                    decode_level(
+                        sc,
+                        di,
+                        grid,
+                        level.stride,
+                        classes,
+                        self.score_threshold,
+                        dets,
+                    );
+                    if raw {
+                        per_raw[i].extend_from_slice(sc);
+                        per_raw[i].extend_from_slice(di);
+                    }
+                }
+            }
+            raws.extend(per_raw);
+            for (dets, lb) in per_frame.into_iter().zip(&boxes) {
+                let (fw, fh) = (lb.w as f32 / lb.scale, lb.h as f32 / lb.scale);
+                let mapped = dets
+                    .into_iter()
+                    .map(|d| Detection {
+                        bbox: lb.to_frame(d.bbox).clip(fw, fh),
+                        score: d.score,
+                    })
+                    .filter(|d| d.bbox.width() >= 2.0 && d.bbox.height() >= 2.0)
+                    .collect();
+                results.push(nms(mapped, self.nms_iou));
+            }
+        }
+        Ok((results, raws))
+    }
+}
+
+/// The letterboxed input tensor `[N, 3, size, size]` for `frames`, as the detector prepares it
+/// (also what quantisation calibrates on), and where each frame sits in it.
+pub fn letterbox_batch(
+    frames: &[&Frame],
+    size: usize,
+    norm: &Normalize,
+) -> (Array4<f32>, Vec<Letterbox>) {
+    let s = size;
+    let mut x = Array4::<f32>::zeros((frames.len(), 3, s, s));
+    let mut boxes = Vec::with_capacity(frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let lb = Letterbox::new(f.width, f.height, s);
+        let mut item = x.index_axis_mut(ndarray::Axis(0), i);
+        let dst = item.as_slice_mut().expect("contiguous");
+        fill_border(dst, s, s, lb.off_x, lb.off_y, lb.w, lb.h, PAD, norm);
+        let whole = BBox::new(0.0, 0.0, f.width as f32, f.height as f32);
+        resize_into_planes(f, &whole, dst, s, s, lb.off_x, lb.off_y, lb.w, lb.h, norm);
+        boxes.push(lb);
+    }
+    (x, boxes)
 }
 
 /// Decodes one level of one image: person boxes in input pixels with their scores.
@@ -193,48 +272,7 @@ pub fn decode_level(
 
 impl Detector for NanoDet {
     fn detect(&mut self, frames: &[&Frame]) -> anyhow::Result<Vec<Vec<Detection>>> {
-        let mut results = Vec::with_capacity(frames.len());
-        for chunk in frames.chunks(self.max_batch) {
-            let (x, boxes) = self.preprocess(chunk);
-            let input = ort::value::TensorRef::from_array_view(&x)?;
-            let outputs = self
-                .session
-                .run(ort::inputs![self.input_name.as_str() => input])?;
-            let mut per_frame: Vec<Vec<Detection>> = vec![Vec::new(); chunk.len()];
-            for level in &self.levels {
-                let (sshape, scores) =
-                    outputs[level.scores.as_str()].try_extract_tensor::<f32>()?;
-                let (_, dists) = outputs[level.boxes.as_str()].try_extract_tensor::<f32>()?;
-                let (cells, classes) = (sshape[1] as usize, sshape[2] as usize);
-                let grid = (cells as f64).sqrt() as usize;
-                for (i, dets) in per_frame.iter_mut().enumerate() {
-                    let sc = &scores[i * cells * classes..(i + 1) * cells * classes];
-                    let di = &dists[i * cells * 4 * BINS..(i + 1) * cells * 4 * BINS];
-                    decode_level(
-                        sc,
-                        di,
-                        grid,
-                        level.stride,
-                        classes,
-                        self.score_threshold,
-                        dets,
-                    );
-                }
-            }
-            for (dets, lb) in per_frame.into_iter().zip(&boxes) {
-                let (fw, fh) = (lb.w as f32 / lb.scale, lb.h as f32 / lb.scale);
-                let mapped = dets
-                    .into_iter()
-                    .map(|d| Detection {
-                        bbox: lb.to_frame(d.bbox).clip(fw, fh),
-                        score: d.score,
-                    })
-                    .filter(|d| d.bbox.width() >= 2.0 && d.bbox.height() >= 2.0)
-                    .collect();
-                results.push(nms(mapped, self.nms_iou));
-            }
-        }
-        Ok(results)
+        Ok(self.detect_raw(frames, false)?.0)
     }
 
     fn max_batch(&self) -> usize {

@@ -69,7 +69,7 @@ pub fn parse_triple(s: &str) -> Result<[f32; 3], String> {
 }
 
 /// The header of a new site manifest.
-fn new_manifest_text(shipped: &Path) -> String {
+pub(crate) fn new_manifest_text(shipped: &Path) -> String {
     format!(
         "# crosscam site manifest: models this site added (crosscam model add), on top of the shipped ones.\n\
          # Point [models] manifest at this file to use them; entries here win over shipped ones of the same name.\n\
@@ -318,6 +318,8 @@ pub fn add(opts: &AddOptions, rt: &Runtime) -> Result<Added> {
             meaning: Some(format!("{dim}-d appearance embedding")),
         }],
         linking: linking.clone(),
+        quantized: None,
+        source_sha256: None,
     };
     #[derive(Serialize)]
     struct One<'a> {
@@ -350,7 +352,7 @@ pub fn add(opts: &AddOptions, rt: &Runtime) -> Result<Added> {
 }
 
 /// `text` without the `[[model]]` block (and its sub-tables) whose name is `name`.
-fn remove_entry(text: &str, name: &str) -> String {
+pub(crate) fn remove_entry(text: &str, name: &str) -> String {
     let mut out = Vec::new();
     let mut block: Vec<&str> = Vec::new();
     let mut in_block = false;

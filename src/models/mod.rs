@@ -87,6 +87,12 @@ pub struct ModelEntry {
     /// Embedders: the linking values that suit this network's similarities.
     #[serde(default)]
     pub linking: Option<LinkCalibration>,
+    /// Set on models written by `crosscam quantize`: the format (`int8-qdq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantized: Option<String>,
+    /// The sha256 of the float model a quantised one was made from (provenance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
 }
 
 /// How similar an embedder makes the same person and different people, as linking values

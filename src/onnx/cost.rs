@@ -52,7 +52,8 @@ pub fn cost(model: &Model, shapes: &Shapes) -> Result<Cost, OnnxError> {
                 return Some(cur);
             }
             let p = &g.nodes[*producers.get(cur.as_str())?];
-            if p.op != "Identity" {
+            // QDQ models: an int8 weight (int32 bias) behind its DequantizeLinear
+            if p.op != "Identity" && p.op != "DequantizeLinear" {
                 return None;
             }
             cur = p.inputs.first()?.clone();
@@ -82,7 +83,13 @@ pub fn cost(model: &Model, shapes: &Shapes) -> Result<Cost, OnnxError> {
             if let Some(init) = n.input(i).and_then(resolve) {
                 let t = &g.initializers[&init];
                 let elementwise = matches!(n.op.as_str(), "Add" | "Sub" | "Mul" | "Div");
-                if t.is_float() && (!elementwise || t.numel() > 1) {
+                let quantized = matches!(
+                    t.data_type(),
+                    crate::onnx::proto::data_type::INT8
+                        | crate::onnx::proto::data_type::UINT8
+                        | crate::onnx::proto::data_type::INT32
+                );
+                if (t.is_float() || quantized) && (!elementwise || t.numel() > 1) {
                     learnable.insert(init);
                 }
             }

@@ -253,8 +253,10 @@ fn infer_node(model: &Model, s: &Shapes, n: &Node) -> Result<Vec<Out>, String> {
 
     let op = n.op.as_str();
     match op {
-        // ---- element-wise, shape-preserving
-        "Relu"
+        // ---- element-wise, shape-preserving (QDQ models' (de)quantisation included)
+        "QuantizeLinear"
+        | "DequantizeLinear"
+        | "Relu"
         | "LeakyRelu"
         | "PRelu"
         | "Clip"

@@ -207,14 +207,7 @@ impl Embedder {
 
     /// The batch tensor for `crops` (regions of frames), resized to the model's input size.
     pub fn preprocess(&self, crops: &[(&Frame, BBox)]) -> Array4<f32> {
-        let (h, w) = (self.spec.height, self.spec.width);
-        let mut x = Array4::<f32>::zeros((crops.len(), 3, h, w));
-        for (i, (frame, b)) in crops.iter().enumerate() {
-            let mut item = x.index_axis_mut(ndarray::Axis(0), i);
-            let dst = item.as_slice_mut().expect("contiguous");
-            resize_into_planes(frame, b, dst, w, h, 0, 0, w, h, &self.spec.norm);
-        }
-        x
+        preprocess_crops(&self.spec, crops)
     }
 
     /// Raw model outputs `[N, D]` for a prepared batch.
@@ -256,6 +249,19 @@ impl Embedder {
             .collect();
         self.embed(&crops)
     }
+}
+
+/// The batch tensor for `crops` as an embedder of `spec` prepares it (also what quantisation
+/// calibrates on).
+pub fn preprocess_crops(spec: &EmbedderSpec, crops: &[(&Frame, BBox)]) -> Array4<f32> {
+    let (h, w) = (spec.height, spec.width);
+    let mut x = Array4::<f32>::zeros((crops.len(), 3, h, w));
+    for (i, (frame, b)) in crops.iter().enumerate() {
+        let mut item = x.index_axis_mut(ndarray::Axis(0), i);
+        let dst = item.as_slice_mut().expect("contiguous");
+        resize_into_planes(frame, b, dst, w, h, 0, 0, w, h, &spec.norm);
+    }
+    x
 }
 
 /// Scales every row to unit L2 norm (rows of zeros stay zero).
