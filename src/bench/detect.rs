@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::frame::{Frame, Normalize};
 use crate::models::{Manifest, ModelEntry};
-use crate::progress::Progress;
 use crate::runtime::{Runtime, SessionOptions};
 
 #[derive(Clone, Debug)]
@@ -106,14 +105,6 @@ fn resolve(
     Ok((p, entry))
 }
 
-fn median_of(t: &[f64]) -> f64 {
-    match t.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => t[n / 2],
-        n => 0.5 * (t[n / 2 - 1] + t[n / 2]),
-    }
-}
-
 /// Times detector `models` side by side on `frames`.
 pub fn detect_models(
     rt: &Runtime,
@@ -152,36 +143,25 @@ pub fn detect_models(
             crate::detect::nanodet::letterbox_batch(&batch_frames, e.input.hw().0, &norm).0
         })
         .collect();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
-    let mut progress =
-        Progress::new("bench detect rounds", (opts.warmup + opts.rounds) as u64).quiet(opts.quiet);
-    for round in 0..opts.warmup + opts.rounds {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..models.len()).collect()
-        } else {
-            (0..models.len()).rev().collect()
-        };
-        for i in order {
+    let times = super::rounds::interleaved(
+        "bench detect rounds",
+        models.len(),
+        opts.warmup,
+        opts.rounds,
+        opts.quiet,
+        |i| {
             let name = entries[i].1.input.name.clone();
             let x = ort::value::TensorRef::from_array_view(&inputs[i])?;
             let t = Instant::now();
             let out = sessions[i].run(ort::inputs![name.as_str() => x])?;
             let dt = t.elapsed().as_secs_f64() * 1e3 / opts.batch as f64;
             drop(out);
-            if round >= opts.warmup {
-                times[i].push(dt);
-            }
-        }
-        progress.inc(1);
-    }
-    progress.finish();
+            Ok(dt)
+        },
+    )?;
+    let timings = super::rounds::summarise(&times);
     let mut rows = Vec::new();
-    for (i, m) in models.iter().enumerate() {
-        let mut t = times[i].clone();
-        t.sort_by(|a, b| a.total_cmp(b));
-        let median = median_of(&t);
-        let mut paired: Vec<f64> = times[0].iter().zip(&times[i]).map(|(r, x)| r / x).collect();
-        paired.sort_by(|a, b| a.total_cmp(b));
+    for ((i, m), timing) in models.iter().enumerate().zip(&timings) {
         let quantized = crate::onnx::Model::load(&entries[i].0).ok().and_then(|m| {
             m.metadata
                 .iter()
@@ -192,11 +172,11 @@ pub fn detect_models(
             model: m.clone(),
             file: entries[i].0.display().to_string(),
             quantized,
-            median_ms_per_frame: median,
-            min_ms_per_frame: t.first().copied().unwrap_or(f64::NAN),
-            max_ms_per_frame: t.last().copied().unwrap_or(f64::NAN),
-            frames_per_s: 1e3 / median,
-            speedup: median_of(&paired),
+            median_ms_per_frame: timing.median,
+            min_ms_per_frame: timing.min,
+            max_ms_per_frame: timing.max,
+            frames_per_s: 1e3 / timing.median,
+            speedup: timing.speedup,
             speedup_of_medians: 1.0,
         });
     }

@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use ndarray::Array4;
 use serde::Serialize;
 
-use crate::progress::Progress;
 use crate::reid::Embedder;
 use crate::runtime::{Runtime, SessionOptions};
 
@@ -104,16 +103,13 @@ pub fn embed(
             })
         })
         .collect();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
-    let mut progress =
-        Progress::new("bench embed rounds", (opts.warmup + opts.rounds) as u64).quiet(opts.quiet);
-    for round in 0..opts.warmup + opts.rounds {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..models.len()).collect()
-        } else {
-            (0..models.len()).rev().collect()
-        };
-        for i in order {
+    let times = super::rounds::interleaved(
+        "bench embed rounds",
+        models.len(),
+        opts.warmup,
+        opts.rounds,
+        opts.quiet,
+        |i| {
             let t = Instant::now();
             let out = embedders[i].run(&inputs[i])?;
             let dt = t.elapsed().as_secs_f64() * 1e3;
@@ -122,20 +118,13 @@ pub fn embed(
                 "{}: wrong batch in output",
                 models[i].display()
             );
-            if round >= opts.warmup {
-                times[i].push(dt);
-            }
-        }
-        progress.inc(1);
-    }
-    progress.finish();
+            Ok(dt)
+        },
+    )?;
+    let timings = super::rounds::summarise(&times);
     let mut rows: Vec<EmbedBenchRow> = Vec::new();
-    for (i, m) in models.iter().enumerate() {
-        let mut t = times[i].clone();
-        t.sort_by(|a, b| a.total_cmp(b));
-        let median = median_of(&t);
-        let mut paired: Vec<f64> = times[0].iter().zip(&times[i]).map(|(r, x)| r / x).collect();
-        paired.sort_by(|a, b| a.total_cmp(b));
+    for ((i, m), timing) in models.iter().enumerate().zip(&timings) {
+        let median = timing.median;
         let crops = opts.batch as f64 / (median / 1e3);
         let macs = crate::onnx::info::model_info(m, None)
             .ok()
@@ -148,10 +137,10 @@ pub fn embed(
             dim: e.spec.dim,
             macs,
             median_ms: median,
-            min_ms: t.first().copied().unwrap_or(f64::NAN),
-            max_ms: t.last().copied().unwrap_or(f64::NAN),
+            min_ms: timing.min,
+            max_ms: timing.max,
             crops_per_s: crops,
-            speedup: median_of(&paired),
+            speedup: timing.speedup,
             speedup_of_medians: 1.0,
         });
     }
@@ -167,15 +156,6 @@ pub fn embed(
         threads: opts.threads,
         rows,
     })
-}
-
-/// The median of sorted values (NaN when empty).
-fn median_of(t: &[f64]) -> f64 {
-    match t.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => t[n / 2],
-        n => 0.5 * (t[n / 2 - 1] + t[n / 2]),
-    }
 }
 
 pub fn render(r: &EmbedBenchReport) -> String {

@@ -10,6 +10,7 @@ pub mod embed;
 pub mod gallery;
 pub mod linking;
 pub mod outputs;
+mod rounds;
 pub mod scene;
 pub mod switch;
 pub mod tracking;
