@@ -75,24 +75,7 @@ fn scene(
 }
 
 fn run(s: &Scene, settings: TrackSettings) -> MotMetrics {
-    let mut tr = Tracker::new("synthetic", settings);
-    let mut hyp = BTreeMap::new();
-    for (&t, d) in &s.dets {
-        tr.update(None, t, Duration::from_millis(t * 200), (1280.0, 720.0), d);
-        hyp.insert(
-            t,
-            tr.active()
-                .iter()
-                .map(|a| Obj {
-                    id: a.id,
-                    bbox: a.bbox,
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    let m = evaluate(&s.gt, &hyp, 0.5);
-    eprintln!("{m:?}");
-    m
+    run_gated(s, settings, 1).0
 }
 
 #[test]
@@ -219,8 +202,9 @@ fn crowd_with_random_misses_and_jitter_stays_mostly_consistent() {
     assert!(m.fragmentations <= m.misses, "{m:?}");
 }
 
-/// Like [`run`], but the detector only sees every `every`-th frame (`[analysis] detect_every`):
-/// on the others the tracker predicts (`skip(true)`), and its predicted boxes are scored too.
+/// Tracks the scene's detections, the detector seeing only every `every`-th frame (`[analysis]
+/// detect_every`; 1 = every frame): on the others the tracker predicts (`skip(true)`), and its
+/// predicted boxes are scored too. Returns the metrics and the frames the tracklets recorded.
 fn run_gated(s: &Scene, settings: TrackSettings, every: u64) -> (MotMetrics, Vec<u64>) {
     let mut tr = Tracker::new("synthetic", settings);
     let mut hyp = BTreeMap::new();
