@@ -141,7 +141,7 @@ fn an_occluded_person_comes_back_with_the_same_id() {
     let m = run(
         &s,
         TrackSettings {
-            max_misses: 10,
+            max_misses: Some(10),
             ..TrackSettings::default()
         },
     );
@@ -365,4 +365,56 @@ fn a_held_frame_keeps_boxes_still_and_a_predicted_one_moves_them_on() {
     tr.update(None, 11, Duration::from_millis(2200), (1280.0, 720.0), &[d]);
     assert_eq!(tr.active()[0].id, last.id);
     assert!(!tr.active()[0].predicted);
+}
+
+/// Distinct track ids over a scene tracked at `frame_ms` per frame.
+fn ids_at_rate(s: &Scene, settings: TrackSettings, frame_ms: u64) -> usize {
+    let mut tr = Tracker::new("rate", settings);
+    let mut ids = std::collections::BTreeSet::new();
+    for (&t, d) in &s.dets {
+        tr.update(
+            None,
+            t,
+            Duration::from_millis(t * frame_ms),
+            (1280.0, 720.0),
+            d,
+        );
+        ids.extend(tr.active().iter().map(|a| a.id));
+    }
+    ids.len()
+}
+
+#[test]
+fn a_lost_track_waits_the_same_time_at_any_frame_rate() {
+    // a person missed for 2 s (50 frames at 25 frames/s, 10 at 5), then found again on the
+    // predicted path: one track at both rates, since `lost_s` (3 s) is time, not frames
+    let walker = |per_frame: f32| Walker {
+        id: 1,
+        x: 100.0,
+        y: 200.0,
+        vx: per_frame,
+        vy: 0.0,
+        w: 50.0,
+        h: 120.0,
+    };
+    let at_25 = scene(&[walker(0.8)], 200, 0.5, 4, |_, t, _| {
+        (!(50..100).contains(&t)).then_some(0.8)
+    });
+    let at_5 = scene(&[walker(4.0)], 40, 0.5, 4, |_, t, _| {
+        (!(10..20).contains(&t)).then_some(0.8)
+    });
+    assert_eq!(ids_at_rate(&at_25, TrackSettings::default(), 40), 1);
+    assert_eq!(ids_at_rate(&at_5, TrackSettings::default(), 200), 1);
+    // the old frame-counted setting gives up after 15 frames: 0.6 s at 25 frames/s
+    let frames = TrackSettings {
+        max_misses: Some(15),
+        ..TrackSettings::default()
+    };
+    assert_eq!(ids_at_rate(&at_25, frames.clone(), 40), 2);
+    assert_eq!(ids_at_rate(&at_5, frames, 200), 1);
+    // missed for longer than lost_s (4 s): a new track
+    let long = scene(&[walker(0.8)], 250, 0.5, 4, |_, t, _| {
+        (!(50..150).contains(&t)).then_some(0.8)
+    });
+    assert_eq!(ids_at_rate(&long, TrackSettings::default(), 40), 2);
 }

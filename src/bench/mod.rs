@@ -12,6 +12,7 @@ pub mod linking;
 pub mod outputs;
 mod rounds;
 pub mod scene;
+pub mod sequence;
 pub mod switch;
 pub mod tracking;
 

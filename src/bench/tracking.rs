@@ -255,6 +255,8 @@ pub struct DetectionBenchOptions {
     pub drop: f32,
     pub jitter: f32,
     pub seed: u64,
+    /// Frames per second of the sequence after `stride` (for the tracker's clock: `track.lost_s`).
+    pub fps: f64,
 }
 
 pub fn tracking_detections(
@@ -262,6 +264,10 @@ pub fn tracking_detections(
     o: &DetectionBenchOptions,
 ) -> anyhow::Result<TrackingBenchReport> {
     anyhow::ensure!(o.stride >= 1, "--stride must be at least 1");
+    anyhow::ensure!(
+        o.fps.is_finite() && o.fps > 0.0,
+        "--fps must be above 0 for a detection file"
+    );
     let thin = |rows: Vec<MotRow>| -> Vec<MotRow> {
         rows.into_iter()
             .filter(|r| (r.frame - 1) % o.stride == 0)
@@ -326,7 +332,7 @@ pub fn tracking_detections(
         for f in 1..=last {
             if (f - 1) % n as u64 == 0 {
                 detected += 1;
-                let pts = std::time::Duration::from_millis(f * 200);
+                let pts = std::time::Duration::from_secs_f64(f as f64 / o.fps);
                 tr.update(None, f - 1, pts, (w, h), by.get(&f).unwrap_or(&empty));
             } else {
                 tr.skip(true);

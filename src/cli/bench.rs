@@ -48,6 +48,39 @@ pub enum BenchCommand {
     /// precision / recall / F1, wrong merges, identities per person and people per identity,
     /// per clip offset, and a precision–recall curve over the link threshold (SVG).
     Linking(BenchLinkingArgs),
+    /// Write a made-up MOTChallenge sequence with known trajectories and a detector's typical
+    /// mistakes (misses, jitter, occlusion with lower scores, false positives): `gt.txt` and
+    /// `det.txt`, to compare trackers on (`bench tracking --gt … --detections …`).
+    MotSequence(BenchMotSequenceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMotSequenceArgs {
+    /// Directory for gt.txt and det.txt (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Instead of made-up walkers: this MOTChallenge ground truth (its trajectories are copied
+    /// to gt.txt) with the made-up detector's mistakes in det.txt.
+    #[arg(long)]
+    pub from_gt: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 750)]
+    pub frames: u32,
+    #[arg(long, default_value_t = 25.0)]
+    pub fps: f32,
+    /// People walking through (some in pairs).
+    #[arg(long, default_value_t = 18)]
+    pub people: u32,
+    /// Share of fully visible people the detector misses.
+    #[arg(long, default_value_t = 0.08)]
+    pub miss: f32,
+    /// Standard deviation of each box edge's error, as a share of the box size.
+    #[arg(long, default_value_t = 0.03)]
+    pub jitter: f32,
+    /// Random false positives per frame (mean), besides two clutter spots.
+    #[arg(long, default_value_t = 0.3)]
+    pub false_positives: f32,
 }
 
 #[derive(Args, Debug)]
@@ -459,7 +492,8 @@ pub struct BenchTrackingArgs {
     /// every setting is scored against the every-frame run.
     #[arg(long)]
     pub gt: Option<PathBuf>,
-    /// Analysed frames per second (0 = every frame of the video).
+    /// Analysed frames per second (0 = every frame of the video). With --detections or
+    /// --tracker-only: the frame rate of the sequence after --stride (the tracker's clock).
     #[arg(long, default_value_t = 5)]
     pub fps: u32,
     /// Frames scaled to this width (0 = as is).
@@ -650,6 +684,61 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 );
             }
         }
+        BenchCommand::MotSequence(a) => {
+            anyhow::ensure!(
+                a.frames >= 1 && a.frames <= 1_000_000,
+                "--frames: expected 1 to 1000000, found {}",
+                a.frames
+            );
+            anyhow::ensure!(
+                a.fps.is_finite() && a.fps >= 1.0 && a.fps <= 240.0,
+                "--fps: expected 1 to 240, found {}",
+                a.fps
+            );
+            anyhow::ensure!(
+                a.people >= 1 && a.people <= 10_000,
+                "--people: expected 1 to 10000, found {}",
+                a.people
+            );
+            for (name, v, hi) in [
+                ("--miss", a.miss, 1.0),
+                ("--jitter", a.jitter, 0.5),
+                ("--false-positives", a.false_positives, 20.0),
+            ] {
+                anyhow::ensure!(
+                    v.is_finite() && (0.0..=hi).contains(&v),
+                    "{name}: expected 0 to {hi}, found {v}"
+                );
+            }
+            let o = crate::bench::sequence::SequenceOptions {
+                seed: a.seed,
+                frames: a.frames,
+                fps: a.fps,
+                people: a.people,
+                miss: a.miss,
+                jitter: a.jitter,
+                false_positives: a.false_positives,
+                ..Default::default()
+            };
+            let seq = match &a.from_gt {
+                Some(p) => {
+                    let rows = crate::track::mot::read(p)?;
+                    anyhow::ensure!(!rows.is_empty(), "{}: no ground-truth boxes", p.display());
+                    crate::bench::sequence::from_ground_truth(&rows, &o)
+                }
+                None => crate::bench::sequence::make(&o),
+            };
+            crate::bench::sequence::write(&seq, &a.out)?;
+            let people: std::collections::BTreeSet<u32> = seq.truth.iter().map(|t| t.id).collect();
+            println!(
+                "{}: {} frames, {} people, {} true boxes, {} detections",
+                a.out.display(),
+                seq.truth.iter().map(|t| t.frame).max().unwrap_or(0),
+                people.len(),
+                seq.truth.len(),
+                seq.detections.len()
+            );
+        }
         BenchCommand::Tracking(a) if a.detections.is_some() || a.tracker_only => {
             let cfg = a.config.load()?;
             anyhow::ensure!(
@@ -671,6 +760,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     drop: a.drop,
                     jitter: a.jitter,
                     seed: a.seed,
+                    fps: a.fps as f64,
                 },
             )?;
             if a.json {

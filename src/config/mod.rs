@@ -438,8 +438,12 @@ pub struct TrackSettings {
     pub match_iou: f32,
     /// Consecutive matched frames before a track is confirmed (birth).
     pub min_hits: u32,
-    /// Consecutive missed frames after which a track ends (death).
-    pub max_misses: u32,
+    /// Seconds a lost track (no detection matched) is kept for re-association before it ends
+    /// (death). In seconds, so that it means the same at any analysis frame rate.
+    pub lost_s: f32,
+    /// Instead of `lost_s`: consecutive missed analysed frames after which a track ends (the
+    /// older, frame-counted setting; unset by default).
+    pub max_misses: Option<u32>,
     /// Crops kept per tracklet (the best by quality).
     pub crops_per_tracklet: usize,
     /// A crop is not kept when more than this fraction of its box is covered by another
@@ -454,8 +458,9 @@ impl Default for TrackSettings {
             low_score: 0.1,
             new_track_score: 0.5,
             match_iou: 0.2,
-            min_hits: 3,
-            max_misses: 15,
+            min_hits: 2,
+            lost_s: 3.0,
+            max_misses: None,
             crops_per_tracklet: 8,
             crop_max_overlap: 1.0,
         }
@@ -637,6 +642,33 @@ impl Config {
                     "expected a whole frame rate from 1 to 60, found {}",
                     self.analysis.fps
                 ),
+            ));
+        }
+        if !(1..=100).contains(&self.track.min_hits) {
+            return Err(err(
+                KeyPath::new().key("track").key("min_hits"),
+                format!(
+                    "expected 1 to 100 matched frames, found {}",
+                    self.track.min_hits
+                ),
+            ));
+        }
+        if !(self.track.lost_s.is_finite() && self.track.lost_s > 0.0 && self.track.lost_s <= 600.0)
+        {
+            return Err(err(
+                KeyPath::new().key("track").key("lost_s"),
+                format!(
+                    "expected seconds above 0 and at most 600, found {}",
+                    self.track.lost_s
+                ),
+            ));
+        }
+        if let Some(m) = self.track.max_misses
+            && !(1..=10_000).contains(&m)
+        {
+            return Err(err(
+                KeyPath::new().key("track").key("max_misses"),
+                format!("expected 1 to 10000 frames (or leave it out and set lost_s), found {m}"),
             ));
         }
         if !(0.0..=1.0).contains(&self.track.crop_max_overlap) {

@@ -636,7 +636,7 @@ impl Ctx {
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             self.metrics.link_hist.observe_duration(t0.elapsed());
             // latency of decisions on live tracklets: their last box is the frame just seen. An
-            // ended tracklet is decided after the tracker gave it up (`track.max_misses` frames
+            // ended tracklet is decided after the tracker gave it up (`track.lost_s` seconds
             // later), which is the tracker's patience, not the pipeline's latency.
             if end_ms > 1_000_000_000_000 && !o.ended {
                 self.metrics

@@ -1,7 +1,7 @@
 //! A ByteTrack-style multi-object tracker for one camera: constant-velocity Kalman prediction,
 //! IoU association in two rounds (high-score detections first, then low-score ones to keep tracks
 //! alive through occlusion), track birth after `min_hits` matched frames and death after
-//! `max_misses` missed ones. Each confirmed track builds a [`Tracklet`] with its best crops.
+//! `lost_s` seconds without a match (or `max_misses` missed frames, when set). Each confirmed track builds a [`Tracklet`] with its best crops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,8 @@ pub enum TrackEvent {
     Started(Tracklet),
     /// A confirmed tracklet grew; emitted every `update_every` frames (for re-embedding).
     Updated(Tracklet),
-    /// A tracklet ended (missed for `max_misses` frames, or the tracker was flushed).
+    /// A tracklet ended (lost for longer than `lost_s` / `max_misses`, or the tracker was
+    /// flushed).
     Ended(Tracklet),
 }
 
@@ -276,9 +277,15 @@ impl Tracker {
             t.misses += 1;
             t.hits = 0;
             t.hit_frames = 0;
+            // lost for too long: by time since its last detection, so that the buffer is the same
+            // at 5 and at 25 analysed frames per second (or by missed frames, when configured)
+            let gone = match self.s.max_misses {
+                Some(m) => t.misses > m,
+                None => pts.saturating_sub(t.tracklet.end).as_secs_f32() > self.s.lost_s + 1e-3,
+            };
             match t.phase {
                 Phase::Tentative => {} // never confirmed: forgotten
-                _ if t.misses > self.s.max_misses => events.push(TrackEvent::Ended(t.tracklet)),
+                _ if gone => events.push(TrackEvent::Ended(t.tracklet)),
                 _ => {
                     t.phase = Phase::Lost;
                     keep.push(t);
