@@ -449,8 +449,14 @@ mod tests {
             let idx: Vec<usize> = (0..a.truth.len()).filter(|&i| pred(&a.truth[i])).collect();
             idx.iter().filter(|&&i| found[i]).count() as f32 / idx.len().max(1) as f32
         };
-        let (vis, hid) = (share(&|t| t.visibility > 0.9), share(&|t| t.visibility < 0.4));
-        assert!(vis > 0.85 && hid < 0.5, "found: visible {vis}, hidden {hid}");
+        let (vis, hid) = (
+            share(&|t| t.visibility > 0.9),
+            share(&|t| t.visibility < 0.4),
+        );
+        assert!(
+            vis > 0.85 && hid < 0.5,
+            "found: visible {vis}, hidden {hid}"
+        );
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
         assert!(
             mean(&scores.1) + 0.2 < mean(&scores.0),

@@ -464,11 +464,8 @@ impl AnalysisArgs {
     /// Applies the flags to `cfg` (validated like the config file) and returns the scene's video.
     fn apply(&self, cfg: &mut crate::config::Config) -> Result<std::path::PathBuf> {
         if let Some(n) = self.detect_every {
-            anyhow::ensure!(
-                (1..=30).contains(&n),
-                "--detect-every: expected 1 to 30 (1 = every frame), found {n}"
-            );
-            cfg.analysis.detect_every = n;
+            cfg.analysis.detect_every = crate::config::AnalysisSettings::check_detect_every(n)
+                .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
         }
         cfg.analysis.motion_gate |= self.motion_gate;
         crate::bench::tracking::scene_video(
@@ -746,6 +743,10 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 "--detections / --tracker-only track a detection file, not --video"
             );
             let gt = a.gt.clone().expect("clap requires --gt");
+            for &n in &a.detect_every {
+                crate::config::AnalysisSettings::check_detect_every(n)
+                    .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
+            }
             let r = crate::bench::tracking::tracking_detections(
                 &cfg,
                 &crate::bench::tracking::DetectionBenchOptions {
@@ -783,11 +784,9 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             } else {
                 let mut v = Vec::new();
                 for &n in &a.detect_every {
-                    anyhow::ensure!(
-                        (1..=30).contains(&n),
-                        "--detect-every: expected 1 to 30, found {n}"
-                    );
-                    cfg.analysis.detect_every = n;
+                    cfg.analysis.detect_every =
+                        crate::config::AnalysisSettings::check_detect_every(n)
+                            .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
                     cfg.analysis.motion_gate = false;
                     v.push((format!("detect_every={n}"), (&cfg.analysis).into()));
                     cfg.analysis.motion_gate = true;

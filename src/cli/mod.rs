@@ -153,10 +153,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 pub fn init_logging(default: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    // ONNX Runtime logs every graph transformation at info level, hnsw_rs every graph it
-    // builds, dumps or drops: keep them to warnings
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},ort=warn,hnsw_rs=warn,anndists=warn"))
+    let filter = EnvFilter::try_new(filter_directives(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        default,
+    ))
+    .unwrap_or_else(|e| {
+        eprintln!("RUST_LOG: {e}; logging at {default}");
+        EnvFilter::new(filter_directives(None, default))
     });
     let ansi = use_colour(
         std::io::stderr().is_terminal(),
@@ -170,6 +173,26 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// `RUST_LOG` (or `default`) with the noisy libraries kept to warnings: ONNX Runtime logs every
+/// graph transformation at info level, hnsw_rs every graph it builds, dumps or drops. A library
+/// that `RUST_LOG` names itself keeps the level given there (`RUST_LOG=info,ort=debug`).
+fn filter_directives(rust_log: Option<&str>, default: &str) -> String {
+    let base = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(default);
+    let mut out = base.to_string();
+    for lib in ["ort", "hnsw_rs", "anndists"] {
+        let named = base
+            .split(',')
+            .any(|d| d.trim().split(['=', ':', '[']).next() == Some(lib));
+        if !named {
+            out.push_str(&format!(",{lib}=warn"));
+        }
+    }
+    out
+}
+
 /// Colour codes only on a terminal, and not when `NO_COLOR` is set to anything but "".
 fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
@@ -179,6 +202,32 @@ fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn noisy_libraries_stay_at_warnings_unless_rust_log_names_them() {
+        assert_eq!(
+            filter_directives(None, "info"),
+            "info,ort=warn,hnsw_rs=warn,anndists=warn"
+        );
+        // RUST_LOG=info used to let ONNX Runtime's graph optimiser through, line by line
+        assert_eq!(
+            filter_directives(Some("info"), "warn"),
+            "info,ort=warn,hnsw_rs=warn,anndists=warn"
+        );
+        assert_eq!(
+            filter_directives(Some("debug,ort=debug"), "info"),
+            "debug,ort=debug,hnsw_rs=warn,anndists=warn"
+        );
+        assert_eq!(
+            filter_directives(Some(" "), "info"),
+            "info,ort=warn,hnsw_rs=warn,anndists=warn"
+        );
+        // a target that merely starts with a library's name is not that library
+        assert_eq!(
+            filter_directives(Some("info,ortho=debug"), "info"),
+            "info,ortho=debug,ort=warn,hnsw_rs=warn,anndists=warn"
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -74,11 +74,8 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
 pub fn track(a: TrackArgs) -> Result<ExitCode> {
     let mut cfg = a.config.load()?;
     if let Some(n) = a.detect_every {
-        anyhow::ensure!(
-            (1..=30).contains(&n),
-            "--detect-every: expected 1 to 30 (1 = every frame), found {n}"
-        );
-        cfg.analysis.detect_every = n;
+        cfg.analysis.detect_every = crate::config::AnalysisSettings::check_detect_every(n)
+            .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
     }
     cfg.analysis.motion_gate |= a.motion_gate;
     anyhow::ensure!(

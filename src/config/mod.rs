@@ -207,6 +207,20 @@ pub struct AnalysisSettings {
     pub motion_max_skip: u32,
 }
 
+impl AnalysisSettings {
+    /// The range of `detect_every`, checked alike for the config file and the `--detect-every`
+    /// flags: the message says what is expected and what was found.
+    pub fn check_detect_every(n: u32) -> Result<u32, String> {
+        if (1..=30).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "expected to detect on every 1st to 30th frame (1 = every frame), found {n}"
+            ))
+        }
+    }
+}
+
 impl Default for AnalysisSettings {
     fn default() -> Self {
         AnalysisSettings {
@@ -765,14 +779,8 @@ impl Config {
                 ));
             }
         }
-        if !(1..=30).contains(&self.analysis.detect_every) {
-            return Err(err(
-                KeyPath::new().key("analysis").key("detect_every"),
-                format!(
-                    "expected to detect on every 1st to 30th frame (1 = every frame), found {}",
-                    self.analysis.detect_every
-                ),
-            ));
+        if let Err(m) = AnalysisSettings::check_detect_every(self.analysis.detect_every) {
+            return Err(err(KeyPath::new().key("analysis").key("detect_every"), m));
         }
         if !(self.analysis.motion_threshold.is_finite()
             && (0.0..=1.0).contains(&self.analysis.motion_threshold))
