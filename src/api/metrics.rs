@@ -315,6 +315,86 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         family(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {v}");
     }
+    if let Some(c) = s.server.cluster() {
+        // the broker boundary (edge and core roles): one family per queue counter
+        for (name, kind, help, v) in [
+            (
+                "crosscam_cluster_connected",
+                "gauge",
+                "Connected to the broker (1) or not (0).",
+                u64::from(c.connected),
+            ),
+            (
+                "crosscam_cluster_published_total",
+                "counter",
+                "Edge: messages the broker acknowledged.",
+                c.published,
+            ),
+            (
+                "crosscam_cluster_publish_duplicates_total",
+                "counter",
+                "Edge: re-published messages the stream already held (dropped by Nats-Msg-Id).",
+                c.publish_duplicates,
+            ),
+            (
+                "crosscam_cluster_publish_errors_total",
+                "counter",
+                "Edge: publish rounds that failed (broker unreachable); the messages stay buffered.",
+                c.publish_errors,
+            ),
+            (
+                "crosscam_cluster_buffered",
+                "gauge",
+                "Edge: messages waiting for the broker.",
+                c.buffered,
+            ),
+            (
+                "crosscam_cluster_buffered_peak",
+                "gauge",
+                "Edge: the most messages ever waiting for the broker at once.",
+                c.buffered_peak,
+            ),
+            (
+                "crosscam_cluster_dropped_total",
+                "counter",
+                "Edge: messages dropped, oldest first, over [cluster] buffer_max.",
+                c.dropped,
+            ),
+            (
+                "crosscam_cluster_consumed_total",
+                "counter",
+                "Core: messages taken from the stream.",
+                c.consumed,
+            ),
+            (
+                "crosscam_cluster_redelivered_total",
+                "counter",
+                "Core: messages the stream delivered more than once.",
+                c.redelivered,
+            ),
+            (
+                "crosscam_cluster_duplicates_total",
+                "counter",
+                "Core: observations dropped because they (or a later snapshot of the tracklet) were stored already.",
+                c.duplicates,
+            ),
+            (
+                "crosscam_cluster_malformed_total",
+                "counter",
+                "Core: messages that could not be read (terminated, not retried).",
+                c.malformed,
+            ),
+            (
+                "crosscam_cluster_acked_total",
+                "counter",
+                "Core: messages acknowledged after they were stored.",
+                c.acked,
+            ),
+        ] {
+            family(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));
+        }
+    }
     family(
         &mut o,
         "crosscam_job_progress",

@@ -303,6 +303,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             seconds: a.seconds,
             narrate: true,
             banner,
+            role: crate::cluster::Role::Single,
         },
     )?;
     Ok(ExitCode::SUCCESS)
@@ -498,6 +499,11 @@ pub struct ServeArgs {
     /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// Which part of the pipeline to run: `single` (everything, no broker), `edge` (cameras to
+    /// embeddings, published to the broker) or `core` (linking, store, API and UI, fed by the
+    /// broker); edge and core need `[cluster]` in the config (docs/scaling.md).
+    #[arg(long, value_enum, default_value_t = crate::cluster::Role::Single)]
+    pub role: crate::cluster::Role,
 }
 
 /// `crosscam serve`.
@@ -510,6 +516,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             seconds: a.seconds,
             narrate: false,
             banner: None,
+            role: a.role,
         },
     )?;
     Ok(ExitCode::SUCCESS)

@@ -61,6 +61,10 @@ pub struct Config {
     /// Where events go besides the API: MQTT brokers and webhooks (src/outputs).
     #[serde(default)]
     pub outputs: Vec<crate::outputs::OutputSettings>,
+    /// The broker and the site for `crosscam serve --role edge|core` (docs/scaling.md); unused
+    /// by a single process.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -595,6 +599,9 @@ impl Config {
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
             abs(p);
         }
+        if let Some(p) = self.cluster.as_mut().and_then(|c| c.tls_ca.as_mut()) {
+            abs(p);
+        }
         for d in &mut self.ingest.media_dirs {
             abs(d);
         }
@@ -860,6 +867,10 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.check()
+                .map_err(|(k, m)| err(KeyPath::new().key("cluster").key(k), m))?;
         }
         let policy = self.ingest.env_policy();
         let mut seen = std::collections::HashSet::new();

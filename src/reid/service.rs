@@ -146,11 +146,13 @@ pub struct ReidStage {
 }
 
 impl ReidStage {
-    pub fn start(
+    /// Starts the stage. Its outputs go to `output` as `T`: the link stage's input in this
+    /// process, or the broker's publisher on an edge (`crate::server::Boundary`).
+    pub fn start<T: From<ReidOutput> + Send + 'static>(
         embedder: Arc<crate::server::switch::SharedEmbedder>,
         settings: ReidSettings,
         input: crossbeam_channel::Receiver<CameraTrackEvent>,
-        output: crossbeam_channel::Sender<ReidOutput>,
+        output: crossbeam_channel::Sender<T>,
     ) -> ReidStage {
         let metrics = Arc::new(ReidMetrics::default());
         let m = metrics.clone();
@@ -171,10 +173,13 @@ impl ReidStage {
                         let camera = ev.camera.clone();
                         let (tracklet, ended) = match ev.event {
                             TrackEvent::Started(t) => {
-                                let _ = output.send(ReidOutput::Started {
-                                    camera,
-                                    tracklet: t,
-                                });
+                                let _ = output.send(
+                                    ReidOutput::Started {
+                                        camera,
+                                        tracklet: t,
+                                    }
+                                    .into(),
+                                );
                                 continue;
                             }
                             TrackEvent::Updated(t) => (t, false),
@@ -244,12 +249,12 @@ impl ReidStage {
     }
 }
 
-fn describe(
+fn describe<T: From<ReidOutput>>(
     model: &crate::server::switch::ServingEmbedder,
     s: &ReidSettings,
     cache: &mut HashMap<CropKey, Vec<f32>>,
     pending: Vec<Pending>,
-    output: &crossbeam_channel::Sender<ReidOutput>,
+    output: &crossbeam_channel::Sender<T>,
     m: &ReidMetrics,
 ) {
     // every new crop of every waiting (long enough) tracklet, embedded in batches across cameras
@@ -311,14 +316,17 @@ fn describe(
         }
         if descriptor.is_some() || p.ended {
             m.observations.fetch_add(1, Ordering::Relaxed);
-            let _ = output.send(ReidOutput::Observed(Observation {
-                camera: p.camera,
-                tracklet: p.tracklet,
-                ended: p.ended,
-                descriptor,
-                quality,
-                model: model.tag.clone(),
-            }));
+            let _ = output.send(
+                ReidOutput::Observed(Observation {
+                    camera: p.camera,
+                    tracklet: p.tracklet,
+                    ended: p.ended,
+                    descriptor,
+                    quality,
+                    model: model.tag.clone(),
+                })
+                .into(),
+            );
         }
     }
 }

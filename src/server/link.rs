@@ -20,6 +20,38 @@ use crate::ingest::CameraState;
 use crate::reid::{Observation, ReidOutput};
 use crate::store::{Decision, Store, now_ms};
 
+/// What the link stage takes in: an output of a re-id stage, of this process or of an edge
+/// (through the broker, [`crate::cluster`]).
+pub struct Inbound {
+    pub output: ReidOutput,
+    /// Set for outputs of an edge: its run and the message's number within the tracklet, by
+    /// which copies and older snapshots of a tracklet already stored are dropped.
+    pub origin: Option<crate::cluster::wire::Origin>,
+    /// Called once the output is dealt with (the broker's acknowledgement).
+    pub done: Option<Box<dyn FnOnce(Outcome) + Send>>,
+}
+
+impl From<ReidOutput> for Inbound {
+    fn from(output: ReidOutput) -> Inbound {
+        Inbound {
+            output,
+            origin: None,
+            done: None,
+        }
+    }
+}
+
+/// What became of an [`Inbound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Recorded in the store (and linked).
+    Stored,
+    /// This message, or a later one of the same tracklet, was stored before: dropped.
+    Duplicate,
+    /// The store failed; it may succeed when delivered again.
+    Failed,
+}
+
 /// Messages the link stage takes besides tracklets.
 pub enum Control {
     CameraState {
@@ -333,6 +365,8 @@ pub struct LinkParts {
 }
 
 struct Ctx {
+    /// The store's run of each edge run seen (src/store/cluster.rs).
+    edge_runs: std::collections::HashMap<String, i64>,
     store: Store,
     linker: Linker,
     bus: EventBus,
@@ -597,11 +631,92 @@ impl Ctx {
         Ok(())
     }
 
-    fn observed(&mut self, o: Observation) -> anyhow::Result<()> {
-        let t = &o.tracklet;
-        let row = self
+    /// Records an output of a re-id stage; one of an edge at most once (by its origin).
+    fn inbound(&mut self, inb: Inbound) {
+        let Inbound {
+            output,
+            origin,
+            done,
+        } = inb;
+        let camera = match &output {
+            ReidOutput::Started { camera, .. } => camera.clone(),
+            ReidOutput::Observed(o) => o.camera.clone(),
+        };
+        let outcome = match origin {
+            None => match self.output(output, self.run, true) {
+                Ok(()) => Outcome::Stored,
+                Err(e) => {
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    info_span!("camera", id = %camera)
+                        .in_scope(|| warn!(error = %e, "cannot record a tracklet"));
+                    Outcome::Failed
+                }
+            },
+            Some(origin) => match self.remote(output, &origin) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    info_span!("camera", id = %camera, edge = %origin.edge).in_scope(
+                        || warn!(error = %e, "cannot record a tracklet of an edge; it is delivered again"),
+                    );
+                    Outcome::Failed
+                }
+            },
+        };
+        if let Some(done) = done {
+            done(outcome);
+        }
+    }
+
+    /// An edge's output: dropped when it or a later message of its tracklet is stored already.
+    fn remote(
+        &mut self,
+        output: ReidOutput,
+        origin: &crate::cluster::wire::Origin,
+    ) -> anyhow::Result<Outcome> {
+        let run = match self.edge_runs.get(&origin.run) {
+            Some(r) => *r,
+            None => {
+                let r = self.store.edge_run(&origin.run, &origin.edge)?;
+                self.edge_runs.insert(origin.run.clone(), r);
+                r
+            }
+        };
+        let (camera, track) = match &output {
+            ReidOutput::Started { camera, tracklet } => (camera.clone(), tracklet.id),
+            ReidOutput::Observed(o) => (o.camera.clone(), o.tracklet.id),
+        };
+        if self
             .store
-            .upsert_tracklet(self.run, t, o.quality, o.ended)?;
+            .edge_seq(run, &camera, track)?
+            .is_some_and(|last| origin.seq <= last)
+        {
+            return Ok(Outcome::Duplicate);
+        }
+        self.output(output, run, false)?;
+        self.store.set_edge_seq(run, &camera, track, origin.seq)?;
+        Ok(Outcome::Stored)
+    }
+
+    /// Records one output under the store's run `run`; `local`: of this process's cameras
+    /// (their live views get identity labels).
+    fn output(&mut self, output: ReidOutput, run: i64, local: bool) -> anyhow::Result<()> {
+        match output {
+            ReidOutput::Started { camera, tracklet } => {
+                self.bus.publish(Event::TrackletStarted {
+                    t_ms: now_ms(),
+                    camera: camera.to_string(),
+                    track: tracklet.id,
+                });
+                Ok(())
+            }
+            ReidOutput::Observed(o) => self.observed(o, run, local),
+        }
+    }
+
+    fn observed(&mut self, o: Observation, run: i64, local: bool) -> anyhow::Result<()> {
+        let t = &o.tracklet;
+        let row = self.store.upsert_tracklet(run, t, o.quality, o.ended)?;
         self.store.save_crops(row, &o.camera, &t.crops)?;
         let (start_ms, end_ms) = match t.wall_span_ms() {
             (0, _) => (t.start.as_millis() as i64, t.end.as_millis() as i64),
@@ -625,7 +740,7 @@ impl Ctx {
                 quality: o.quality,
             })?;
             self.apply(&outcome.events, end_ms)?;
-            if !o.ended {
+            if !o.ended && local {
                 self.live
                     .set_label(&o.camera, t.id, outcome.decision.identity().0 as i64);
             }
@@ -644,7 +759,9 @@ impl Ctx {
             }
         }
         if o.ended {
-            self.live.clear_label(&o.camera, t.id);
+            if local {
+                self.live.clear_label(&o.camera, t.id);
+            }
             self.bus.publish(Event::TrackletEnded {
                 t_ms: now_ms(),
                 camera: o.camera.to_string(),
@@ -666,7 +783,7 @@ impl LinkStage {
     pub fn start(
         cfg: &Config,
         parts: LinkParts,
-        input: crossbeam_channel::Receiver<ReidOutput>,
+        input: crossbeam_channel::Receiver<Inbound>,
         control: crossbeam_channel::Receiver<Control>,
     ) -> LinkStage {
         let metrics = Arc::new(LinkMetrics::default());
@@ -684,6 +801,7 @@ impl LinkStage {
                 embedder,
             } = parts;
             let mut ctx = Ctx {
+                edge_runs: Default::default(),
                 store,
                 linker,
                 bus,
@@ -699,16 +817,7 @@ impl LinkStage {
             loop {
                 crossbeam_channel::select! {
                     recv(input) -> msg => match msg {
-                        Ok(ReidOutput::Started { camera, tracklet }) => {
-                            ctx.bus.publish(Event::TrackletStarted { t_ms: now_ms(), camera: camera.to_string(), track: tracklet.id });
-                        }
-                        Ok(ReidOutput::Observed(o)) => {
-                            let camera = o.camera.clone();
-                            if let Err(e) = ctx.observed(o) {
-                                ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                                info_span!("camera", id = %camera).in_scope(|| warn!(error = %e, "cannot record a tracklet"));
-                            }
-                        }
+                        Ok(inb) => ctx.inbound(inb),
                         Err(_) => break,
                     },
                     recv(control) -> msg => match msg {

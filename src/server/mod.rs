@@ -5,6 +5,8 @@
 //!                                                                          └→ events
 //! ```
 //! One thread per stage, bounded channels between them; `crosscam serve` and `crosscam demo` run it.
+//! With `--role edge` or `--role core` the boundary between reid and link is a NATS JetStream
+//! stream instead of a channel ([`Boundary`], src/cluster): the stages are the same.
 
 pub mod analysis;
 pub mod histogram;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cluster::{ClusterSettings, Role};
 use crate::config::{CameraSettings, Config};
 use crate::events::EventBus;
 use crate::ingest::{CameraStatus, Ingest, StateListener};
@@ -25,7 +28,7 @@ use crate::runtime::{self, SessionOptions};
 use crate::store::Store;
 
 pub use analysis::{Analysis, AnalysisSnapshot, CameraTrackEvent};
-pub use link::{Control, ControlError, LinkSnapshot, LinkStage, Reply};
+pub use link::{Control, ControlError, Inbound, LinkSnapshot, LinkStage, Outcome, Reply};
 pub use live::{Live, LiveBox, LiveView};
 
 /// The file a running daemon keeps its process id in (`DATA/daemon.pid`): `crosscam job
@@ -54,7 +57,11 @@ pub struct Server {
     outputs: std::sync::Mutex<crate::outputs::Outputs>,
     analysis: Analysis,
     reid: ReidStage,
-    link: LinkStage,
+    /// The link stage (none on an edge).
+    link: Option<LinkStage>,
+    link_metrics: Arc<link::LinkMetrics>,
+    /// Where the re-id stage's outputs go.
+    boundary: Boundary,
     pub data_dir: std::path::PathBuf,
     /// Latest frame and boxes per camera, with identity labels.
     pub live: Arc<Live>,
@@ -68,7 +75,24 @@ pub struct Server {
     pub switcher: Arc<switch::Switcher>,
     /// Receiving ends kept only to read the queue depths between the stages.
     track_q: crossbeam_channel::Receiver<CameraTrackEvent>,
-    reid_q: crossbeam_channel::Receiver<crate::reid::ReidOutput>,
+    reid_q: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+/// The boundary between the re-id stage and the link stage.
+pub enum Boundary {
+    /// One process: a channel.
+    InProcess,
+    /// An edge: the re-id stage's outputs go to the broker; no link stage here.
+    Edge {
+        link: crate::cluster::edge::EdgeLink,
+        settings: ClusterSettings,
+    },
+    /// A core: the broker (and the re-id stage of the core's own cameras, if any) feed the
+    /// link stage.
+    Core {
+        link: crate::cluster::core_link::CoreLink,
+        settings: ClusterSettings,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +101,9 @@ pub struct ServerStatus {
     pub analysis: AnalysisSnapshot,
     pub reid: crate::reid::service::ReidSnapshot,
     pub link: LinkSnapshot,
+    /// The broker boundary (edge and core roles only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +126,30 @@ impl Server {
     /// Opens the store and the models, restores the gallery, starts every stage and every
     /// enabled camera of `cfg`. `listener` additionally hears every camera state change.
     pub fn start(cfg: &Config, listener: Option<StateListener>) -> anyhow::Result<Server> {
+        Server::start_role(cfg, listener, Role::Single)
+    }
+
+    /// As [`Server::start`], in one of the roles of `crosscam serve --role` (edge and core
+    /// need the config's `[cluster]` section).
+    pub fn start_role(
+        cfg: &Config,
+        listener: Option<StateListener>,
+        role: Role,
+    ) -> anyhow::Result<Server> {
+        let cluster = match role {
+            Role::Single => None,
+            _ => Some(cfg.cluster.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--role {} needs a [cluster] section in the config (nats = \"nats://host:port\", site = \"name\"); see docs/scaling.md",
+                    serde_json::to_value(role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                )
+            })?),
+        };
+        if role == Role::Single && cfg.cluster.is_some() {
+            tracing::warn!(
+                "the config has a [cluster] section but this process runs everything itself (no --role edge or core): the broker is not used"
+            );
+        }
         let rt = runtime::init(&cfg.runtime)?;
         let manifest = crate::models::Manifest::load(&cfg.models.manifest)?;
         let detector = crate::detect::open(
@@ -201,7 +252,7 @@ impl Server {
         let ingest = Arc::new(Ingest::new(cfg, Some(listener))?);
         let live = Arc::new(Live::default());
         let (track_tx, track_rx) = crossbeam_channel::bounded(4096);
-        let (reid_tx, reid_rx) = crossbeam_channel::bounded(4096);
+        let (reid_tx, reid_rx) = crossbeam_channel::bounded::<Inbound>(4096);
         let analysis = Analysis::start(
             ingest.queue(),
             ingest.clone(),
@@ -211,22 +262,81 @@ impl Server {
             track_tx,
             live.clone(),
         );
-        let (track_rx_depth, reid_rx_depth) = (track_rx.clone(), reid_rx.clone());
-        let reid = ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
-        let link = LinkStage::start(
-            cfg,
-            link::LinkParts {
-                store,
-                linker,
-                bus: events.clone(),
-                run,
-                model: model.clone(),
-                live: live.clone(),
-                embedder: embedder.clone(),
-            },
-            reid_rx,
-            ctrl_rx,
-        );
+        let track_rx_depth = track_rx.clone();
+        let (reid, link, boundary, reid_q): (_, _, _, Box<dyn Fn() -> usize + Send + Sync>) =
+            match (role, cluster) {
+                (Role::Edge, Some(settings)) => {
+                    let (pub_tx, pub_rx) = crossbeam_channel::bounded(4096);
+                    let depth = pub_rx.clone();
+                    let reid =
+                        ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, pub_tx);
+                    let names = cfg
+                        .cameras
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.id.clone(),
+                                (
+                                    c.name.clone().unwrap_or_else(|| c.id.clone()),
+                                    crate::ingest::camera::redact(&c.url),
+                                ),
+                            )
+                        })
+                        .collect();
+                    let edge =
+                        crate::cluster::edge::EdgeLink::start(&settings, pub_rx, ctrl_rx, names)?;
+                    // the store and the gallery stay unused: an edge does not link
+                    drop((store, linker));
+                    (
+                        reid,
+                        None,
+                        Boundary::Edge {
+                            link: edge,
+                            settings,
+                        },
+                        Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                    )
+                }
+                (role, cluster) => {
+                    let depth = reid_rx.clone();
+                    let boundary = match (role, cluster) {
+                        (Role::Core, Some(settings)) => Boundary::Core {
+                            link: crate::cluster::core_link::CoreLink::start(
+                                &settings,
+                                reid_tx.clone(),
+                                control.clone(),
+                            )?,
+                            settings,
+                        },
+                        _ => Boundary::InProcess,
+                    };
+                    let reid =
+                        ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
+                    let link = LinkStage::start(
+                        cfg,
+                        link::LinkParts {
+                            store,
+                            linker,
+                            bus: events.clone(),
+                            run,
+                            model: model.clone(),
+                            live: live.clone(),
+                            embedder: embedder.clone(),
+                        },
+                        reid_rx,
+                        ctrl_rx,
+                    );
+                    (
+                        reid,
+                        Some(link),
+                        boundary,
+                        Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                    )
+                }
+            };
+        let link_metrics = link
+            .as_ref()
+            .map_or_else(Default::default, |l: &LinkStage| l.metrics.clone());
         for c in &cfg.cameras {
             ingest.check(c).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -244,6 +354,8 @@ impl Server {
             analysis,
             reid,
             link,
+            link_metrics,
+            boundary,
             data_dir: cfg.server.data_dir.clone(),
             live,
             cameras: std::sync::Mutex::new(cfg.cameras.clone()),
@@ -251,7 +363,7 @@ impl Server {
             embedder,
             switcher: switcher.clone(),
             track_q: track_rx_depth,
-            reid_q: reid_rx_depth,
+            reid_q,
         })
     }
 
@@ -358,7 +470,7 @@ impl Server {
         StageMetrics {
             analysis: self.analysis.metrics.clone(),
             reid: self.reid.metrics.clone(),
-            link: self.link.metrics.clone(),
+            link: self.link_metrics.clone(),
         }
     }
 
@@ -374,7 +486,7 @@ impl Server {
                 .map(|(c, d)| (c.to_string(), d))
                 .collect(),
             tracker_events: self.track_q.len(),
-            observations: self.reid_q.len(),
+            observations: (self.reid_q)(),
         }
     }
 
@@ -383,7 +495,34 @@ impl Server {
             cameras: self.ingest.status(),
             analysis: self.analysis.metrics.snapshot(),
             reid: self.reid.metrics.snapshot(),
-            link: self.link.metrics.snapshot(),
+            link: self.link_metrics.snapshot(),
+            cluster: self.cluster(),
+        }
+    }
+
+    /// The role this process serves in.
+    pub fn role(&self) -> Role {
+        match &self.boundary {
+            Boundary::InProcess => Role::Single,
+            Boundary::Edge { .. } => Role::Edge,
+            Boundary::Core { .. } => Role::Core,
+        }
+    }
+
+    /// The broker boundary's counters (edge and core roles only).
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterSnapshot> {
+        match &self.boundary {
+            Boundary::InProcess => None,
+            Boundary::Edge { link, settings } => Some(link.metrics.snapshot(
+                Role::Edge,
+                &settings.site,
+                &link.name,
+            )),
+            Boundary::Core { link, settings } => Some(link.metrics.snapshot(
+                Role::Core,
+                &settings.site,
+                &link.name,
+            )),
         }
     }
 
@@ -394,7 +533,17 @@ impl Server {
         self.ingest.shutdown();
         self.analysis.stop();
         self.reid.finish();
-        self.link.finish();
+        match &mut self.boundary {
+            // delivers what the edge holds to the broker (for a while, if it is unreachable)
+            Boundary::Edge { link, .. } => link.finish(),
+            // stops taking from the broker: the link stage's input closes once the re-id stage
+            // of local cameras has finished too
+            Boundary::Core { link, .. } => link.stop(),
+            Boundary::InProcess => {}
+        }
+        if let Some(l) = &mut self.link {
+            l.finish();
+        }
         let pid_file = self.data_dir.join(PID_FILE);
         if std::fs::read_to_string(&pid_file)
             .is_ok_and(|p| p.trim() == std::process::id().to_string())

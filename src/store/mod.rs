@@ -6,6 +6,7 @@
 //! temporary name and renamed. A process killed at any point (SIGKILL) leaves a database that opens
 //! with everything committed before the kill, and a gallery that rebuilds from it.
 
+mod cluster;
 pub mod credentials;
 mod crops;
 pub mod labels;

@@ -55,6 +55,14 @@ const MIGRATIONS: &[&str] = &[
         side INTEGER NOT NULL, tracklet INTEGER NOT NULL,
         PRIMARY KEY (label, side, tracklet));
      CREATE INDEX label_tracklets_tracklet ON label_tracklets (tracklet);",
+    // 4: edges' runs as the core's runs (src/cluster), and the last message of every remote
+    //    tracklet stored, so that a copy or an older snapshot that arrives again is dropped
+    "CREATE TABLE edge_runs (
+        token TEXT PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), edge TEXT NOT NULL,
+        created_ms INTEGER NOT NULL);
+     CREATE TABLE edge_tracklets (
+        run INTEGER NOT NULL, camera TEXT NOT NULL, track_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL, PRIMARY KEY (run, camera, track_id));",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,291 @@
+//! The core's side of the boundary: a durable JetStream pull consumer on the site's stream (made
+//! when missing) feeds the link stage. An observation is acknowledged only once the link stage
+//! has stored it (or found it stored already); one the store failed on is delivered again later.
+//! A message that cannot be read is logged, counted and terminated (never retried), never a
+//! reason to stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+use prost::Message as _;
+use tracing::{info, info_span, warn};
+
+use super::wire;
+use super::{ClusterMetrics, ClusterSettings};
+use crate::config::secrets::clip;
+use crate::server::{Control, Inbound, Outcome};
+
+/// Messages fetched per pull request.
+const FETCH: usize = 128;
+/// Unacknowledged messages the stream lets this consumer hold.
+const MAX_ACK_PENDING: i64 = 2048;
+/// How long the stream waits for an acknowledgement before delivering again.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Deliveries of one message at most (a store that keeps failing on it).
+const MAX_DELIVER: i64 = 20;
+
+/// The consuming thread of a core.
+pub struct CoreLink {
+    pub metrics: Arc<ClusterMetrics>,
+    pub name: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CoreLink {
+    /// Starts consuming the site's stream into `link` (the link stage's input) and `control`
+    /// (camera states).
+    pub fn start(
+        settings: &ClusterSettings,
+        link: crossbeam_channel::Sender<Inbound>,
+        control: crossbeam_channel::Sender<Control>,
+    ) -> anyhow::Result<CoreLink> {
+        let metrics = Arc::new(ClusterMetrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = super::runtime()?;
+        let name = settings.consumer.clone();
+        let client = rt.block_on(settings.connect(&name))?;
+        let c = Consumer {
+            settings: settings.clone(),
+            client,
+            link,
+            control,
+            m: metrics.clone(),
+            stop: stop.clone(),
+        };
+        info!(site = %settings.site, stream = %settings.stream(), consumer = %name, broker = %settings.nats, "core: consuming observations from the broker");
+        let thread = std::thread::Builder::new()
+            .name("core-consume".into())
+            .spawn(move || {
+                rt.block_on(c.run());
+                rt.shutdown_timeout(Duration::from_secs(2));
+            })?;
+        Ok(CoreLink {
+            metrics,
+            name,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops consuming. What was taken but not yet acknowledged is delivered again to the next
+    /// core (and dropped there if it was stored after all).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CoreLink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Consumer {
+    settings: ClusterSettings,
+    client: async_nats::Client,
+    link: crossbeam_channel::Sender<Inbound>,
+    control: crossbeam_channel::Sender<Control>,
+    m: Arc<ClusterMetrics>,
+    stop: Arc<AtomicBool>,
+}
+
+type Acks = tokio::sync::mpsc::UnboundedSender<(jetstream::Message, Outcome)>;
+
+impl Consumer {
+    async fn run(self) {
+        let js = jetstream::new(self.client.clone());
+        let consumer = loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.setup(&js).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    warn!(error = %e, "core: cannot open the site's stream yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut failures = 0u32;
+        while !self.stop.load(Ordering::SeqCst) {
+            self.m.connected.store(
+                u64::from(
+                    self.client.connection_state() == async_nats::connection::State::Connected,
+                ),
+                Ordering::Relaxed,
+            );
+            while let Ok((msg, outcome)) = ack_rx.try_recv() {
+                self.ack(msg, outcome).await;
+            }
+            let batch = consumer
+                .fetch()
+                .max_messages(FETCH)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        warn!(error = %e, "core: cannot fetch from the stream; trying again");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(msg) => self.message(msg, &ack_tx).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "core: fetch ended");
+                        break;
+                    }
+                }
+            }
+        }
+        // acknowledge what the link stage finished before the stop
+        while let Ok((msg, outcome)) = ack_rx.try_recv() {
+            self.ack(msg, outcome).await;
+        }
+    }
+
+    /// Makes the stream and the durable consumer when missing.
+    async fn setup(
+        &self,
+        js: &jetstream::Context,
+    ) -> anyhow::Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>> {
+        let s = &self.settings;
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: s.stream(),
+                subjects: vec![s.subjects()],
+                duplicate_window: Duration::from_secs(s.duplicate_window_s),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &s.consumer,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(s.consumer.clone()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_deliver: MAX_DELIVER,
+                    max_ack_pending: MAX_ACK_PENDING,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        info!(stream = %s.stream(), consumer = %s.consumer, "core: stream and consumer ready");
+        Ok(consumer)
+    }
+
+    async fn ack(&self, msg: jetstream::Message, outcome: Outcome) {
+        let r = match outcome {
+            Outcome::Stored => msg.ack().await,
+            Outcome::Duplicate => {
+                self.m.duplicates.fetch_add(1, Ordering::Relaxed);
+                msg.ack().await
+            }
+            Outcome::Failed => {
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await
+            }
+        };
+        match r {
+            Ok(()) if outcome != Outcome::Failed => {
+                self.m.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(()) => {}
+            // the stream delivers it again after its ack wait; the link stage drops the copy
+            Err(e) => tracing::debug!(error = %e, "core: cannot acknowledge"),
+        }
+    }
+
+    async fn malformed(&self, msg: &jetstream::Message, why: &str) {
+        let n = self.m.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(
+            subject = %clip(msg.subject.as_str(), 120),
+            error = %why,
+            malformed = n,
+            "core: dropping a message that cannot be read"
+        );
+        let _ = msg.ack_with(AckKind::Term).await;
+    }
+
+    async fn message(&self, msg: jetstream::Message, acks: &Acks) {
+        self.m.consumed.fetch_add(1, Ordering::Relaxed);
+        if msg.info().is_ok_and(|i| i.delivered > 1) {
+            self.m.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let prefix = format!("crosscam.{}.", self.settings.site);
+        let rest = msg
+            .subject
+            .as_str()
+            .strip_prefix(&prefix)
+            .unwrap_or("")
+            .to_string();
+        if let Some(camera) = rest.strip_prefix("obs.") {
+            let decoded = wire::Observation::decode(msg.payload.as_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|o| o.into_output(camera));
+            match decoded {
+                Ok((output, origin)) => {
+                    let acks = acks.clone();
+                    let span = info_span!("camera", id = %camera);
+                    let inb = Inbound {
+                        output,
+                        origin: Some(origin),
+                        done: Some(Box::new(move |outcome| {
+                            let _ = acks.send((msg, outcome));
+                        })),
+                    };
+                    // the link stage's queue is bounded: waiting here is the backpressure
+                    if self.link.send(inb).is_err() {
+                        span.in_scope(|| warn!("core: the link stage has stopped"));
+                    }
+                }
+                Err(e) => self.malformed(&msg, &e).await,
+            }
+        } else if rest == "event.camera" {
+            let ev = wire::CameraEvent::decode(msg.payload.as_ref()).map_err(|e| e.to_string());
+            match ev.and_then(|e| e.check().map(|s| (e, s))) {
+                Ok((e, state)) => {
+                    if !e.name.is_empty() || !e.url.is_empty() {
+                        let _ = self.control.send(Control::CameraConfigured {
+                            camera: e.camera.clone(),
+                            name: if e.name.is_empty() {
+                                e.camera.clone()
+                            } else {
+                                e.name.clone()
+                            },
+                            url: e.url.clone(),
+                        });
+                    }
+                    let _ = self.control.send(Control::CameraState {
+                        camera: e.camera,
+                        state,
+                        detail: e.detail,
+                    });
+                    if msg.ack().await.is_ok() {
+                        self.m.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => self.malformed(&msg, &e).await,
+            }
+        } else {
+            self.malformed(&msg, "not a crosscam subject").await;
+        }
+    }
+}

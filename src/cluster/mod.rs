@@ -1,0 +1,368 @@
+//! Beyond one machine: edge and core roles over NATS JetStream (docs/scaling.md).
+//!
+//! ```text
+//!  edge: cameras → analysis → reid ─┐                        ┌─ core: link (gallery + store), API, UI
+//!                                   └→ JetStream (broker) ──→┘
+//!        crosscam.<site>.obs.<camera>, crosscam.<site>.event.camera
+//! ```
+//! The stages are the same in every role; only the boundary between the re-id stage and the link
+//! stage changes ([`crate::server::Boundary`]): a channel in one process, a JetStream stream
+//! between an edge and a core.
+
+pub mod core_link;
+pub mod edge;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[cluster]`: where the broker is and which site this process belongs to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The broker: `nats://host:port` (or `tls://host:port`); several, comma-separated, for a
+    /// NATS cluster.
+    pub nats: String,
+    /// The site: a subject token (`crosscam.<site>.…`) and the stream's name (`CROSSCAM_<SITE>`).
+    pub site: String,
+    /// This process's name in messages and logs (edges); default: the host name.
+    #[serde(default)]
+    pub edge: Option<String>,
+    /// Most observations an edge keeps while the broker is unreachable; over it the oldest are
+    /// dropped (and counted).
+    #[serde(default = "default_buffer_max")]
+    pub buffer_max: usize,
+    /// How long the stream remembers message ids to drop re-published copies, seconds. An
+    /// outage longer than this may let an edge re-publish an observation the stream already
+    /// holds; the core still drops it.
+    #[serde(default = "default_duplicate_window_s")]
+    pub duplicate_window_s: u64,
+    /// The core's durable consumer name (cores sharing one name share the work).
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// PEM file of the certificate authority that signed the broker's certificate (TLS).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+fn default_buffer_max() -> usize {
+    20_000
+}
+
+fn default_duplicate_window_s() -> u64 {
+    600
+}
+
+fn default_consumer() -> String {
+    "core".into()
+}
+
+/// The environment variables the broker credentials come from (never the config file).
+pub const ENV_USER: &str = "CROSSCAM_NATS_USER";
+pub const ENV_PASSWORD: &str = "CROSSCAM_NATS_PASSWORD";
+pub const ENV_TOKEN: &str = "CROSSCAM_NATS_TOKEN";
+
+impl ClusterSettings {
+    /// Checks the section: `Err((key, message))` names the key at fault.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        crate::config::secrets::check_id(&self.site).map_err(|m| {
+            (
+                "site",
+                format!("{m} (the site is a NATS subject token and part of the stream's name)"),
+            )
+        })?;
+        if let Some(e) = &self.edge {
+            crate::config::secrets::check_id(e).map_err(|m| ("edge", m))?;
+        }
+        crate::config::secrets::check_id(&self.consumer).map_err(|m| ("consumer", m))?;
+        for url in self.nats.split(',') {
+            let url = url.trim();
+            let rest = ["nats://", "tls://"]
+                .iter()
+                .find_map(|p| url.strip_prefix(p))
+                .ok_or_else(|| {
+                    (
+                        "nats",
+                        format!(
+                            "expected nats://host:port or tls://host:port, found {}",
+                            crate::config::secrets::clip(url, 80)
+                        ),
+                    )
+                })?;
+            if rest.is_empty() || rest.contains('@') || rest.contains('/') {
+                return Err((
+                    "nats",
+                    format!(
+                        "expected nats://host:port (credentials come from {ENV_USER} / {ENV_PASSWORD} or {ENV_TOKEN}, not the URL), found {}",
+                        crate::config::secrets::clip(url, 80)
+                    ),
+                ));
+            }
+        }
+        if self.buffer_max == 0 {
+            return Err((
+                "buffer_max",
+                "expected at least 1 observation kept during a broker outage".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.duplicate_window_s) {
+            return Err((
+                "duplicate_window_s",
+                format!(
+                    "expected 1 to 86400 seconds, found {}",
+                    self.duplicate_window_s
+                ),
+            ));
+        }
+        if let Some(p) = &self.tls_ca
+            && !p.is_file()
+        {
+            return Err((
+                "tls_ca",
+                format!("expected a PEM file, but {} does not exist", p.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stream of the site: `CROSSCAM_<SITE>` (upper case, `-` as `_`).
+    pub fn stream(&self) -> String {
+        format!("CROSSCAM_{}", self.site.to_uppercase().replace('-', "_"))
+    }
+
+    /// Every subject of the site.
+    pub fn subjects(&self) -> String {
+        format!("crosscam.{}.>", self.site)
+    }
+
+    pub fn obs_subject(&self, camera: &str) -> String {
+        format!("crosscam.{}.obs.{camera}", self.site)
+    }
+
+    pub fn camera_event_subject(&self) -> String {
+        format!("crosscam.{}.event.camera", self.site)
+    }
+
+    /// This process's name: `edge`, else the host name, else `edge`.
+    pub fn edge_name(&self) -> String {
+        self.edge.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| {
+                    h.trim()
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .take(64)
+                        .collect::<String>()
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "edge".into())
+        })
+    }
+
+    /// Connects to the broker (retrying in the background until it answers; reconnecting for
+    /// ever after), with the credentials of the environment.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(format!("crosscam-{name}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((250 * attempts as u64).min(2_000))
+            })
+            .event_callback(|ev| async move {
+                match ev {
+                    async_nats::Event::Connected => tracing::info!("broker connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("broker disconnected"),
+                    other => tracing::debug!(event = %other, "broker"),
+                }
+            });
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (env(ENV_USER), env(ENV_PASSWORD), env(ENV_TOKEN)) {
+            (Some(u), Some(p), _) => opts = opts.user_and_password(u, p),
+            (None, None, Some(t)) => opts = opts.token(t),
+            (None, None, None) => {}
+            _ => anyhow::bail!(
+                "broker credentials: set both {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN} alone"
+            ),
+        }
+        if let Some(ca) = &self.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if self.nats.split(',').any(|u| u.trim().starts_with("tls://")) {
+            opts = opts.require_tls(true);
+        }
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .nats
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("cluster.nats: {e}"))?;
+        Ok(opts.connect(addrs).await?)
+    }
+}
+
+/// Which part of the pipeline this process runs (`crosscam serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process, no broker (the default; `[cluster]` is not used).
+    #[default]
+    Single,
+    /// Cameras, detection, tracking and embedding; observations go to the broker.
+    Edge,
+    /// Linking, gallery, store, API and UI, fed from the broker (and its own cameras, if any).
+    Core,
+}
+
+/// Counters of the broker boundary, for status and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// Edge: messages the broker acknowledged (stored, or recognised as a duplicate).
+    pub published: AtomicU64,
+    /// Edge: acknowledged as duplicates by the broker (a re-publish after a lost ack).
+    pub publish_duplicates: AtomicU64,
+    /// Edge: failed publish attempts (broker down, timeouts); the message stays buffered.
+    pub publish_errors: AtomicU64,
+    /// Edge: messages waiting for the broker now.
+    pub buffered: AtomicU64,
+    /// Edge: the most messages ever waiting at once.
+    pub buffered_peak: AtomicU64,
+    /// Edge: messages dropped, oldest first, because the buffer was full.
+    pub dropped: AtomicU64,
+    /// Edge: ended tracklets acknowledged by the broker, and those with a descriptor.
+    pub ended_tracklets: AtomicU64,
+    pub described_tracklets: AtomicU64,
+    /// Whether the client is connected to the broker (1) or not (0).
+    pub connected: AtomicU64,
+    /// Core: messages taken from the stream.
+    pub consumed: AtomicU64,
+    /// Core: messages delivered more than once by the stream.
+    pub redelivered: AtomicU64,
+    /// Core: observations dropped because this one or a newer one of the tracklet was already
+    /// stored.
+    pub duplicates: AtomicU64,
+    /// Core: messages that could not be read (acknowledged as terminated, never retried).
+    pub malformed: AtomicU64,
+    /// Core: messages acknowledged after they were stored.
+    pub acked: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSnapshot {
+    pub role: Role,
+    pub site: String,
+    pub name: String,
+    pub connected: bool,
+    pub published: u64,
+    pub publish_duplicates: u64,
+    pub publish_errors: u64,
+    pub buffered: u64,
+    pub buffered_peak: u64,
+    pub dropped: u64,
+    pub ended_tracklets: u64,
+    pub described_tracklets: u64,
+    pub consumed: u64,
+    pub redelivered: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+    pub acked: u64,
+}
+
+impl ClusterMetrics {
+    pub fn snapshot(&self, role: Role, site: &str, name: &str) -> ClusterSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterSnapshot {
+            role,
+            site: site.to_string(),
+            name: name.to_string(),
+            connected: l(&self.connected) == 1,
+            published: l(&self.published),
+            publish_duplicates: l(&self.publish_duplicates),
+            publish_errors: l(&self.publish_errors),
+            buffered: l(&self.buffered),
+            buffered_peak: l(&self.buffered_peak),
+            dropped: l(&self.dropped),
+            ended_tracklets: l(&self.ended_tracklets),
+            described_tracklets: l(&self.described_tracklets),
+            consumed: l(&self.consumed),
+            redelivered: l(&self.redelivered),
+            duplicates: l(&self.duplicates),
+            malformed: l(&self.malformed),
+            acked: l(&self.acked),
+        }
+    }
+}
+
+/// A tokio runtime for one broker thread (the stages are plain threads): one worker keeps the
+/// client's connection (pings, reconnects) going while the thread waits on its channels.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("nats-client")
+        .enable_all()
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(site: &str, nats: &str) -> ClusterSettings {
+        ClusterSettings {
+            nats: nats.into(),
+            site: site.into(),
+            edge: None,
+            buffer_max: 10,
+            duplicate_window_s: 60,
+            consumer: "core".into(),
+            tls_ca: None,
+        }
+    }
+
+    #[test]
+    fn site_names_are_subject_tokens() {
+        assert!(
+            settings("site-1_a", "nats://127.0.0.1:4222")
+                .check()
+                .is_ok()
+        );
+        for bad in ["a.b", "a*", "a>", "a b", "", "été"] {
+            let (k, m) = settings(bad, "nats://127.0.0.1:4222").check().unwrap_err();
+            assert_eq!(k, "site", "{bad:?}: {m}");
+        }
+        let (k, _) = settings("s", "http://x:1").check().unwrap_err();
+        assert_eq!(k, "nats");
+        let (k, m) = settings("s", "nats://u:p@x:1").check().unwrap_err();
+        assert_eq!(k, "nats");
+        assert!(m.contains(ENV_PASSWORD), "{m}");
+        let s = settings("lab-2", "nats://a:1, nats://b:2");
+        assert!(s.check().is_ok());
+        assert_eq!(s.stream(), "CROSSCAM_LAB_2");
+        assert_eq!(s.obs_subject("cam1"), "crosscam.lab-2.obs.cam1");
+        assert_eq!(s.subjects(), "crosscam.lab-2.>");
+    }
+
+    #[test]
+    fn config_mistakes_in_cluster_name_the_key() {
+        let parse = |t: &str| {
+            crate::config::Config::parse(t, &crate::paths::project_root().join("site.toml"))
+        };
+        let e = parse("[cluster]\nnats = \"nats://127.0.0.1:4222\"\nsite = \"a.b\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("cluster.site", Some(3)), "{e}");
+        assert!(e.message.contains("subject token"), "{e}");
+        let e = parse("[cluster]\nsite = \"a\"\n").unwrap_err();
+        assert!(e.to_string().contains("nats"), "{e}");
+        let e =
+            parse("[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\nbuffer_max = 0\n").unwrap_err();
+        assert_eq!(e.key, "cluster.buffer_max", "{e}");
+        let cfg = parse("[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\n").unwrap();
+        let c = cfg.cluster.unwrap();
+        assert_eq!((c.buffer_max, c.consumer.as_str()), (20_000, "core"));
+        assert!(parse("").unwrap().cluster.is_none());
+    }
+}

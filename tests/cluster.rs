@@ -1,0 +1,429 @@
+//! Edge and core roles over a real NATS JetStream broker (docs/scaling.md): one core and two
+//! edges, each a `crosscam serve` process, with two file cameras per edge, and a `nats-server
+//! -js` on 127.0.0.1 (from `make setup`) that is killed and started again (same store
+//! directory) while the edges are publishing. Every tracklet the edges had acknowledged by the
+//! broker must be in the core's store exactly once, and every described one a sighting.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, add_user, clip_camera, config_text};
+
+const SITE: &str = "lab-1";
+
+fn nats_server() -> PathBuf {
+    let p = crosscam::paths::deps_dir().join("nats/nats-server");
+    assert!(p.is_file(), "{} missing: run make setup", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nats-server -js` on 127.0.0.1:`port` keeping its streams in `store`.
+struct Broker {
+    child: common::KillOnDrop,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    fn start(port: u16, store: &Path) -> Broker {
+        let mut child = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let b = Broker {
+            child: common::KillOnDrop(child),
+            log,
+        };
+        let t0 = Instant::now();
+        while !b
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Server is ready"))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nats-server did not start:\n{}",
+                b.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        b
+    }
+
+    /// `kill -9`.
+    fn kill(mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+}
+
+fn cluster_section(port: u16, name: &str) -> String {
+    format!(
+        "\n[cluster]\nnats = \"nats://127.0.0.1:{port}\"\nsite = \"{SITE}\"\nedge = \"{name}\"\nbuffer_max = 100000\n"
+    )
+}
+
+/// A file camera playing the bundled clip from `start_s` to its end, once.
+fn once_camera(id: &str, start_s: f64) -> String {
+    clip_camera(id, start_s).replace("loop_file = true", "loop_file = false")
+}
+
+fn spawn(role: &str, cameras: &str, port: u16, name: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let text = config_text(dir.path(), cameras, "") + &cluster_section(port, name);
+    std::fs::write(&config, text).unwrap();
+    add_user(&config, "admin", "admin");
+    Daemon::spawn_with(dir, config, &["--role", role])
+}
+
+fn status(d: &Daemon, token: &str) -> serde_json::Value {
+    let (st, v) = d.get("/api/v1/status", Some(token));
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// `key=value` of the last log line containing `what`.
+fn logged(d: &Daemon, what: &str, key: &str) -> u64 {
+    let log = d.log.lock().unwrap();
+    let line = log
+        .iter()
+        .rev()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no log line {what:?}:\n{}", log.join("\n")));
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    v.parse().unwrap_or_else(|_| panic!("{key}={v} in {line}"))
+}
+
+fn count(db: &rusqlite::Connection, sql: &str) -> u64 {
+    db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+/// Publishes every observation of the site's stream again, without its message id (the stream
+/// stores them as new messages), then `hostile` messages the core cannot read: not protobuf, a
+/// camera that does not match its subject, a camera id that is not a subject token. Returns
+/// (copies, hostile).
+fn republish(port: u16) -> (u64, u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("CROSSCAM_LAB_1").await.unwrap();
+        let last = stream.get_info().await.unwrap().state.last_sequence;
+        let obs = format!("crosscam.{SITE}.obs.");
+        let mut copies = 0;
+        let mut sample = None;
+        for seq in 1..=last {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            if m.subject.as_str().starts_with(&obs) {
+                js.publish(m.subject.clone(), m.payload.clone())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                copies += 1;
+                sample.get_or_insert((m.subject, m.payload));
+            }
+        }
+        let (subject, payload) = sample.expect("observations in the stream");
+        let other = if subject.as_str().ends_with(".a1") {
+            "b1"
+        } else {
+            "a1"
+        };
+        let mut bad_id =
+            <crosscam::cluster::wire::Observation as prost::Message>::decode(payload.clone())
+                .unwrap();
+        bad_id.camera = "a1.x".into();
+        for (subject, payload) in [
+            (
+                subject.to_string(),
+                bytes::Bytes::from_static(b"\xff\x00 not protobuf"),
+            ),
+            (format!("{obs}{other}"), payload),
+            (
+                format!("{obs}a1"),
+                prost::Message::encode_to_vec(&bad_id).into(),
+            ),
+        ] {
+            js.publish(subject, payload).await.unwrap().await.unwrap();
+        }
+        (copies, 3)
+    })
+}
+
+#[test]
+fn edges_feed_one_core_through_jetstream_and_a_broker_restart_loses_and_duplicates_nothing() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, store.path());
+
+    let mut core = spawn("core", "", port, "core");
+    core.wait_for(60, "the core's stream and consumer", || {
+        core.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("stream and consumer ready"))
+            .then_some(())
+    });
+    // about 20 s of the clip per camera, in real time; different parts of it per camera
+    let mut edges = [
+        spawn(
+            "edge",
+            &(once_camera("a1", 58.0) + &once_camera("a2", 62.0)),
+            port,
+            "edge-a",
+        ),
+        spawn(
+            "edge",
+            &(once_camera("b1", 60.0) + &once_camera("b2", 64.0)),
+            port,
+            "edge-b",
+        ),
+    ];
+    let tokens: Vec<String> = edges.iter().map(|e| e.login("admin")).collect();
+
+    // the broker goes down once both edges have published something
+    for (e, t) in edges.iter().zip(&tokens) {
+        e.wait_for(
+            120,
+            "a first observation acknowledged by the broker",
+            || (status(e, t)["pipeline"]["cluster"]["published"].as_u64() > Some(2)).then_some(()),
+        );
+    }
+    broker.kill();
+    // while it is down the edges keep tracking and buffer what they would publish
+    for (e, t) in edges.iter().zip(&tokens) {
+        e.wait_for(60, "observations buffered during the outage", || {
+            let c = &status(e, t)["pipeline"]["cluster"];
+            (c["buffered"].as_u64() > Some(0) && c["connected"] == false).then_some(())
+        });
+    }
+    let _broker = Broker::start(port, store.path());
+
+    // the clips end: the cameras stop, their last tracklets end
+    for (e, t) in edges.iter().zip(&tokens) {
+        e.wait_for(240, "every camera to finish its clip", || {
+            let v = status(e, t);
+            let cams = v["pipeline"]["cameras"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (cams.len() == 2 && cams.iter().all(|c| c["state"] == "stopped")).then_some(())
+        });
+    }
+    let mut ended = 0;
+    let mut described = 0;
+    for e in &mut edges {
+        assert!(
+            e.stop(),
+            "the edge did not stop cleanly:\n{}",
+            e.log_tail(40)
+        );
+        let stopped = "edge: stopped";
+        // its last line may still be on the way from the pipe
+        e.wait_for(10, "the edge's last log line", || {
+            e.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(stopped))
+                .then_some(())
+        });
+        assert_eq!(logged(e, stopped, "dropped"), 0, "{}", e.log_tail(20));
+        assert_eq!(logged(e, stopped, "unpublished"), 0, "{}", e.log_tail(20));
+        assert!(
+            logged(e, stopped, "buffered_peak") > 0,
+            "nothing was buffered during the outage"
+        );
+        ended += logged(e, stopped, "ended_tracklets");
+        described += logged(e, stopped, "described_tracklets");
+    }
+    assert!(
+        described >= 4,
+        "too few described tracklets to say anything ({described})"
+    );
+
+    // the core takes everything from the stream
+    let db_path = core.dir.path().join("data/crosscam.db");
+    let open = || {
+        rusqlite::Connection::open_with_flags(&db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+    };
+    core.wait_for(180, "every ended tracklet in the core's store", || {
+        (count(&open(), "SELECT COUNT(*) FROM tracklets WHERE ended = 1") >= ended).then_some(())
+    });
+    let token = core.login("admin");
+    let before = status(&core, &token)["pipeline"]["cluster"].clone();
+    assert_eq!(before["malformed"], 0, "{before}");
+
+    // copies that get past the broker's de-duplication (published again without their message
+    // id, as after the duplicate window) and hostile messages: the core drops them all
+    let (copies, hostile) = republish(port);
+    core.wait_for(
+        120,
+        "the copies and the hostile messages dealt with",
+        || {
+            let c = status(&core, &token)["pipeline"]["cluster"].clone();
+            let dup = c["duplicates"].as_u64().unwrap() - before["duplicates"].as_u64().unwrap();
+            (dup == copies && c["malformed"].as_u64() == Some(hostile)).then_some(())
+        },
+    );
+    let after = status(&core, &token)["pipeline"]["cluster"].clone();
+    eprintln!(
+        "edges: {ended} ended tracklets, {described} described; core before the copies: {before}; after: {after}; {copies} copies, {hostile} hostile messages"
+    );
+    assert!(
+        core.stop(),
+        "the core did not stop cleanly:\n{}",
+        core.log_tail(40)
+    );
+
+    let db = open();
+    let rows = count(&db, "SELECT COUNT(*) FROM tracklets");
+    let ended_rows = count(&db, "SELECT COUNT(*) FROM tracklets WHERE ended = 1");
+    let sightings = count(
+        &db,
+        "SELECT COUNT(*) FROM sightings s JOIN tracklets t ON t.id = s.tracklet WHERE t.ended = 1",
+    );
+    assert_eq!(
+        (rows, ended_rows, sightings),
+        (ended, ended, described),
+        "core store (tracklets, ended tracklets, sightings) vs what the edges published (ended, ended, described)"
+    );
+    // one store run per edge run: a copy delivered again never became a second tracklet
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM edge_runs"), 2);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT camera, run, track_id FROM tracklets GROUP BY camera, run, track_id HAVING COUNT(*) > 1)"
+        ),
+        0
+    );
+    // the edges' camera states reached the core
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM cameras WHERE id IN ('a1', 'a2', 'b1', 'b2') AND state = 'stopped'"
+        ),
+        4
+    );
+}
+
+#[test]
+fn an_edge_without_its_broker_keeps_the_newest_observations_up_to_its_bound_and_delivers_them_later()
+ {
+    // no broker yet: the edge starts anyway and buffers at most 5 messages
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let text = config_text(dir.path(), &once_camera("solo", 66.0), "")
+        + &cluster_section(port, "edge-solo").replace("buffer_max = 100000", "buffer_max = 5");
+    std::fs::write(&config, text).unwrap();
+    add_user(&config, "admin", "admin");
+    let mut edge = Daemon::spawn_with(dir, config, &["--role", "edge"]);
+    let token = edge.login("admin");
+    edge.wait_for(120, "observations dropped over the bound", || {
+        let c = status(&edge, &token)["pipeline"]["cluster"].clone();
+        (c["dropped"].as_u64() > Some(0) && c["buffered"] == 5 && c["connected"] == false)
+            .then_some(())
+    });
+    let (st, _, metrics) = edge.get_bytes("/metrics", Some(&token));
+    assert_eq!(st, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("crosscam_cluster_dropped_total{site=\"lab-1\"}")
+            && metrics.contains("crosscam_cluster_buffered{site=\"lab-1\"} 5"),
+        "{metrics}"
+    );
+
+    // the broker and the site's stream come: what is buffered goes out
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let js = async_nats::jetstream::new(
+            async_nats::connect(format!("127.0.0.1:{port}"))
+                .await
+                .unwrap(),
+        );
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "CROSSCAM_LAB_1".into(),
+            subjects: vec![format!("crosscam.{SITE}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js
+    });
+    edge.wait_for(120, "the buffer delivered", || {
+        let c = status(&edge, &token)["pipeline"]["cluster"].clone();
+        (c["buffered"] == 0 && c["published"].as_u64() >= Some(5)).then_some(())
+    });
+    assert!(edge.stop(), "{}", edge.log_tail(40));
+    let stopped = "edge: stopped";
+    edge.wait_for(10, "the edge's last log line", || {
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(stopped))
+            .then_some(())
+    });
+    assert!(logged(&edge, stopped, "dropped") > 0);
+    assert_eq!(logged(&edge, stopped, "unpublished"), 0);
+    // everything the edge says it published is in the stream, once
+    let stored = rt.block_on(async {
+        js.get_stream("CROSSCAM_LAB_1")
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    });
+    assert_eq!(
+        stored,
+        logged(&edge, stopped, "published") - logged(&edge, stopped, "publish_duplicates")
+    );
+}
