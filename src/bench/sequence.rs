@@ -368,13 +368,11 @@ pub fn from_ground_truth(rows: &[crate::track::mot::MotRow], o: &SequenceOptions
 pub fn write(seq: &Sequence, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let open = |name: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
-        let p = dir.join(name);
-        Ok(std::io::BufWriter::new(std::fs::File::create(&p).map_err(
-            |e| anyhow::anyhow!("cannot create {}: {e}", p.display()),
-        )?))
-    };
-    let mut gt = open("gt.txt")?;
+    let p = dir.join("gt.txt");
+    let mut gt = std::io::BufWriter::new(
+        std::fs::File::create(&p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+    );
     for t in &seq.truth {
         writeln!(
             gt,
@@ -389,21 +387,18 @@ pub fn write(seq: &Sequence, dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     gt.flush()?;
-    let mut det = open("det.txt")?;
-    for d in &seq.detections {
-        writeln!(
-            det,
-            "{},-1,{:.2},{:.2},{:.2},{:.2},{:.4},-1,-1,-1",
-            d.frame,
-            d.bbox.x1,
-            d.bbox.y1,
-            d.bbox.width(),
-            d.bbox.height(),
-            d.score
-        )?;
-    }
-    det.flush()?;
-    Ok(())
+    // detections in the MOTChallenge detection format crosscam reads and writes everywhere
+    let rows: Vec<crate::track::mot::MotRow> = seq
+        .detections
+        .iter()
+        .map(|d| crate::track::mot::MotRow {
+            frame: d.frame as u64,
+            id: -1,
+            bbox: d.bbox,
+            score: d.score,
+        })
+        .collect();
+    crate::track::mot::write(&dir.join("det.txt"), &rows)
 }
 
 #[cfg(test)]
