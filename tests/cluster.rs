@@ -291,6 +291,40 @@ fn edges_feed_one_core_through_jetstream_and_a_broker_restart_loses_and_duplicat
     let token = core.login("admin");
     let before = status(&core, &token)["pipeline"]["cluster"].clone();
     assert_eq!(before["malformed"], 0, "{before}");
+    // the core's status names the edges, the cameras each sent, and the lag; nothing is waiting
+    let edges: Vec<(String, Vec<String>)> = before["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no edges in the core's status: {before}"))
+        .iter()
+        .map(|e| {
+            assert!(e["messages"].as_u64() > Some(0), "{e}");
+            assert!(e["lag_ms"].as_i64().is_some_and(|l| l >= 0), "{e}");
+            (
+                e["edge"].as_str().unwrap().to_string(),
+                e["cameras"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            (
+                "edge-a".to_string(),
+                vec!["a1".to_string(), "a2".to_string()]
+            ),
+            (
+                "edge-b".to_string(),
+                vec!["b1".to_string(), "b2".to_string()]
+            ),
+        ],
+        "{before}"
+    );
+    assert_eq!(before["backlog"], 0, "{before}");
 
     // copies that get past the broker's de-duplication (published again without their message
     // id, as after the duplicate window) and hostile messages: the core drops them all

@@ -226,8 +226,13 @@ impl Consumer {
 
     async fn message(&self, msg: jetstream::Message, acks: &Acks) {
         self.m.consumed.fetch_add(1, Ordering::Relaxed);
-        if msg.info().is_ok_and(|i| i.delivered > 1) {
-            self.m.redelivered.fetch_add(1, Ordering::Relaxed);
+        let mut published_ms = None;
+        if let Ok(i) = msg.info() {
+            if i.delivered > 1 {
+                self.m.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+            self.m.backlog.store(i.pending, Ordering::Relaxed);
+            published_ms = Some((i.published.unix_timestamp_nanos() / 1_000_000) as i64);
         }
         let prefix = format!("crosscam.{}.", self.settings.site);
         let rest = msg
@@ -242,6 +247,7 @@ impl Consumer {
                 .and_then(|o| o.into_output(camera));
             match decoded {
                 Ok((output, origin)) => {
+                    self.m.edge_seen(&origin.edge, camera, published_ms);
                     let acks = acks.clone();
                     let span = info_span!("camera", id = %camera);
                     let inb = Inbound {
@@ -262,6 +268,7 @@ impl Consumer {
             let ev = wire::CameraEvent::decode(msg.payload.as_ref()).map_err(|e| e.to_string());
             match ev.and_then(|e| e.check().map(|s| (e, s))) {
                 Ok((e, state)) => {
+                    self.m.edge_seen(&e.edge, &e.camera, published_ms);
                     if !e.name.is_empty() || !e.url.is_empty() {
                         let _ = self.control.send(Control::CameraConfigured {
                             camera: e.camera.clone(),

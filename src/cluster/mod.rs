@@ -250,6 +250,43 @@ pub struct ClusterMetrics {
     pub malformed: AtomicU64,
     /// Core: messages acknowledged after they were stored.
     pub acked: AtomicU64,
+    /// Core: messages in the stream not yet delivered to this core (the consumer's backlog, as
+    /// the broker last reported it).
+    pub backlog: AtomicU64,
+    /// Core: what each edge has sent, by edge name.
+    pub edges: std::sync::Mutex<std::collections::BTreeMap<String, EdgeSeen>>,
+}
+
+/// What a core has seen of one edge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EdgeSeen {
+    pub edge: String,
+    /// Cameras the edge has sent observations or camera states of.
+    pub cameras: std::collections::BTreeSet<String>,
+    /// Messages of this edge taken from the stream.
+    pub messages: u64,
+    /// When the last one was taken (ms since the Unix epoch).
+    pub last_ms: i64,
+    /// Time from the broker storing the last message to this core taking it (ms): the lag.
+    pub lag_ms: Option<i64>,
+}
+
+impl ClusterMetrics {
+    /// Notes a message of `edge` about `camera`, stored by the broker at `published_ms`.
+    pub fn edge_seen(&self, edge: &str, camera: &str, published_ms: Option<i64>) {
+        let now = crate::store::now_ms();
+        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        let e = edges.entry(edge.to_string()).or_insert_with(|| EdgeSeen {
+            edge: edge.to_string(),
+            ..EdgeSeen::default()
+        });
+        if !camera.is_empty() {
+            e.cameras.insert(camera.to_string());
+        }
+        e.messages += 1;
+        e.last_ms = now;
+        e.lag_ms = published_ms.map(|p| (now - p).max(0));
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -271,6 +308,10 @@ pub struct ClusterSnapshot {
     pub duplicates: u64,
     pub malformed: u64,
     pub acked: u64,
+    /// Core: messages in the stream not yet delivered to it.
+    pub backlog: u64,
+    /// Core: the edges it has heard from, by name.
+    pub edges: Vec<EdgeSeen>,
 }
 
 impl ClusterMetrics {
@@ -294,6 +335,14 @@ impl ClusterMetrics {
             duplicates: l(&self.duplicates),
             malformed: l(&self.malformed),
             acked: l(&self.acked),
+            backlog: l(&self.backlog),
+            edges: self
+                .edges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect(),
         }
     }
 }

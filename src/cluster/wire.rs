@@ -352,6 +352,9 @@ impl CameraEvent {
             ));
         }
         crate::config::secrets::check_id(&self.camera).map_err(|m| format!("camera: {m}"))?;
+        if !self.edge.is_empty() {
+            crate::config::secrets::check_id(&self.edge).map_err(|m| format!("edge: {m}"))?;
+        }
         for (k, v) in [
             ("detail", &self.detail),
             ("name", &self.name),
