@@ -75,7 +75,7 @@ fn scene(
 }
 
 fn run(s: &Scene, settings: TrackSettings) -> MotMetrics {
-    run_gated(s, settings, 1).0
+    run_gated(s, settings, 1, 200).0
 }
 
 #[test]
@@ -204,15 +204,22 @@ fn crowd_with_random_misses_and_jitter_stays_mostly_consistent() {
 
 /// Tracks the scene's detections, the detector seeing only every `every`-th frame (`[analysis]
 /// detect_every`; 1 = every frame): on the others the tracker predicts (`skip(true)`), and its
-/// predicted boxes are scored too. Returns the metrics and the frames the tracklets recorded.
-fn run_gated(s: &Scene, settings: TrackSettings, every: u64) -> (MotMetrics, Vec<u64>) {
+/// predicted boxes are scored too; each frame lasts `frame_ms`. Returns the metrics and the
+/// frames the tracklets recorded.
+fn run_gated(
+    s: &Scene,
+    settings: TrackSettings,
+    every: u64,
+    frame_ms: u64,
+) -> (MotMetrics, Vec<u64>) {
     let mut tr = Tracker::new("synthetic", settings);
     let mut hyp = BTreeMap::new();
     let mut predicted = 0;
     let mut tracklet_seqs = Vec::new();
     for (&t, d) in &s.dets {
         if (t - 1) % every == 0 {
-            for ev in tr.update(None, t, Duration::from_millis(t * 200), (1280.0, 720.0), d) {
+            let pts = Duration::from_millis(t * frame_ms);
+            for ev in tr.update(None, t, pts, (1280.0, 720.0), d) {
                 if let crosscam::track::TrackEvent::Ended(tl) = ev {
                     tracklet_seqs.extend(tl.boxes.iter().map(|b| b.seq));
                 }
@@ -290,9 +297,9 @@ fn detecting_every_second_or_third_frame_keeps_identities() {
         dets.insert(t, d);
     }
     let s = Scene { gt, dets };
-    let (every, seqs1) = run_gated(&s, TrackSettings::default(), 1);
-    let (two, seqs2) = run_gated(&s, TrackSettings::default(), 2);
-    let (three, _) = run_gated(&s, TrackSettings::default(), 3);
+    let (every, seqs1) = run_gated(&s, TrackSettings::default(), 1, 200);
+    let (two, seqs2) = run_gated(&s, TrackSettings::default(), 2, 200);
+    let (three, _) = run_gated(&s, TrackSettings::default(), 3, 200);
     assert!(every.idf1 > 0.8, "reference tracking is poor: {every:?}");
     // the goal of [analysis] detect_every = 2: IDF1 within 0.03 of detecting every frame
     assert!(
@@ -367,21 +374,9 @@ fn a_held_frame_keeps_boxes_still_and_a_predicted_one_moves_them_on() {
     assert!(!tr.active()[0].predicted);
 }
 
-/// Distinct track ids over a scene tracked at `frame_ms` per frame.
+/// Distinct track ids over a scene tracked at `frame_ms` per frame, every frame detected.
 fn ids_at_rate(s: &Scene, settings: TrackSettings, frame_ms: u64) -> usize {
-    let mut tr = Tracker::new("rate", settings);
-    let mut ids = std::collections::BTreeSet::new();
-    for (&t, d) in &s.dets {
-        tr.update(
-            None,
-            t,
-            Duration::from_millis(t * frame_ms),
-            (1280.0, 720.0),
-            d,
-        );
-        ids.extend(tr.active().iter().map(|a| a.id));
-    }
-    ids.len()
+    run_gated(s, settings, 1, frame_ms).0.hyp_ids
 }
 
 #[test]

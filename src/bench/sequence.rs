@@ -195,8 +195,7 @@ pub fn make(o: &SequenceOptions) -> Sequence {
     let dt = 1.0 / o.fps;
     let mut truth = Vec::new();
     for f in 1..=o.frames {
-        // move, then collect the visible boxes with their depth (feet height)
-        let mut boxes: Vec<(u32, BBox, f32)> = Vec::new();
+        // move, then keep the people at least half inside the view
         for w in walkers.iter_mut() {
             if f <= w.start {
                 continue;
@@ -224,19 +223,14 @@ pub fn make(o: &SequenceOptions) -> Sequence {
                 w.y += w.vy * dt;
             }
             let b = feet_box(w.x, w.y, w.aspect, fh);
-            let inside =
-                (b.x2.min(fw) - b.x1.max(0.0)).max(0.0) * (b.y2.min(fh) - b.y1.max(0.0)).max(0.0);
-            if inside >= 0.5 * b.area() {
-                boxes.push((w.id, b, w.y));
+            if b.clip(fw, fh).area() >= 0.5 * b.area() {
+                truth.push(TruthBox {
+                    frame: f,
+                    id: w.id,
+                    bbox: b,
+                    visibility: 1.0,
+                });
             }
-        }
-        for &(pid, b, _) in &boxes {
-            truth.push(TruthBox {
-                frame: f,
-                id: pid,
-                bbox: b,
-                visibility: 1.0,
-            });
         }
     }
     with_visibility(&mut truth);

@@ -464,8 +464,7 @@ impl AnalysisArgs {
     /// Applies the flags to `cfg` (validated like the config file) and returns the scene's video.
     fn apply(&self, cfg: &mut crate::config::Config) -> Result<std::path::PathBuf> {
         if let Some(n) = self.detect_every {
-            cfg.analysis.detect_every = crate::config::AnalysisSettings::check_detect_every(n)
-                .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
+            cfg.analysis.detect_every = super::detect_every_flag(n)?;
         }
         cfg.analysis.motion_gate |= self.motion_gate;
         crate::bench::tracking::scene_video(
@@ -744,8 +743,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             );
             let gt = a.gt.clone().expect("clap requires --gt");
             for &n in &a.detect_every {
-                crate::config::AnalysisSettings::check_detect_every(n)
-                    .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
+                super::detect_every_flag(n)?;
             }
             let r = crate::bench::tracking::tracking_detections(
                 &cfg,
@@ -784,9 +782,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             } else {
                 let mut v = Vec::new();
                 for &n in &a.detect_every {
-                    cfg.analysis.detect_every =
-                        crate::config::AnalysisSettings::check_detect_every(n)
-                            .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
+                    cfg.analysis.detect_every = super::detect_every_flag(n)?;
                     cfg.analysis.motion_gate = false;
                     v.push((format!("detect_every={n}"), (&cfg.analysis).into()));
                     cfg.analysis.motion_gate = true;

@@ -173,6 +173,12 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// A `--detect-every N` flag, checked like `[analysis] detect_every` in the config file.
+pub(crate) fn detect_every_flag(n: u32) -> Result<u32> {
+    crate::config::AnalysisSettings::check_detect_every(n)
+        .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))
+}
+
 /// `RUST_LOG` (or `default`) with the noisy libraries kept to warnings: ONNX Runtime logs every
 /// graph transformation at info level, hnsw_rs every graph it builds, dumps or drops. A library
 /// that `RUST_LOG` names itself keeps the level given there (`RUST_LOG=info,ort=debug`).

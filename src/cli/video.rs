@@ -74,8 +74,7 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
 pub fn track(a: TrackArgs) -> Result<ExitCode> {
     let mut cfg = a.config.load()?;
     if let Some(n) = a.detect_every {
-        cfg.analysis.detect_every = crate::config::AnalysisSettings::check_detect_every(n)
-            .map_err(|m| anyhow::anyhow!("--detect-every: {m}"))?;
+        cfg.analysis.detect_every = super::detect_every_flag(n)?;
     }
     cfg.analysis.motion_gate |= a.motion_gate;
     anyhow::ensure!(
