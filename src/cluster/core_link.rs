@@ -16,6 +16,7 @@ use tracing::{info, info_span, warn};
 use super::wire;
 use super::{ClusterMetrics, ClusterSettings};
 use crate::config::secrets::clip;
+use crate::server::stage::StageThread;
 use crate::server::{Control, Inbound, Outcome};
 
 /// Messages fetched per pull request.
@@ -31,8 +32,7 @@ const MAX_DELIVER: i64 = 20;
 pub struct CoreLink {
     pub metrics: Arc<ClusterMetrics>,
     pub name: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: StageThread,
 }
 
 impl CoreLink {
@@ -44,46 +44,34 @@ impl CoreLink {
         control: crossbeam_channel::Sender<Control>,
     ) -> anyhow::Result<CoreLink> {
         let metrics = Arc::new(ClusterMetrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let rt = super::runtime()?;
         let name = settings.consumer.clone();
         let client = rt.block_on(settings.connect(&name))?;
-        let c = Consumer {
-            settings: settings.clone(),
-            client,
-            link,
-            control,
-            m: metrics.clone(),
-            stop: stop.clone(),
-        };
+        let (settings_c, m) = (settings.clone(), metrics.clone());
         info!(site = %settings.site, stream = %settings.stream(), consumer = %name, broker = %settings.nats, "core: consuming observations from the broker");
-        let thread = std::thread::Builder::new()
-            .name("core-consume".into())
-            .spawn(move || {
-                rt.block_on(c.run());
-                rt.shutdown_timeout(Duration::from_secs(2));
-            })?;
+        let thread = StageThread::spawn("core-consume", move |stop| {
+            let c = Consumer {
+                settings: settings_c,
+                client,
+                link,
+                control,
+                m,
+                stop,
+            };
+            rt.block_on(c.run());
+            rt.shutdown_timeout(Duration::from_secs(2));
+        });
         Ok(CoreLink {
             metrics,
             name,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
     /// Stops consuming. What was taken but not yet acknowledged is delivered again to the next
     /// core (and dropped there if it was stored after all).
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for CoreLink {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
