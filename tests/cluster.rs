@@ -461,3 +461,228 @@ fn an_edge_without_its_broker_keeps_the_newest_observations_up_to_its_bound_and_
         logged(&edge, stopped, "published") - logged(&edge, stopped, "publish_duplicates")
     );
 }
+
+/// An edge with no cameras of its own, allowed to play the bundled media (the site's file
+/// cameras come from there).
+fn spawn_edge(port: u16, name: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let text = config_text(dir.path(), "", "")
+        + &cluster_section(port, name)
+        + &format!(
+            "\n[ingest]\nmedia_dirs = [\"{}\"]\n",
+            crosscam::paths::media("").display()
+        );
+    std::fs::write(&config, text).unwrap();
+    add_user(&config, "admin", "admin");
+    Daemon::spawn_with(dir, config, &["--role", "edge"])
+}
+
+/// The core's placement: camera → the edge running it.
+fn placement(v: &serde_json::Value) -> std::collections::BTreeMap<String, Option<String>> {
+    v["pipeline"]["cluster"]["placement"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no placement in the core's status: {v}"))
+        .iter()
+        .map(|a| {
+            (
+                a["camera"].as_str().unwrap().to_string(),
+                a["edge"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+/// Cameras an edge runs, with their states.
+fn running(e: &Daemon, token: &str) -> Vec<(String, String)> {
+    let v = status(e, token);
+    let mut cams: Vec<(String, String)> = v["pipeline"]["cameras"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    cams.sort();
+    cams
+}
+
+fn on(p: &std::collections::BTreeMap<String, Option<String>>, edge: &str) -> Vec<String> {
+    p.iter()
+        .filter(|(_, e)| e.as_deref() == Some(edge))
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
+#[test]
+fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let all = ["c1", "c2", "c3", "c4"];
+    let cameras: String = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| clip_camera(id, 15.0 * i as f64))
+        .collect();
+    // the cameras are defined once, at the core; it runs none of them
+    let core = spawn("core", &cameras, port, "core");
+    let token = core.login("admin");
+    let mut e1 = spawn_edge(port, "e1");
+    let e2 = spawn_edge(port, "e2");
+    let (t1, t2) = (e1.login("admin"), e2.login("admin"));
+
+    // balanced: two cameras per edge, each running where the core says
+    let p = core.wait_for(90, "two cameras on each edge", || {
+        let p = placement(&status(&core, &token));
+        (p.len() == 4 && on(&p, "e1").len() == 2 && on(&p, "e2").len() == 2).then_some(p)
+    });
+    assert!(
+        status(&core, &token)["pipeline"]["cameras"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "the core runs cameras itself"
+    );
+    for (e, t, name) in [(&e1, &t1, "e1"), (&e2, &t2, "e2")] {
+        e.wait_for(60, "the edge's assigned cameras live", || {
+            let r = running(e, t);
+            (r.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() == on(&p, name)
+                && r.iter().all(|(_, s)| s == "live"))
+            .then_some(())
+        });
+    }
+    // both edges' observations reach the core, for all four cameras
+    core.wait_for(120, "observations of every camera from its edge", || {
+        let v = status(&core, &token);
+        let seen: Vec<(String, Vec<String>)> = v["pipeline"]["cluster"]["edges"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                (
+                    e["edge"].as_str().unwrap_or_default().to_string(),
+                    e["cameras"]
+                        .as_array()
+                        .map(|c| {
+                            c.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        // (an edge that started first may have run more cameras before the other came)
+        ["e1", "e2"]
+            .iter()
+            .all(|name| {
+                seen.iter().any(|(e, cams)| {
+                    e == name && on(&p, name).iter().all(|c| cams.contains(c))
+                })
+            })
+            .then_some(())
+    });
+    // the core's status carries each edge's heartbeat: alive, its cameras, its buffer
+    core.wait_for(10, "both edges' heartbeats with their cameras", || {
+        let v = status(&core, &token);
+        let edges = v["pipeline"]["cluster"]["edges"].as_array()?.clone();
+        (edges.len() == 2
+            && edges.iter().all(|e| {
+                let name = e["edge"].as_str().unwrap_or_default();
+                e["alive"] == true
+                    && e["buffered"].as_u64() == Some(0)
+                    && e["assigned"] == serde_json::json!(on(&p, name))
+            }))
+        .then_some(())
+    });
+    // an edge's API does not change a camera the core assigned
+    let (st, body) = e2.delete(&format!("/api/v1/cameras/{}", on(&p, "e2")[0]), Some(&t2));
+    assert_eq!(st, 409, "{body}");
+
+    // kill -9 one edge: its cameras run on the other within the lease (5 s) and a round
+    let moved = on(&p, "e1");
+    let _ = e1.child.0.kill();
+    let _ = e1.child.0.wait();
+    let t0 = Instant::now();
+    e2.wait_for(60, "the dead edge's cameras live on the other edge", || {
+        let r = running(&e2, &t2);
+        (r.len() == 4 && r.iter().all(|(_, s)| s == "live")).then_some(())
+    });
+    let failover = t0.elapsed();
+    eprintln!(
+        "failover: the killed edge's {} cameras were live on the other edge after {:.1} s",
+        moved.len(),
+        failover.as_secs_f64()
+    );
+    assert!(
+        failover < Duration::from_secs(15),
+        "{:.1} s: more than the lease (5 s), a round and a camera start",
+        failover.as_secs_f64()
+    );
+    // linking goes on: the moved cameras' observations now come from e2
+    core.wait_for(60, "observations of the moved cameras from e2", || {
+        let v = status(&core, &token);
+        let e2seen = v["pipeline"]["cluster"]["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["edge"] == "e2")?
+            .clone();
+        let cams: Vec<&str> = e2seen["cameras"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        moved
+            .iter()
+            .all(|m| cams.contains(&m.as_str()))
+            .then_some(())
+    });
+    core.wait_for(10, "the core's placement: every camera on e2", || {
+        (on(&placement(&status(&core, &token)), "e2") == all).then_some(())
+    });
+
+    // the killed edge comes back: the other gives cameras back one at a time, stopping them
+    // first (no camera taken from the edge running it), until each runs two again
+    let gave_back = || {
+        e2.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("edge: gave a camera back"))
+            .count()
+    };
+    let gave_back_before = gave_back();
+    let e1 = spawn_edge(port, "e1");
+    let t1 = e1.login("admin");
+    let p = core.wait_for(
+        2 * assign_wait() + 60,
+        "two cameras on each edge again",
+        || {
+            let p = placement(&status(&core, &token));
+            (on(&p, "e1").len() == 2 && on(&p, "e2").len() == 2).then_some(p)
+        },
+    );
+    e1.wait_for(60, "the returned edge's cameras live", || {
+        let r = running(&e1, &t1);
+        (r.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() == on(&p, "e1")
+            && r.iter().all(|(_, s)| s == "live"))
+        .then_some(())
+    });
+    assert_eq!(gave_back() - gave_back_before, 2, "{}", e2.log_tail(30));
+    // the running edge no longer runs what it gave back
+    let r = running(&e2, &t2);
+    assert_eq!(
+        r.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
+        on(&p, "e2"),
+        "{r:?}"
+    );
+}
+
+/// How long an edge over its share may wait for a quiet camera, in seconds.
+fn assign_wait() -> u64 {
+    crosscam::cluster::assign::REBALANCE_WAIT.as_secs()
+}

@@ -201,6 +201,12 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    if s.server.camera_assigned(&id) {
+        return Err(ApiError::conflict(format!(
+            "camera {} was assigned to this edge by the site's core; remove it at the core",
+            clip(&id, MAX_ID_CHARS)
+        )));
+    }
     let id2 = id.clone();
     let removed = s
         .blocking(move |s| s.server.remove_camera(&id2).map_err(ApiError::internal))

@@ -390,6 +390,36 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
                 "Core: messages acknowledged after they were stored.",
                 c.acked,
             ),
+            (
+                "crosscam_cluster_cameras_assigned",
+                "gauge",
+                "Edge: cameras of the site this edge runs now.",
+                c.assigned.len() as u64,
+            ),
+            (
+                "crosscam_cluster_cameras_taken_total",
+                "counter",
+                "Edge: cameras taken from the site (free, or left by a dead edge).",
+                c.cameras_taken,
+            ),
+            (
+                "crosscam_cluster_cameras_released_total",
+                "counter",
+                "Edge: cameras given back so that a less loaded edge takes them.",
+                c.cameras_released,
+            ),
+            (
+                "crosscam_cluster_leases_lost_total",
+                "counter",
+                "Edge: cameras another edge took while this one could not renew its lease.",
+                c.leases_lost,
+            ),
+            (
+                "crosscam_cluster_cameras_unplaced",
+                "gauge",
+                "Core: the site's cameras no live edge runs.",
+                c.placement.iter().filter(|a| a.edge.is_none()).count() as u64,
+            ),
         ] {
             family(&mut o, name, kind, help);
             let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));

@@ -180,6 +180,12 @@ impl Consumer {
     }
 
     async fn ack(&self, msg: jetstream::Message, outcome: Outcome) {
+        if outcome == Outcome::Stored
+            && let Ok(i) = msg.info()
+        {
+            let published = (i.published.unix_timestamp_nanos() / 1_000_000) as i64;
+            self.m.stored_after(crate::store::now_ms() - published);
+        }
         let r = match outcome {
             Outcome::Stored => msg.ack().await,
             Outcome::Duplicate => {

@@ -238,6 +238,19 @@ impl Publisher {
             ),
         };
         let key = (camera.clone(), track);
+        {
+            let mut open = self
+                .m
+                .open_tracklets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let n = open.entry(camera.to_string()).or_insert(0);
+            match &o {
+                ReidOutput::Started { .. } => *n += 1,
+                ReidOutput::Observed(_) if ended => *n = n.saturating_sub(1),
+                ReidOutput::Observed(_) => {}
+            }
+        }
         let seq = match &o {
             ReidOutput::Started { .. } => {
                 self.seqs.insert(key, 1);

@@ -9,6 +9,7 @@
 //! stage changes ([`crate::server::Boundary`]): a channel in one process, a JetStream stream
 //! between an edge and a core.
 
+pub mod assign;
 pub mod core_link;
 pub mod edge;
 pub mod wire;
@@ -46,6 +47,16 @@ pub struct ClusterSettings {
     /// PEM file of the certificate authority that signed the broker's certificate (TLS).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// How long an edge's hold on a camera (its lease) and its heartbeat last without renewal,
+    /// seconds: a dead edge's cameras move to live edges this long after its last renewal
+    /// (plus a second for the next round and the camera's start). The first process that
+    /// makes the site's buckets sets it for the site.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: u64,
+}
+
+fn default_lease_s() -> u64 {
+    5
 }
 
 fn default_buffer_max() -> usize {
@@ -117,6 +128,15 @@ impl ClusterSettings {
                 ),
             ));
         }
+        if !(2..=120).contains(&self.lease_s) {
+            return Err((
+                "lease_s",
+                format!(
+                    "expected 2 to 120 seconds (a dead edge's cameras move after this long), found {}",
+                    self.lease_s
+                ),
+            ));
+        }
         if let Some(p) = &self.tls_ca
             && !p.is_file()
         {
@@ -140,6 +160,11 @@ impl ClusterSettings {
 
     pub fn obs_subject(&self, camera: &str) -> String {
         format!("crosscam.{}.obs.{camera}", self.site)
+    }
+
+    /// A key-value bucket of the site: `CROSSCAM_<SITE>_<WHAT>` (cameras, leases, edges).
+    pub fn bucket(&self, what: &str) -> String {
+        format!("{}_{what}", self.stream())
     }
 
     pub fn camera_event_subject(&self) -> String {
@@ -215,7 +240,8 @@ pub enum Role {
     Single,
     /// Cameras, detection, tracking and embedding; observations go to the broker.
     Edge,
-    /// Linking, gallery, store, API and UI, fed from the broker (and its own cameras, if any).
+    /// Linking, gallery, store, API and UI, fed from the broker; the config's cameras are
+    /// placed on the edges (src/cluster/assign.rs).
     Core,
 }
 
@@ -255,6 +281,51 @@ pub struct ClusterMetrics {
     pub backlog: AtomicU64,
     /// Core: what each edge has sent, by edge name.
     pub edges: std::sync::Mutex<std::collections::BTreeMap<String, EdgeSeen>>,
+    /// Core: where each of the site's cameras runs, and the live edges' heartbeats (read
+    /// from the site's buckets every second).
+    pub placement: std::sync::Mutex<Vec<assign::Assignment>>,
+    pub heartbeats: std::sync::Mutex<Vec<assign::Heartbeat>>,
+    /// Edge: the cameras the site assigned to it now.
+    pub assigned: std::sync::Mutex<Vec<String>>,
+    /// Edge: open tracklets per camera (started, not yet ended), so that a camera is given
+    /// back to the site at a quiet moment.
+    pub open_tracklets: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Edge: cameras taken from the site, given back for balance, and lost to another edge
+    /// (a lease this edge could not renew in time).
+    pub taken: AtomicU64,
+    pub released: AtomicU64,
+    pub lost: AtomicU64,
+    /// Core: the latest observations' lag from the broker storing them to the core having
+    /// stored them, ms (at most [`LAG_SAMPLES`]; `crosscam bench cluster` reads them).
+    pub store_lag_ms: std::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// How many lag samples a core keeps.
+pub const LAG_SAMPLES: usize = 200_000;
+
+impl ClusterMetrics {
+    /// Notes the lag of one stored observation.
+    pub fn stored_after(&self, lag_ms: i64) {
+        let mut l = self
+            .store_lag_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if l.len() >= LAG_SAMPLES {
+            l.pop_front();
+        }
+        l.push_back(lag_ms.clamp(0, u32::MAX as i64) as u32);
+    }
+
+    /// Takes the lag samples kept so far.
+    pub fn take_lags(&self) -> Vec<u32> {
+        std::mem::take(
+            &mut *self
+                .store_lag_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into()
+    }
 }
 
 /// What a core has seen of one edge.
@@ -269,6 +340,15 @@ pub struct EdgeSeen {
     pub last_ms: i64,
     /// Time from the broker storing the last message to this core taking it (ms): the lag.
     pub lag_ms: Option<i64>,
+    /// Whether its heartbeat is current (it renewed it within the lease time).
+    pub alive: bool,
+    /// From its heartbeat: the cameras the site assigned to it, its own cameras, the
+    /// observations waiting for the broker and those dropped over its bound, and when.
+    pub assigned: Vec<String>,
+    pub own: Vec<String>,
+    pub buffered: Option<u64>,
+    pub dropped: Option<u64>,
+    pub heartbeat_ms: Option<i64>,
 }
 
 impl ClusterMetrics {
@@ -310,8 +390,16 @@ pub struct ClusterSnapshot {
     pub acked: u64,
     /// Core: messages in the stream not yet delivered to it.
     pub backlog: u64,
-    /// Core: the edges it has heard from, by name.
+    /// Core: the edges it has heard from or that are alive, by name.
     pub edges: Vec<EdgeSeen>,
+    /// Core: where each of the site's cameras runs (`edge` none while it waits for one).
+    pub placement: Vec<assign::Assignment>,
+    /// Edge: the cameras the site assigned to it now.
+    pub assigned: Vec<String>,
+    /// Edge: cameras taken from the site, given back for balance, lost to another edge.
+    pub cameras_taken: u64,
+    pub cameras_released: u64,
+    pub leases_lost: u64,
 }
 
 impl ClusterMetrics {
@@ -336,14 +424,49 @@ impl ClusterMetrics {
             malformed: l(&self.malformed),
             acked: l(&self.acked),
             backlog: l(&self.backlog),
-            edges: self
-                .edges
+            edges: self.edges_seen(),
+            placement: self
+                .placement
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
+                .clone(),
+            assigned: self
+                .assigned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            cameras_taken: l(&self.taken),
+            cameras_released: l(&self.released),
+            leases_lost: l(&self.lost),
         }
+    }
+
+    /// The edges a core heard from, with what their heartbeats say (an edge with a heartbeat
+    /// and nothing sent yet is listed too).
+    fn edges_seen(&self) -> Vec<EdgeSeen> {
+        let mut edges = self
+            .edges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for h in self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let e = edges.entry(h.edge.clone()).or_insert_with(|| EdgeSeen {
+                edge: h.edge.clone(),
+                ..EdgeSeen::default()
+            });
+            e.alive = true;
+            e.assigned = h.assigned.clone();
+            e.own = h.own.clone();
+            e.buffered = Some(h.buffered);
+            e.dropped = Some(h.dropped);
+            e.heartbeat_ms = Some(h.t_ms);
+        }
+        edges.into_values().collect()
     }
 }
 
@@ -370,6 +493,7 @@ mod tests {
             duplicate_window_s: 60,
             consumer: "core".into(),
             tls_ca: None,
+            lease_s: 5,
         }
     }
 
@@ -409,9 +533,13 @@ mod tests {
         let e =
             parse("[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\nbuffer_max = 0\n").unwrap_err();
         assert_eq!(e.key, "cluster.buffer_max", "{e}");
+        let e = parse("[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\nlease_s = 1\n").unwrap_err();
+        assert_eq!(e.key, "cluster.lease_s", "{e}");
         let cfg = parse("[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\n").unwrap();
         let c = cfg.cluster.unwrap();
         assert_eq!((c.buffer_max, c.consumer.as_str()), (20_000, "core"));
+        assert_eq!(c.lease_s, 5);
+        assert_eq!(c.bucket("LEASES"), "CROSSCAM_A_LEASES");
         assert!(parse("").unwrap().cluster.is_none());
     }
 }

@@ -494,7 +494,9 @@ pub enum RtspTransport {
     Udp,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Serialized (JSON) as the value of a camera in the site's camera bucket, for edges
+/// (src/cluster/assign.rs).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraSettings {
     /// Short unique id used in logs, the store and the API (letters, digits, `-`, `_`).

@@ -9,6 +9,7 @@
 //! stream instead of a channel ([`Boundary`], src/cluster): the stages are the same.
 
 pub mod analysis;
+pub mod cameras;
 pub mod histogram;
 pub mod link;
 pub mod live;
@@ -65,10 +66,9 @@ pub struct Server {
     pub data_dir: std::path::PathBuf,
     /// Latest frame and boxes per camera, with identity labels.
     pub live: Arc<Live>,
-    /// The cameras as configured now (config file, its edits, and API changes).
-    cameras: std::sync::Mutex<Vec<CameraSettings>>,
-    /// Where `file:` cameras added through the API may play from.
-    media_dirs: Vec<std::path::PathBuf>,
+    /// The cameras as configured now (config file, its edits, API changes, and on an edge
+    /// the site's assignments), run here or (on a core) placed on the edges.
+    cameras: Arc<cameras::CameraSet>,
     /// The serving embedder: a registry version, replaced by a live switch.
     pub embedder: Arc<switch::SharedEmbedder>,
     /// Live model switches (promote, rollback, registry changes).
@@ -86,9 +86,10 @@ pub enum Boundary {
     Edge {
         link: crate::cluster::edge::EdgeLink,
         settings: ClusterSettings,
+        /// Takes cameras of the site for this edge.
+        assign: Option<crate::cluster::assign::Assigner>,
     },
-    /// A core: the broker (and the re-id stage of the core's own cameras, if any) feed the
-    /// link stage.
+    /// A core: the broker feeds the link stage; the core's cameras are placed on the edges.
     Core {
         link: crate::cluster::core_link::CoreLink,
         settings: ClusterSettings,
@@ -263,8 +264,14 @@ impl Server {
             live.clone(),
         );
         let track_rx_depth = track_rx.clone();
-        let (reid, link, boundary, reid_q): (_, _, _, Box<dyn Fn() -> usize + Send + Sync>) =
-            match (role, cluster) {
+        #[allow(clippy::type_complexity)]
+        let (reid, link, mut boundary, reid_q, placement): (
+            _,
+            _,
+            _,
+            Box<dyn Fn() -> usize + Send + Sync>,
+            _,
+        ) = match (role, cluster) {
                 (Role::Edge, Some(settings)) => {
                     let (pub_tx, pub_rx) = crossbeam_channel::bounded(4096);
                     let depth = pub_rx.clone();
@@ -293,8 +300,10 @@ impl Server {
                         Boundary::Edge {
                             link: edge,
                             settings,
+                            assign: None,
                         },
                         Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                        cameras::Placement::Local,
                     )
                 }
                 (role, cluster) => {
@@ -309,6 +318,15 @@ impl Server {
                             settings,
                         },
                         _ => Boundary::InProcess,
+                    };
+                    let placement = match &boundary {
+                        Boundary::Core { link, settings } => cameras::Placement::Site(
+                            crate::cluster::assign::SiteCameras::start(
+                                settings,
+                                link.metrics.clone(),
+                            )?,
+                        ),
+                        _ => cameras::Placement::Local,
                     };
                     let reid =
                         ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
@@ -331,17 +349,36 @@ impl Server {
                         Some(link),
                         boundary,
                         Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                        placement,
                     )
                 }
             };
         let link_metrics = link
             .as_ref()
             .map_or_else(Default::default, |l: &LinkStage| l.metrics.clone());
-        for c in &cfg.cameras {
-            ingest.check(c).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        for c in &cfg.cameras {
-            ingest.add(c.clone())?;
+        let cameras = Arc::new(cameras::CameraSet::new(
+            ingest.clone(),
+            control.clone(),
+            live.clone(),
+            cfg.ingest.media_dirs.clone(),
+            cfg.ingest.env_policy(),
+            placement,
+        ));
+        // runs the config's cameras here, or (a core) publishes them for the edges
+        cameras.apply(&cfg.cameras)?;
+        if let Boundary::Edge {
+            link,
+            settings,
+            assign,
+        } = &mut boundary
+        {
+            *assign = Some(crate::cluster::assign::Assigner::start(
+                settings,
+                link.name.clone(),
+                link.run.clone(),
+                cameras.clone(),
+                link.metrics.clone(),
+            )?);
         }
         // a registry that names another version than the serving one (a promotion while the
         // daemon was down, a switch a crash interrupted) is followed from now on
@@ -358,8 +395,7 @@ impl Server {
             boundary,
             data_dir: cfg.server.data_dir.clone(),
             live,
-            cameras: std::sync::Mutex::new(cfg.cameras.clone()),
-            media_dirs: cfg.ingest.media_dirs.clone(),
+            cameras,
             embedder,
             switcher: switcher.clone(),
             track_q: track_rx_depth,
@@ -381,7 +417,7 @@ impl Server {
     /// Checks a camera that comes through the API: `file:` cameras only inside `[ingest]
     /// media_dirs`.
     pub fn check_api_source(&self, c: &CameraSettings) -> Result<(), String> {
-        crate::ingest::source::check_media_dir(&c.url, &self.media_dirs)
+        self.cameras.check_api_source(c)
     }
 
     /// A sender of control requests to the link stage (merge, split, search).
@@ -391,78 +427,29 @@ impl Server {
 
     /// The cameras as configured now.
     pub fn cameras(&self) -> Vec<CameraSettings> {
-        self.cameras
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.cameras.list()
     }
 
     /// Adds a camera, or changes the one with the same id (restarting it); `Ok(true)` when it
     /// was added.
     pub fn put_camera(&self, c: CameraSettings) -> anyhow::Result<bool> {
-        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = cams.clone();
-        let added = match next.iter_mut().find(|x| x.id == c.id) {
-            Some(x) => {
-                *x = c;
-                false
-            }
-            None => {
-                next.push(c);
-                true
-            }
-        };
-        self.apply_locked(&mut cams, next)?;
-        Ok(added)
+        self.cameras.put(c)
+    }
+
+    /// Whether the site's core assigned this camera to this edge (it is changed there).
+    pub fn camera_assigned(&self, id: &str) -> bool {
+        self.cameras.is_assigned(id)
     }
 
     /// Stops and removes a camera; `Ok(false)` when there is none with that id.
     pub fn remove_camera(&self, id: &str) -> anyhow::Result<bool> {
-        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
-        if !cams.iter().any(|c| c.id == id) {
-            return Ok(false);
-        }
-        let next: Vec<CameraSettings> = cams.iter().filter(|c| c.id != id).cloned().collect();
-        self.apply_locked(&mut cams, next)?;
-        Ok(true)
-    }
-
-    /// Makes `next` the running cameras (`current` is the locked list): records new and changed
-    /// cameras in the store, applies them to the ingest, forgets the live views of removed ones.
-    fn apply_locked(
-        &self,
-        current: &mut Vec<CameraSettings>,
-        next: Vec<CameraSettings>,
-    ) -> anyhow::Result<()> {
-        // every new or changed camera is checked before anything changes
-        for c in next.iter().filter(|c| !current.contains(c)) {
-            self.ingest.check(c).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        for c in &next {
-            if !current.contains(c) {
-                let _ = self.control.send(Control::CameraConfigured {
-                    camera: c.id.clone(),
-                    name: c.name.clone().unwrap_or_else(|| c.id.clone()),
-                    url: crate::ingest::camera::redact(&c.url),
-                });
-            }
-        }
-        self.ingest.apply(&next)?;
-        for gone in current
-            .iter()
-            .filter(|c| !next.iter().any(|n| n.id == c.id))
-        {
-            self.live.forget(&gone.id);
-        }
-        *current = next;
-        Ok(())
+        self.cameras.remove(id)
     }
 
     /// Makes the running cameras those of `cameras`: removes the cameras not listed, adds new
     /// ones and restarts only those whose settings changed (the others keep running).
     pub fn apply_cameras(&self, cameras: &[CameraSettings]) -> anyhow::Result<()> {
-        let mut cams = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply_locked(&mut cams, cameras.to_vec())
+        self.cameras.apply(cameras)
     }
 
     /// The stages' metrics, for `/metrics`.
@@ -513,7 +500,7 @@ impl Server {
     pub fn cluster(&self) -> Option<crate::cluster::ClusterSnapshot> {
         match &self.boundary {
             Boundary::InProcess => None,
-            Boundary::Edge { link, settings } => Some(link.metrics.snapshot(
+            Boundary::Edge { link, settings, .. } => Some(link.metrics.snapshot(
                 Role::Edge,
                 &settings.site,
                 &link.name,
@@ -526,10 +513,27 @@ impl Server {
         }
     }
 
+    /// Core: takes the lag samples of the observations stored so far (ms from the broker
+    /// storing each to the core having stored it); empty in other roles.
+    pub fn take_cluster_lags(&self) -> Vec<u32> {
+        match &self.boundary {
+            Boundary::Core { link, .. } => link.metrics.take_lags(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Stops the cameras, then lets every stage finish what it holds (open tracklets end and
     /// are recorded) before returning.
     pub fn shutdown(mut self) {
         self.switcher.shutdown();
+        // an edge stops the site's cameras and gives them back at once; a core stops placing
+        if let Boundary::Edge {
+            assign: Some(a), ..
+        } = &mut self.boundary
+        {
+            a.stop();
+        }
+        self.cameras.shutdown();
         self.ingest.shutdown();
         self.analysis.stop();
         self.reid.finish();

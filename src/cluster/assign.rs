@@ -1,0 +1,711 @@
+//! Cameras defined once, run by whichever edges are alive.
+//!
+//! Three key-value buckets of the site (JetStream KV, history 1):
+//! - `CROSSCAM_<SITE>_CAMERAS`: camera id → its settings (JSON), written by the core from its
+//!   config and API ([`SiteCameras`]);
+//! - `CROSSCAM_<SITE>_LEASES`: camera id → the edge running it ([`Lease`]); entries expire
+//!   `lease_s` after their last write (the bucket's max age), so an edge renews its leases
+//!   with compare-and-set on the revision it holds;
+//! - `CROSSCAM_<SITE>_EDGES`: edge name → its [`Heartbeat`], expiring the same way.
+//!
+//! Each edge ([`Assigner`]) runs a round every second: heartbeat, renew its leases, then take
+//! free cameras (create-if-absent) while it holds fewer than its share (cameras ÷ live edges,
+//! rounded up), or give one back while it holds more than its share and a live edge holds at
+//! least two fewer. A dead edge's leases expire and live edges take its cameras; an edge that
+//! comes back gets cameras as the others give them back — one per round, at a moment with no
+//! open tracklet on that camera (after [`REBALANCE_WAIT`] the one with the fewest), never by
+//! taking a camera another edge holds. A lease the edge could not renew in time is taken back
+//! if nobody else took it (a broker restart), and the camera stops if somebody did.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{ClusterMetrics, ClusterSettings};
+use crate::config::CameraSettings;
+use crate::server::cameras::CameraSet;
+use crate::server::stage::StageThread;
+
+/// One round of the assignment loop (edges) and of the core's view of it.
+const ROUND: Duration = Duration::from_secs(1);
+/// How long an edge over its share waits for a camera without open tracklets before it gives
+/// back the one with the fewest.
+pub const REBALANCE_WAIT: Duration = Duration::from_secs(30);
+/// How long one request to the broker may take.
+const REQUEST: Duration = Duration::from_secs(5);
+
+/// An edge's hold on a camera: the value of its key in the leases bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    pub edge: String,
+    /// The edge process's run (a restarted edge is a new holder).
+    pub run: String,
+    pub since_ms: i64,
+}
+
+/// An edge's heartbeat: the value of its key in the edges bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Heartbeat {
+    pub edge: String,
+    pub run: String,
+    /// The cameras the site assigned to it.
+    pub assigned: Vec<String>,
+    /// Its own cameras (its config's).
+    pub own: Vec<String>,
+    /// Observations waiting for the broker, and dropped over the bound.
+    pub buffered: u64,
+    pub dropped: u64,
+    pub t_ms: i64,
+}
+
+/// Where each of the site's cameras runs, as a core sees it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Assignment {
+    pub camera: String,
+    /// The edge holding it; none while it waits for an edge.
+    pub edge: Option<String>,
+    /// Since when (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+}
+
+/// The site's three buckets.
+struct Buckets {
+    cameras: kv::Store,
+    leases: kv::Store,
+    edges: kv::Store,
+    /// The leases' lifetime (the bucket's max age, which the first process set).
+    lease: Duration,
+}
+
+async fn open_bucket(
+    js: &jetstream::Context,
+    name: String,
+    max_age: Duration,
+    description: &str,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(s) = js.get_key_value(&name).await {
+        return Ok(s);
+    }
+    let made = js
+        .create_key_value(kv::Config {
+            bucket: name.clone(),
+            description: description.into(),
+            history: 1,
+            max_age,
+            ..Default::default()
+        })
+        .await;
+    match made {
+        Ok(s) => Ok(s),
+        // another process made it at the same moment
+        Err(e) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| anyhow::anyhow!("bucket {name}: {e}")),
+    }
+}
+
+impl Buckets {
+    async fn open(client: &async_nats::Client, s: &ClusterSettings) -> anyhow::Result<Buckets> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(REQUEST)
+            .build(client.clone());
+        let lease = Duration::from_secs(s.lease_s);
+        let cameras = open_bucket(
+            &js,
+            s.bucket("CAMERAS"),
+            Duration::ZERO,
+            "crosscam: the site's cameras (id -> settings), written by the core",
+        )
+        .await?;
+        let leases = open_bucket(
+            &js,
+            s.bucket("LEASES"),
+            lease,
+            "crosscam: which edge runs each camera (expiring)",
+        )
+        .await?;
+        let edges = open_bucket(
+            &js,
+            s.bucket("EDGES"),
+            lease,
+            "crosscam: live edges' heartbeats (expiring)",
+        )
+        .await?;
+        let lease = match leases.status().await?.info.config.max_age {
+            d if d.is_zero() => lease,
+            d => d,
+        };
+        Ok(Buckets {
+            cameras,
+            leases,
+            edges,
+            lease,
+        })
+    }
+}
+
+async fn keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
+    Ok(store.keys().await?.try_collect().await?)
+}
+
+/// Every live entry of a bucket, parsed; entries that do not parse are skipped (and named).
+async fn entries<T: serde::de::DeserializeOwned>(
+    store: &kv::Store,
+) -> anyhow::Result<BTreeMap<String, (T, u64)>> {
+    let mut out = BTreeMap::new();
+    for k in keys(store).await? {
+        let Some(e) = store.entry(k.clone()).await? else {
+            continue;
+        };
+        if !matches!(e.operation, kv::Operation::Put) {
+            continue;
+        }
+        match serde_json::from_slice::<T>(&e.value) {
+            Ok(v) => {
+                out.insert(k, (v, e.revision));
+            }
+            Err(err) => warn!(key = %crate::config::secrets::clip(&k, 80), error = %err, "a bucket entry that is not what crosscam writes; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Sleeps one round in short steps; false once `stop` is raised.
+fn wait_round(stop: &AtomicBool) -> bool {
+    let until = Instant::now() + ROUND;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+/// Logs a failed round at the first failure and then at powers of two.
+fn round_failed(failures: &mut u32, what: &str, e: &anyhow::Error) {
+    *failures += 1;
+    if *failures == 1 || failures.is_power_of_two() {
+        warn!(error = %format!("{e:#}"), failures = *failures, "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// core
+
+/// The core's side: publishes the site's cameras to the camera bucket (the newest list wins;
+/// kept trying while the broker is away) and reads back where each one runs.
+pub struct SiteCameras {
+    tx: crossbeam_channel::Sender<Vec<CameraSettings>>,
+    thread: Mutex<Option<StageThread>>,
+}
+
+impl SiteCameras {
+    pub fn start(
+        settings: &ClusterSettings,
+        metrics: Arc<ClusterMetrics>,
+    ) -> anyhow::Result<SiteCameras> {
+        let rt = super::runtime()?;
+        let client = rt.block_on(settings.connect("core-cameras"))?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Vec<CameraSettings>>();
+        let settings = settings.clone();
+        let thread = StageThread::spawn("core-cameras", move |stop| {
+            let mut buckets = None;
+            let mut desired: Option<Vec<CameraSettings>> = None;
+            let mut published = false;
+            let mut failures = 0;
+            loop {
+                while let Ok(list) = rx.try_recv() {
+                    desired = Some(list);
+                    published = false;
+                }
+                let r = rt.block_on(async {
+                    if buckets.is_none() {
+                        buckets = Some(Buckets::open(&client, &settings).await?);
+                    }
+                    let b = buckets.as_ref().expect("opened");
+                    if let Some(list) = desired.as_ref().filter(|_| !published) {
+                        publish_definitions(b, list).await?;
+                        published = true;
+                    }
+                    read_placement(b, desired.as_deref().unwrap_or(&[]), &metrics).await
+                });
+                match r {
+                    Ok(()) => failures = 0,
+                    Err(e) => round_failed(
+                        &mut failures,
+                        "core: cannot reach the site's camera buckets; trying again",
+                        &e,
+                    ),
+                }
+                if !wait_round(&stop) {
+                    break;
+                }
+            }
+            rt.shutdown_timeout(Duration::from_secs(2));
+        });
+        Ok(SiteCameras {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Makes `cameras` the site's cameras (published on the thread's next round).
+    pub fn publish(&self, cameras: Vec<CameraSettings>) {
+        let _ = self.tx.send(cameras);
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.stop();
+        }
+    }
+}
+
+/// Writes every camera whose stored settings differ and deletes the cameras no longer listed.
+async fn publish_definitions(b: &Buckets, list: &[CameraSettings]) -> anyhow::Result<()> {
+    let stored = keys(&b.cameras).await?;
+    let mut changed = 0;
+    for c in list {
+        let value = serde_json::to_vec(c)?;
+        if b.cameras.get(c.id.clone()).await?.as_deref() != Some(value.as_slice()) {
+            b.cameras.put(&c.id, Bytes::from(value)).await?;
+            changed += 1;
+        }
+    }
+    let mut removed = 0;
+    for k in stored.iter().filter(|k| !list.iter().any(|c| &c.id == *k)) {
+        b.cameras.delete(k).await?;
+        removed += 1;
+    }
+    if changed + removed > 0 {
+        info!(
+            cameras = list.len(),
+            changed, removed, "core: the site's cameras published for the edges"
+        );
+    }
+    Ok(())
+}
+
+/// Reads the leases and heartbeats into `metrics` (the core's status).
+async fn read_placement(
+    b: &Buckets,
+    list: &[CameraSettings],
+    metrics: &ClusterMetrics,
+) -> anyhow::Result<()> {
+    let leases: BTreeMap<String, (Lease, u64)> = entries(&b.leases).await?;
+    let beats: BTreeMap<String, (Heartbeat, u64)> = entries(&b.edges).await?;
+    let placement = list
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| {
+            let l = leases.get(&c.id).map(|(l, _)| l);
+            Assignment {
+                camera: c.id.clone(),
+                edge: l.map(|l| l.edge.clone()),
+                since_ms: l.map(|l| l.since_ms),
+            }
+        })
+        .collect();
+    *metrics.placement.lock().unwrap_or_else(|e| e.into_inner()) = placement;
+    *metrics.heartbeats.lock().unwrap_or_else(|e| e.into_inner()) =
+        beats.into_values().map(|(h, _)| h).collect();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// edge
+
+/// The edge's side: takes, renews and gives back cameras of the site.
+pub struct Assigner {
+    thread: StageThread,
+}
+
+/// A camera this edge holds.
+struct Held {
+    settings: CameraSettings,
+    /// The revision of its lease this edge wrote last.
+    revision: u64,
+    renewed: Instant,
+}
+
+struct EdgeLoop {
+    settings: ClusterSettings,
+    name: String,
+    run: String,
+    cameras: Arc<CameraSet>,
+    metrics: Arc<ClusterMetrics>,
+    held: BTreeMap<String, Held>,
+    /// The site's cameras as last read, and the camera bucket's last sequence then.
+    defs: BTreeMap<String, CameraSettings>,
+    defs_seq: Option<u64>,
+    /// Definitions this edge refused (bad or unplayable here), by camera, with the settings
+    /// refused: not taken again until they change.
+    refused: BTreeMap<String, CameraSettings>,
+    /// Since when this edge holds more than its share.
+    over_since: Option<Instant>,
+    /// Whether a first round (the heartbeat alone) was done.
+    started: bool,
+}
+
+impl Assigner {
+    /// Starts taking cameras of the site for this edge (`name`, `run`: the publishing
+    /// thread's) into `cameras`.
+    pub fn start(
+        settings: &ClusterSettings,
+        name: String,
+        run: String,
+        cameras: Arc<CameraSet>,
+        metrics: Arc<ClusterMetrics>,
+    ) -> anyhow::Result<Assigner> {
+        let rt = super::runtime()?;
+        let client = rt.block_on(settings.connect(&format!("{name}-assign")))?;
+        let mut l = EdgeLoop {
+            settings: settings.clone(),
+            name,
+            run,
+            cameras,
+            metrics,
+            held: BTreeMap::new(),
+            defs: BTreeMap::new(),
+            defs_seq: None,
+            refused: BTreeMap::new(),
+            over_since: None,
+            started: false,
+        };
+        let thread = StageThread::spawn("edge-assign", move |stop| {
+            let mut buckets = None;
+            let mut failures = 0;
+            loop {
+                let r = rt.block_on(async {
+                    if buckets.is_none() {
+                        let b = Buckets::open(&client, &l.settings).await?;
+                        info!(edge = %l.name, lease_s = b.lease.as_secs_f64(), "edge: taking cameras of the site");
+                        buckets = Some(b);
+                    }
+                    l.round(buckets.as_ref().expect("opened")).await
+                });
+                match r {
+                    Ok(()) => failures = 0,
+                    Err(e) => round_failed(
+                        &mut failures,
+                        "edge: cannot reach the site's camera buckets; the cameras it runs keep running",
+                        &e,
+                    ),
+                }
+                if !wait_round(&stop) {
+                    break;
+                }
+            }
+            // stop the cameras (their open tracklets end and are published), then let other
+            // edges take them at once
+            if let Err(e) = l.cameras.set_assigned(Vec::new()) {
+                warn!(error = %format!("{e:#}"), "edge: stopping the assigned cameras");
+            }
+            if let Some(b) = &buckets {
+                rt.block_on(async {
+                    for (camera, h) in std::mem::take(&mut l.held) {
+                        let _ = tokio::time::timeout(
+                            REQUEST,
+                            b.leases.delete_expect_revision(&camera, Some(h.revision)),
+                        )
+                        .await;
+                    }
+                    let _ = tokio::time::timeout(REQUEST, b.edges.delete(&l.name)).await;
+                });
+            }
+            l.publish_held();
+            rt.shutdown_timeout(Duration::from_secs(2));
+        });
+        Ok(Assigner { thread })
+    }
+
+    /// Stops its cameras, gives their leases back and ends.
+    pub fn stop(&mut self) {
+        self.thread.stop();
+    }
+}
+
+impl EdgeLoop {
+    fn lease_value(&self) -> Bytes {
+        Bytes::from(
+            serde_json::to_vec(&Lease {
+                edge: self.name.clone(),
+                run: self.run.clone(),
+                since_ms: crate::store::now_ms(),
+            })
+            .expect("a lease serialises"),
+        )
+    }
+
+    fn publish_held(&self) {
+        *self
+            .metrics
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.held.keys().cloned().collect();
+    }
+
+    async fn round(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        let before: Vec<(String, CameraSettings)> = self
+            .held
+            .iter()
+            .map(|(k, h)| (k.clone(), h.settings.clone()))
+            .collect();
+        let result = self.round_inner(b).await;
+        let after: Vec<(String, CameraSettings)> = self
+            .held
+            .iter()
+            .map(|(k, h)| (k.clone(), h.settings.clone()))
+            .collect();
+        if before != after {
+            let list: Vec<CameraSettings> = after.into_iter().map(|(_, s)| s).collect();
+            if let Err(e) = self.cameras.set_assigned(list) {
+                warn!(error = %format!("{e:#}"), "edge: cannot run the assigned cameras");
+            }
+            self.publish_held();
+        }
+        result
+    }
+
+    /// One round, then the heartbeat with what this edge holds after it.
+    async fn round_inner(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        let r = self.assign(b).await;
+        self.heartbeat(b).await?;
+        r
+    }
+
+    async fn assign(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        self.read_definitions(b).await?;
+        self.renew(b).await?;
+        let own = self.cameras.own_ids();
+        let wanted: Vec<String> = self
+            .defs
+            .iter()
+            .filter(|(id, c)| c.enabled && !own.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let beats: BTreeMap<String, (Heartbeat, u64)> = entries(&b.edges).await?;
+        if !self.started {
+            // the first round only announces this edge: edges starting together see each other
+            // before they take cameras
+            self.started = true;
+            return Ok(());
+        }
+        let live = beats.len().max(1);
+        let share = wanted.len().div_ceil(live);
+        if self.held.len() < share {
+            self.over_since = None;
+            let leased: BTreeSet<String> = keys(&b.leases).await?.into_iter().collect();
+            let mut free: Vec<&String> = wanted
+                .iter()
+                .filter(|id| !leased.contains(*id) && !self.held.contains_key(*id))
+                .collect();
+            // edges starting together try different cameras first
+            free.sort_by_key(|id| spread(id, &self.name));
+            for id in free {
+                if self.held.len() >= share {
+                    break;
+                }
+                self.take(b, id).await;
+            }
+        } else if self.held.len() > share
+            && beats
+                .values()
+                .any(|(h, _)| h.edge != self.name && h.assigned.len() + 1 < self.held.len())
+        {
+            let since = *self.over_since.get_or_insert_with(Instant::now);
+            let open = self
+                .metrics
+                .open_tracklets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let opened = |id: &String| open.get(id.as_str()).copied().unwrap_or(0);
+            let quiet = self.held.keys().find(|id| opened(id) == 0).cloned();
+            let pick = quiet.clone().or_else(|| {
+                (since.elapsed() >= REBALANCE_WAIT)
+                    .then(|| self.held.keys().min_by_key(|id| opened(id)).cloned())
+                    .flatten()
+            });
+            if let Some(id) = pick {
+                let h = self.held.remove(&id).expect("held");
+                // stop it first, then free it
+                let list: Vec<CameraSettings> =
+                    self.held.values().map(|h| h.settings.clone()).collect();
+                self.cameras.set_assigned(list)?;
+                self.publish_held();
+                b.leases
+                    .delete_expect_revision(&id, Some(h.revision))
+                    .await?;
+                self.metrics.released.fetch_add(1, Ordering::Relaxed);
+                self.over_since = None;
+                info!(camera = %id, held = self.held.len(), share, open_tracklets = opened(&id),
+                    reason = if quiet.is_some() { "no open tracklet" } else { "waited for a quiet moment too long" },
+                    "edge: gave a camera back so that a less loaded edge takes it");
+            }
+        } else {
+            self.over_since = None;
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, b: &Buckets) -> anyhow::Result<()> {
+        let m = &self.metrics;
+        let beat = Heartbeat {
+            edge: self.name.clone(),
+            run: self.run.clone(),
+            assigned: self.held.keys().cloned().collect(),
+            own: self.cameras.own_ids().into_iter().collect(),
+            buffered: m.buffered.load(Ordering::Relaxed),
+            dropped: m.dropped.load(Ordering::Relaxed),
+            t_ms: crate::store::now_ms(),
+        };
+        b.edges
+            .put(&self.name, Bytes::from(serde_json::to_vec(&beat)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the camera bucket again when it changed; a held camera whose definition went
+    /// or was disabled is given back, one whose settings changed restarts with them.
+    async fn read_definitions(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        let seq = b.cameras.status().await?.info.state.last_sequence;
+        if self.defs_seq != Some(seq) {
+            let mut defs = BTreeMap::new();
+            for (key, (c, _)) in entries::<CameraSettings>(&b.cameras).await? {
+                if c.id != key {
+                    warn!(key = %key, id = %crate::config::secrets::clip(&c.id, 80), "edge: a camera whose id differs from its key in the site's bucket; skipped");
+                    continue;
+                }
+                defs.insert(key, c);
+            }
+            self.defs = defs;
+            self.defs_seq = Some(seq);
+            self.refused
+                .retain(|id, c| self.defs.get(id).is_some_and(|d| d == c));
+        }
+        let gone: Vec<String> = self
+            .held
+            .keys()
+            .filter(|id| !self.defs.get(*id).is_some_and(|c| c.enabled))
+            .cloned()
+            .collect();
+        for id in gone {
+            let h = self.held.remove(&id).expect("held");
+            let _ = b.leases.delete_expect_revision(&id, Some(h.revision)).await;
+            info!(camera = %id, "edge: the site removed or disabled the camera; stopped");
+        }
+        let changed: Vec<(String, CameraSettings)> = self
+            .held
+            .iter()
+            .filter_map(|(id, h)| {
+                let d = self.defs.get(id)?;
+                (d != &h.settings).then(|| (id.clone(), d.clone()))
+            })
+            .collect();
+        for (id, d) in changed {
+            match self.cameras.check_assigned(&d) {
+                Ok(()) => {
+                    info!(camera = %id, "edge: the camera's settings changed at the core; restarting it");
+                    self.held.get_mut(&id).expect("held").settings = d;
+                }
+                Err(why) => {
+                    warn!(camera = %id, why = %why, "edge: the camera's new settings cannot run here; giving it back");
+                    let h = self.held.remove(&id).expect("held");
+                    let _ = b.leases.delete_expect_revision(&id, Some(h.revision)).await;
+                    self.refused.insert(id, d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the leases older than a third of their lifetime. A lease that expired (the
+    /// broker was away longer than its lifetime) is taken again if it is free; one another
+    /// edge took meanwhile is given up and its camera stopped.
+    async fn renew(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        let due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.renewed.elapsed() >= b.lease / 3)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let rev = self.held[&id].revision;
+            match b.leases.update(&id, self.lease_value(), rev).await {
+                Ok(r) => {
+                    let h = self.held.get_mut(&id).expect("held");
+                    h.revision = r;
+                    h.renewed = Instant::now();
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    match b.leases.create(&id, self.lease_value()).await {
+                        Ok(r) => {
+                            let h = self.held.get_mut(&id).expect("held");
+                            h.revision = r;
+                            h.renewed = Instant::now();
+                            warn!(camera = %id, "edge: the camera's lease had expired (broker away?); nobody took it, so this edge keeps it");
+                        }
+                        Err(c) if c.kind() == kv::CreateErrorKind::AlreadyExists => {
+                            self.held.remove(&id);
+                            self.metrics.lost.fetch_add(1, Ordering::Relaxed);
+                            warn!(camera = %id, "edge: another edge took the camera while this one could not renew its lease; stopping it here");
+                        }
+                        Err(c) => return Err(c.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a free camera: checks that it can run here, then creates its lease (only one edge
+    /// can).
+    async fn take(&mut self, b: &Buckets, id: &str) {
+        let Some(def) = self.defs.get(id).cloned() else {
+            return;
+        };
+        if self.refused.get(id) == Some(&def) {
+            return;
+        }
+        if let Err(why) = self.cameras.check_assigned(&def) {
+            warn!(camera = %id, why = %why, "edge: the site's camera cannot run on this edge; leaving it to others");
+            self.refused.insert(id.to_string(), def);
+            return;
+        }
+        match b.leases.create(id, self.lease_value()).await {
+            Ok(revision) => {
+                self.metrics.taken.fetch_add(1, Ordering::Relaxed);
+                info!(camera = %id, held = self.held.len() + 1, "edge: took a camera of the site");
+                self.held.insert(
+                    id.to_string(),
+                    Held {
+                        settings: def,
+                        revision,
+                        renewed: Instant::now(),
+                    },
+                );
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => warn!(camera = %id, error = %e, "edge: cannot take the camera"),
+        }
+    }
+}
+
+/// A stable order of cameras that differs between edges.
+fn spread(camera: &str, edge: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (camera, edge).hash(&mut h);
+    h.finish()
+}
