@@ -686,3 +686,39 @@ fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
 fn assign_wait() -> u64 {
     crosscam::cluster::assign::REBALANCE_WAIT.as_secs()
 }
+
+/// `crosscam bench cluster` end to end at a tiny size: a real broker and core; every
+/// observation the synthetic edges published is stored by the core, and the report has the
+/// figures docs/PERFORMANCE.md quotes.
+#[test]
+fn bench_cluster_stores_every_published_observation() {
+    let out = Command::new(common::daemon::bin())
+        .args([
+            "bench",
+            "cluster",
+            "--cameras",
+            "4",
+            "--seconds",
+            "4",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &r["steps"][0];
+    assert_eq!(s["cameras"], 4, "{r}");
+    let published = s["published"].as_u64().unwrap();
+    assert!(published > 10, "{r}");
+    assert_eq!(s["stored"].as_u64(), Some(published), "{r}");
+    assert!(s["bytes_per_obs"].as_f64().unwrap() > 1000.0, "{r}");
+    for k in ["lag_p50_ms", "lag_p99_ms", "drain_s", "process_cpu_us_per_obs"] {
+        assert!(s[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {r}");
+    }
+    assert!(s["broker_cpu_us_per_obs"].as_f64().is_some(), "{r}");
+}

@@ -121,6 +121,7 @@ impl TrackletSource for Script {
                             bbox: scaled(k),
                             quality: 1.0,
                             image: Arc::new(tf.apply(&self.look(p, k))),
+                            jpeg: None,
                         })
                         .collect(),
                 });

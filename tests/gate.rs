@@ -82,6 +82,7 @@ fn the_gate_refuses_a_candidate_pruned_to_a_tenth_without_retuning() {
                 bbox: crosscam::frame::BBox::new(0.0, 0.0, 32.0, 64.0),
                 quality: 0.5,
                 image: Arc::clone(c),
+                jpeg: None,
             })
             .collect();
         store.save_crops(row, &t.camera, &crops).unwrap();

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod camera;
+pub mod cluster;
 pub mod detect;
 pub mod embed;
 pub mod gallery;
@@ -18,6 +19,7 @@ pub mod tracking;
 
 pub use api::{ApiBenchReport, api, render_api};
 pub use camera::*;
+pub use cluster::{ClusterBenchOptions, ClusterBenchReport, cluster, render_cluster};
 pub use embed::*;
 pub use gallery::{GalleryBenchOptions, GalleryBenchReport, gallery, render_gallery};
 pub use outputs::{OutputsBenchReport, outputs};

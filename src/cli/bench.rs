@@ -38,6 +38,11 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
     /// Do outputs slow the pipeline? Camera rates with a webhook receiver alternately up and down (and an MQTT broker that is never there)
     Outputs(BenchOutputsArgs),
+    /// How many cameras' worth of observations one core links in real time: a real
+    /// nats-server and a real core on 127.0.0.1, synthetic edges publishing N cameras'
+    /// observations (boxes, JPEG crops, descriptors) per step; observations/s, lag from the
+    /// broker to the core's store (p50/p99), the broker's and the core's CPU per observation.
+    Cluster(BenchClusterArgs),
     /// The live model switch under load: two real-time cameras, a store of N crops (real crops
     /// of real tracklets, copied), promote a second embedder; switch time, re-embedding crops/s,
     /// and the cameras' frame rates before and during the switch.
@@ -102,6 +107,37 @@ pub struct BenchSwitchArgs {
     /// `[models] reembed_pause_ms` for the switch.
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchClusterArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Camera counts, one step each (a fresh core and stream per step).
+    #[arg(long, value_delimiter = ',', default_values_t = [50usize, 100, 200, 400, 700, 1000])]
+    pub cameras: Vec<usize>,
+    /// Seconds each step publishes.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// People in view of each camera at once (open tracklets); the bundled vtest clip has 5.6
+    /// on average (30 tracklets of 14.9 s in 79.5 s).
+    #[arg(long, default_value_t = 6)]
+    pub people: usize,
+    /// Mean tracklet length, seconds (vtest: 14.9).
+    #[arg(long, default_value_t = 15.0)]
+    pub tracklet_s: f64,
+    /// Seconds between two descriptions of an open tracklet (the tracker's update every 25
+    /// analysed frames: 5 s at 5 frames/s).
+    #[arg(long, default_value_t = 5.0)]
+    pub update_s: f64,
+    /// Crops per observation at most (the daemon's `track.crops_per_tracklet` is 8).
+    #[arg(long, default_value_t = 8)]
+    pub crops: usize,
+    /// An existing broker, nats://host:port (default: .deps/nats/nats-server started here).
+    #[arg(long)]
+    pub nats: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -634,6 +670,26 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rs)?);
+            }
+        }
+        BenchCommand::Cluster(a) => {
+            let cfg = a.config.load()?;
+            let r = crate::bench::cluster(
+                &cfg,
+                &crate::bench::ClusterBenchOptions {
+                    cameras: a.cameras.clone(),
+                    seconds: a.seconds,
+                    people: a.people,
+                    tracklet_s: a.tracklet_s,
+                    update_s: a.update_s,
+                    crops: a.crops,
+                    nats: a.nats.clone(),
+                },
+            )?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::bench::render_cluster(&r));
             }
         }
         BenchCommand::Switch(a) => {

@@ -277,6 +277,7 @@ impl Observation {
                 bbox: BBox::new(c.x1, c.y1, c.x2, c.y2),
                 quality: c.quality,
                 image: Arc::new(image),
+                jpeg: Some(Arc::from(c.jpeg.as_slice())),
             });
         }
         let mut boxes = Vec::with_capacity(self.boxes.len());
@@ -484,6 +485,7 @@ mod tests {
                 bbox: BBox::new(1.0, 2.0, 30.0, 80.0),
                 quality: 0.75,
                 image: Arc::new(img),
+                jpeg: None,
             }],
         }
     }

@@ -702,6 +702,7 @@ pub(crate) mod tests {
                     bbox: f(k),
                     quality: 1.0,
                     image: img.clone(),
+                    jpeg: None,
                 })
                 .collect(),
         }

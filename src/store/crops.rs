@@ -50,18 +50,31 @@ pub(super) fn save(
         if exists {
             continue;
         }
-        super::private::private_dir(&dir)
-            .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        if written == 0 {
+            super::private::private_dir(&dir)
+                .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        }
         let path = dir.join(format!("{:08}.jpg", c.seq));
         let tmp = dir.join(format!(".{:08}.jpg.part", c.seq));
-        let mut bytes = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
-            .encode_image(c.image.as_ref())
-            .map_err(|e| {
-                StoreError::Invalid(format!("cannot encode a crop of tracklet {tracklet}: {e}"))
-            })?;
+        // a crop that arrived as JPEG (from an edge) is kept as it came
+        let encoded;
+        let bytes: &[u8] = match &c.jpeg {
+            Some(j) => j,
+            None => {
+                let mut b = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut b, 90)
+                    .encode_image(c.image.as_ref())
+                    .map_err(|e| {
+                        StoreError::Invalid(format!(
+                            "cannot encode a crop of tracklet {tracklet}: {e}"
+                        ))
+                    })?;
+                encoded = b;
+                &encoded
+            }
+        };
         // pictures of people: readable by the daemon's user only
-        super::private::write_private(&tmp, &bytes)
+        super::private::write_private(&tmp, bytes)
             .map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         store

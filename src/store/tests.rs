@@ -10,6 +10,7 @@ pub(crate) fn crop(seq: u64) -> crate::track::Crop {
         bbox: crate::frame::BBox::new(0.0, 0.0, 32.0, 64.0),
         quality: 0.5,
         image: std::sync::Arc::new(img),
+        jpeg: None,
     }
 }
 

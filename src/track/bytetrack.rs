@@ -446,6 +446,7 @@ fn record(
         bbox: d.bbox,
         quality: q,
         image: Arc::new(frame.crop(&d.bbox)),
+        jpeg: None,
     };
     let pos = tl.crops.partition_point(|c| c.seq < seq);
     tl.crops.insert(pos, crop);

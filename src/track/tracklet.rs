@@ -35,6 +35,9 @@ pub struct Crop {
     pub bbox: BBox,
     pub quality: f32,
     pub image: Arc<image::RgbImage>,
+    /// The picture as JPEG when it arrived encoded (an edge's observation at a core): the
+    /// store keeps these bytes as they are instead of encoding `image` again.
+    pub jpeg: Option<Arc<[u8]>>,
 }
 
 /// One person followed within one camera.
