@@ -580,9 +580,8 @@ fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
         ["e1", "e2"]
             .iter()
             .all(|name| {
-                seen.iter().any(|(e, cams)| {
-                    e == name && on(&p, name).iter().all(|c| cams.contains(c))
-                })
+                seen.iter()
+                    .any(|(e, cams)| e == name && on(&p, name).iter().all(|c| cams.contains(c)))
             })
             .then_some(())
     });
@@ -717,7 +716,12 @@ fn bench_cluster_stores_every_published_observation() {
     assert!(published > 10, "{r}");
     assert_eq!(s["stored"].as_u64(), Some(published), "{r}");
     assert!(s["bytes_per_obs"].as_f64().unwrap() > 1000.0, "{r}");
-    for k in ["lag_p50_ms", "lag_p99_ms", "drain_s", "process_cpu_us_per_obs"] {
+    for k in [
+        "lag_p50_ms",
+        "lag_p99_ms",
+        "drain_s",
+        "process_cpu_us_per_obs",
+    ] {
         assert!(s[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {r}");
     }
     assert!(s["broker_cpu_us_per_obs"].as_f64().is_some(), "{r}");

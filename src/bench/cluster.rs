@@ -62,6 +62,9 @@ pub struct ClusterStep {
     pub publisher_kept_up: bool,
     /// The core linked in real time: p99 lag ≤ 2 s and drained within 2 s.
     pub kept_up: bool,
+    /// The core's gallery at the end of the step (it grows with every new person).
+    pub identities: u64,
+    pub prototypes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -466,10 +469,7 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             crops: crops.clone(),
             rng: rand::rngs::StdRng::seed_from_u64(n as u64),
         };
-        let link = server
-            .cluster()
-            .map(|s| s.acked)
-            .unwrap_or_default();
+        let link = server.cluster().map(|s| s.acked).unwrap_or_default();
         let broker_cpu0 = broker.as_ref().and_then(|b| cpu_seconds(b.child.id()));
         let me_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
         let offered = obs_per_camera_s * n as f64;
@@ -517,11 +517,11 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             process_cpu_us_per_obs: me_cpu * 1e6 / published.max(1) as f64,
             publisher_kept_up,
             kept_up: false,
+            identities: server.status().link.gallery_identities,
+            prototypes: server.status().link.gallery_prototypes,
         };
-        let kept_up = publisher_kept_up
-            && stored >= published
-            && step.lag_p99_ms <= 2000.0
-            && drain_s <= 2.0;
+        let kept_up =
+            publisher_kept_up && stored >= published && step.lag_p99_ms <= 2000.0 && drain_s <= 2.0;
         let step = ClusterStep { kept_up, ..step };
         eprintln!(
             "  published {:.0}/s, stored {:.0}/s, lag p99 {:.0} ms, drained in {:.1} s: {}",
@@ -534,11 +534,7 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
         server.shutdown();
         steps.push(step);
     }
-    let best = steps
-        .iter()
-        .filter(|s| s.kept_up)
-        .map(|s| s.cameras)
-        .max();
+    let best = steps.iter().filter(|s| s.kept_up).map(|s| s.cameras).max();
     Ok(ClusterBenchReport {
         steps,
         best,
@@ -563,17 +559,34 @@ pub fn render_cluster(r: &ClusterBenchReport) -> String {
     let _ = writeln!(
         s,
         "one core, synthetic edges: per camera {} people at a time, tracklets of {:.0} s, described every {:.0} s, up to {} crops: {:.2} observations/s per camera; {} s per step; {} CPU cores; broker {}",
-        r.people, r.tracklet_s, r.update_s, r.crops, r.obs_per_camera_s, r.seconds, r.cores, r.broker
+        r.people,
+        r.tracklet_s,
+        r.update_s,
+        r.crops,
+        r.obs_per_camera_s,
+        r.seconds,
+        r.cores,
+        r.broker
     );
     let _ = writeln!(
         s,
-        "{:>8} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9} {:>12} {:>12}  result",
-        "cameras", "offered/s", "publ./s", "stored/s", "lag p50", "lag p99", "drain", "KiB/obs", "broker µs/obs", "core µs/obs"
+        "{:>8} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9} {:>12} {:>12} {:>11}  result",
+        "cameras",
+        "offered/s",
+        "publ./s",
+        "stored/s",
+        "lag p50",
+        "lag p99",
+        "drain",
+        "KiB/obs",
+        "broker µs/obs",
+        "core µs/obs",
+        "prototypes"
     );
     for st in &r.steps {
         let _ = writeln!(
             s,
-            "{:>8} {:>10.0} {:>10.0} {:>10.0} {:>7.0}ms {:>7.0}ms {:>7.1}s {:>9.1} {:>12} {:>12.0}  {}",
+            "{:>8} {:>10.0} {:>10.0} {:>10.0} {:>7.0}ms {:>7.0}ms {:>7.1}s {:>9.1} {:>12} {:>12.0} {:>11}  {}",
             st.cameras,
             st.offered_per_s,
             st.published_per_s,
@@ -585,6 +598,7 @@ pub fn render_cluster(r: &ClusterBenchReport) -> String {
             st.broker_cpu_us_per_obs
                 .map_or("-".into(), |v| format!("{v:.0}")),
             st.process_cpu_us_per_obs,
+            st.prototypes,
             if !st.publisher_kept_up {
                 "publisher behind (inconclusive)"
             } else if st.kept_up {

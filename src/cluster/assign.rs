@@ -172,7 +172,9 @@ async fn entries<T: serde::de::DeserializeOwned>(
             Ok(v) => {
                 out.insert(k, (v, e.revision));
             }
-            Err(err) => warn!(key = %crate::config::secrets::clip(&k, 80), error = %err, "a bucket entry that is not what crosscam writes; skipped"),
+            Err(err) => {
+                warn!(key = %crate::config::secrets::clip(&k, 80), error = %err, "a bucket entry that is not what crosscam writes; skipped")
+            }
         }
     }
     Ok(out)

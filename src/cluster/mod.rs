@@ -306,10 +306,7 @@ pub const LAG_SAMPLES: usize = 200_000;
 impl ClusterMetrics {
     /// Notes the lag of one stored observation.
     pub fn stored_after(&self, lag_ms: i64) {
-        let mut l = self
-            .store_lag_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut l = self.store_lag_ms.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() >= LAG_SAMPLES {
             l.pop_front();
         }
@@ -318,13 +315,7 @@ impl ClusterMetrics {
 
     /// Takes the lag samples kept so far.
     pub fn take_lags(&self) -> Vec<u32> {
-        std::mem::take(
-            &mut *self
-                .store_lag_ms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
-        .into()
+        std::mem::take(&mut *self.store_lag_ms.lock().unwrap_or_else(|e| e.into_inner())).into()
     }
 }
 
@@ -444,11 +435,7 @@ impl ClusterMetrics {
     /// The edges a core heard from, with what their heartbeats say (an edge with a heartbeat
     /// and nothing sent yet is listed too).
     fn edges_seen(&self) -> Vec<EdgeSeen> {
-        let mut edges = self
-            .edges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for h in self
             .heartbeats
             .lock()

@@ -170,6 +170,13 @@ impl Linker {
         self.tracklets.get(key).copied()
     }
 
+    /// Identities and prototypes, without walking the identities (the link stage's gauges,
+    /// after every observation).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.identities.len(), self.owner.len())
+    }
+
+    /// Every statistic, some of them walking all identities.
     pub fn stats(&self) -> GalleryStats {
         GalleryStats {
             identities: self.identities.len(),

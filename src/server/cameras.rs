@@ -198,7 +198,11 @@ impl CameraSet {
         match &self.placement {
             Placement::Local => {
                 self.ingest.apply(&next)?;
-                for gone in st.list.iter().filter(|c| !next.iter().any(|n| n.id == c.id)) {
+                for gone in st
+                    .list
+                    .iter()
+                    .filter(|c| !next.iter().any(|n| n.id == c.id))
+                {
                     self.live.forget(&gone.id);
                 }
             }

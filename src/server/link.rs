@@ -380,13 +380,13 @@ struct Ctx {
 
 impl Ctx {
     fn gallery_gauges(&self) {
-        let st = self.linker.stats();
+        let (identities, prototypes) = self.linker.counts();
         self.metrics
             .gallery_identities
-            .store(st.identities as u64, Ordering::Relaxed);
+            .store(identities as u64, Ordering::Relaxed);
         self.metrics
             .gallery_prototypes
-            .store(st.prototypes as u64, Ordering::Relaxed);
+            .store(prototypes as u64, Ordering::Relaxed);
     }
 
     fn operator(&self, operator: &str, reason: &str) -> gallery::OperatorRequest {

@@ -272,87 +272,82 @@ impl Server {
             Box<dyn Fn() -> usize + Send + Sync>,
             _,
         ) = match (role, cluster) {
-                (Role::Edge, Some(settings)) => {
-                    let (pub_tx, pub_rx) = crossbeam_channel::bounded(4096);
-                    let depth = pub_rx.clone();
-                    let reid =
-                        ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, pub_tx);
-                    let names = cfg
-                        .cameras
-                        .iter()
-                        .map(|c| {
+            (Role::Edge, Some(settings)) => {
+                let (pub_tx, pub_rx) = crossbeam_channel::bounded(4096);
+                let depth = pub_rx.clone();
+                let reid = ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, pub_tx);
+                let names = cfg
+                    .cameras
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.id.clone(),
                             (
-                                c.id.clone(),
-                                (
-                                    c.name.clone().unwrap_or_else(|| c.id.clone()),
-                                    crate::ingest::camera::redact(&c.url),
-                                ),
-                            )
-                        })
-                        .collect();
-                    let edge =
-                        crate::cluster::edge::EdgeLink::start(&settings, pub_rx, ctrl_rx, names)?;
-                    // the store and the gallery stay unused: an edge does not link
-                    drop((store, linker));
-                    (
-                        reid,
-                        None,
-                        Boundary::Edge {
-                            link: edge,
-                            settings,
-                            assign: None,
-                        },
-                        Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
-                        cameras::Placement::Local,
-                    )
-                }
-                (role, cluster) => {
-                    let depth = reid_rx.clone();
-                    let boundary = match (role, cluster) {
-                        (Role::Core, Some(settings)) => Boundary::Core {
-                            link: crate::cluster::core_link::CoreLink::start(
-                                &settings,
-                                reid_tx.clone(),
-                                control.clone(),
-                            )?,
-                            settings,
-                        },
-                        _ => Boundary::InProcess,
-                    };
-                    let placement = match &boundary {
-                        Boundary::Core { link, settings } => cameras::Placement::Site(
-                            crate::cluster::assign::SiteCameras::start(
-                                settings,
-                                link.metrics.clone(),
-                            )?,
-                        ),
-                        _ => cameras::Placement::Local,
-                    };
-                    let reid =
-                        ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
-                    let link = LinkStage::start(
-                        cfg,
-                        link::LinkParts {
-                            store,
-                            linker,
-                            bus: events.clone(),
-                            run,
-                            model: model.clone(),
-                            live: live.clone(),
-                            embedder: embedder.clone(),
-                        },
-                        reid_rx,
-                        ctrl_rx,
-                    );
-                    (
-                        reid,
-                        Some(link),
-                        boundary,
-                        Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
-                        placement,
-                    )
-                }
-            };
+                                c.name.clone().unwrap_or_else(|| c.id.clone()),
+                                crate::ingest::camera::redact(&c.url),
+                            ),
+                        )
+                    })
+                    .collect();
+                let edge =
+                    crate::cluster::edge::EdgeLink::start(&settings, pub_rx, ctrl_rx, names)?;
+                // the store and the gallery stay unused: an edge does not link
+                drop((store, linker));
+                (
+                    reid,
+                    None,
+                    Boundary::Edge {
+                        link: edge,
+                        settings,
+                        assign: None,
+                    },
+                    Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                    cameras::Placement::Local,
+                )
+            }
+            (role, cluster) => {
+                let depth = reid_rx.clone();
+                let boundary = match (role, cluster) {
+                    (Role::Core, Some(settings)) => Boundary::Core {
+                        link: crate::cluster::core_link::CoreLink::start(
+                            &settings,
+                            reid_tx.clone(),
+                            control.clone(),
+                        )?,
+                        settings,
+                    },
+                    _ => Boundary::InProcess,
+                };
+                let placement = match &boundary {
+                    Boundary::Core { link, settings } => cameras::Placement::Site(
+                        crate::cluster::assign::SiteCameras::start(settings, link.metrics.clone())?,
+                    ),
+                    _ => cameras::Placement::Local,
+                };
+                let reid = ReidStage::start(embedder.clone(), cfg.reid.clone(), track_rx, reid_tx);
+                let link = LinkStage::start(
+                    cfg,
+                    link::LinkParts {
+                        store,
+                        linker,
+                        bus: events.clone(),
+                        run,
+                        model: model.clone(),
+                        live: live.clone(),
+                        embedder: embedder.clone(),
+                    },
+                    reid_rx,
+                    ctrl_rx,
+                );
+                (
+                    reid,
+                    Some(link),
+                    boundary,
+                    Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
+                    placement,
+                )
+            }
+        };
         let link_metrics = link
             .as_ref()
             .map_or_else(Default::default, |l: &LinkStage| l.metrics.clone());
