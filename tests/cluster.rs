@@ -533,8 +533,12 @@ fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
     // the cameras are defined once, at the core; it runs none of them
     let core = spawn("core", &cameras, port, "core");
     let token = core.login("admin");
-    let mut e1 = spawn_edge(port, "e1");
-    let e2 = spawn_edge(port, "e2");
+    // the edges start together (as after a power cut): they share the cameras from the start
+    let (mut e1, e2) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn_edge(port, "e1"));
+        let b = s.spawn(|| spawn_edge(port, "e2"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
     let (t1, t2) = (e1.login("admin"), e2.login("admin"));
 
     // balanced: two cameras per edge, each running where the core says
@@ -598,6 +602,8 @@ fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
             }))
         .then_some(())
     });
+    // the core's web UI shows where each camera runs and the edges (real Chromium)
+    browser_check(&core, &["e1", "e2"], &all);
     // an edge's API does not change a camera the core assigned
     let (st, body) = e2.delete(&format!("/api/v1/cameras/{}", on(&p, "e2")[0]), Some(&t2));
     assert_eq!(st, 409, "{body}");
@@ -725,4 +731,32 @@ fn bench_cluster_stores_every_published_observation() {
         assert!(s[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {r}");
     }
     assert!(s["broker_cpu_us_per_obs"].as_f64().is_some(), "{r}");
+}
+
+/// tests/browser/cluster.mjs against the core: its camera page names the edge running each
+/// camera, and its edges table shows each live edge with those cameras.
+fn browser_check(core: &Daemon, edges: &[&str], cameras: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = Command::new("node");
+    cmd.current_dir(format!("{root}/tests/browser"))
+        .arg("cluster.mjs")
+        .arg(&core.base)
+        .env("ADMIN_USER", "admin")
+        .env("ADMIN_PASSWORD", common::daemon::PASSWORD)
+        .env("EDGES", edges.join(","))
+        .env("CAMERAS", cameras.join(","));
+    if let Ok(dir) = std::env::var("SCREENSHOTS") {
+        let dir = Path::new(root).join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        cmd.env("SCREENSHOTS", dir);
+    }
+    let out = cmd
+        .output()
+        .expect("node (make setup installs Node.js, chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("cluster-ui: all checks passed"),
+        "browser check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

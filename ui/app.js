@@ -421,19 +421,30 @@ function cameraFormErrors(id, url) {
 pages.manage = async () => {
   const manage = can("cameras");
   const body = h("tbody");
+  const head = h("tr");
+  const site = h("div", { "data-testid": "site" });
   const load = async () => {
     const cameras = await loadCameras();
+    // a core places its cameras on the edges: where each runs comes from the site's leases
+    const st = await api("/api/v1/status").catch(() => null);
+    const cl = st && st.pipeline && st.pipeline.cluster;
+    const core = !!cl && cl.role === "core";
+    const where = core ? Object.fromEntries((cl.placement || []).map(a => [a.camera, a.edge || ""])) : {};
+    head.replaceChildren(...["Name", "Id", "URL", "State", ...(core ? ["Runs on"] : []), "Counters", ""].map(t => h("th", { text: t })));
+    site.replaceChildren(...(cl ? siteView(cl) : []));
     body.replaceChildren(...cameras.map(c => h("tr", { "data-camera": c.id },
       h("td", {}, cameraChip(c.id)), h("td", { text: c.id }), h("td", { text: c.url }),
-      h("td", {}, h("span", { class: `state ${c.status?.state || ""}`, text: c.status?.state || "–" }), c.status?.detail && c.status.state !== "live" ? h("div", { class: "muted small", text: c.status.detail }) : null),
-      h("td", { text: `${c.status?.frames_in ?? 0} in / ${c.status?.analysed ?? 0} analysed / ${c.status?.reconnects ?? 0} reconnects` }),
+      h("td", {}, h("span", { class: `state ${c.status?.state || ""}`, text: c.status?.state || (core ? "on an edge" : "–") }), c.status?.detail && c.status.state !== "live" ? h("div", { class: "muted small", text: c.status.detail }) : null),
+      ...(core ? [h("td", { "data-runs-on": where[c.id] || "", class: where[c.id] ? "" : "error", text: where[c.id] || "waiting for an edge" })] : []),
+      h("td", { text: core ? "on the edge" : `${c.status?.frames_in ?? 0} in / ${c.status?.analysed ?? 0} analysed / ${c.status?.reconnects ?? 0} reconnects` }),
       h("td", {}, manage ? h("button", { class: "danger cam-remove", onclick: async () => {
         if (!confirm(`Remove camera ${c.id}?`)) return;
         try { await api(`/api/v1/cameras/${encodeURIComponent(c.id)}`, { method: "DELETE" }); flash(`camera ${c.id} removed`, true); load(); } catch (e) { flash(e.message); }
       }, text: "Remove" }) : null))));
   };
   main().append(h("h1", { text: "Manage cameras" }),
-    h("table", { "data-testid": "camera-table" }, h("thead", {}, h("tr", {}, ["Name", "Id", "URL", "State", "Counters", ""].map(t => h("th", { text: t })))), body));
+    h("table", { "data-testid": "camera-table" }, h("thead", {}, head), body), site);
+  timers.push(setInterval(() => load().catch(() => {}), 5000));
   if (!manage) {
     main().append(h("p", { class: "muted", "data-testid": "manage-readonly", text: `Your role (${me.role}) may look at the cameras; adding, changing and removing them needs an integrator or admin.` }));
     await load();
@@ -466,6 +477,30 @@ pages.manage = async () => {
     h("p", { class: "muted", text: "RTSP credentials: name a credential an admin registered (PUT /api/v1/credentials/{name}); its user name and password are never shown. A password in the URL is stored and shown redacted." }));
   await load();
 };
+
+// The site's edges as a core sees them (heartbeats and what it took from the stream), or what
+// an edge is part of.
+function siteView(cl) {
+  if (cl.role === "edge") {
+    return [h("p", { class: "muted", "data-testid": "edge-role", text: `This process is the edge ${cl.name} of site ${cl.site}: it runs the cameras the site's core assigned to it (${(cl.assigned || []).join(", ") || "none yet"}) and its own. Cameras are defined, and people followed, at the core.` })];
+  }
+  const edges = cl.edges || [];
+  const num = (v, unit = "") => v === null || v === undefined ? "–" : `${v}${unit}`;
+  return [
+    h("h2", { text: "Edges" }),
+    h("p", { class: "muted", text: `Site ${cl.site}: the cameras above are defined here and run on the live edges below, shared out evenly; when an edge stops, its cameras move to the others within a few seconds.` }),
+    h("table", { "data-testid": "edges" },
+      h("thead", {}, h("tr", {}, ["Edge", "Heartbeat", "Cameras it runs", "Waiting for the broker / dropped", "Messages", "Lag", "Last heard"].map(t => h("th", { text: t })))),
+      h("tbody", {}, ...(edges.length ? edges.map(e => h("tr", { "data-edge": e.edge },
+        h("td", { text: e.edge }),
+        h("td", {}, h("span", { class: `state ${e.alive ? "live" : "stalled"}`, text: e.alive ? "alive" : "silent" })),
+        h("td", {}, ...((e.assigned || []).length ? e.assigned.map(cameraChip) : [h("span", { class: "muted", text: "none" })]), ...((e.own || []).length ? [h("span", { class: "muted small", text: ` + its own: ${e.own.join(", ")}` })] : [])),
+        h("td", { text: `${num(e.buffered)} / ${num(e.dropped)}` }),
+        h("td", { text: num(e.messages) }),
+        h("td", { text: num(e.lag_ms, " ms") }),
+        h("td", { text: fmtWhen(Math.max(e.last_ms || 0, e.heartbeat_ms || 0)) }))) : [h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No edge has been heard from yet." }))]))),
+  ];
+}
 
 // What a finished job did, in words.
 function jobOutcome(j) {

@@ -14,7 +14,9 @@
 //! least two fewer. A dead edge's leases expire and live edges take its cameras; an edge that
 //! comes back gets cameras as the others give them back — one per round, at a moment with no
 //! open tracklet on that camera (after [`REBALANCE_WAIT`] the one with the fewest), never by
-//! taking a camera another edge holds. A lease the edge could not renew in time is taken back
+//! taking a camera another edge holds, and only to an edge that takes cameras already. A
+//! starting edge takes nothing for its first lease time, so that edges starting together see
+//! each other and share the cameras evenly. A lease the edge could not renew in time is taken back
 //! if nobody else took it (a broker restart), and the camera stops if somebody did.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,10 +61,17 @@ pub struct Heartbeat {
     pub assigned: Vec<String>,
     /// Its own cameras (its config's).
     pub own: Vec<String>,
+    /// Whether it takes cameras yet (a starting edge waits for its first lease time).
+    #[serde(default = "taking")]
+    pub taking: bool,
     /// Observations waiting for the broker, and dropped over the bound.
     pub buffered: u64,
     pub dropped: u64,
     pub t_ms: i64,
+}
+
+fn taking() -> bool {
+    true
 }
 
 /// Where each of the site's cameras runs, as a core sees it.
@@ -354,8 +363,8 @@ struct EdgeLoop {
     refused: BTreeMap<String, CameraSettings>,
     /// Since when this edge holds more than its share.
     over_since: Option<Instant>,
-    /// Whether a first round (the heartbeat alone) was done.
-    started: bool,
+    /// When this edge's first round ran.
+    started: Option<Instant>,
 }
 
 impl Assigner {
@@ -381,7 +390,7 @@ impl Assigner {
             defs_seq: None,
             refused: BTreeMap::new(),
             over_since: None,
-            started: false,
+            started: None,
         };
         let thread = StageThread::spawn("edge-assign", move |stop| {
             let mut buckets = None;
@@ -496,10 +505,10 @@ impl EdgeLoop {
             .map(|(id, _)| id.clone())
             .collect();
         let beats: BTreeMap<String, (Heartbeat, u64)> = entries(&b.edges).await?;
-        if !self.started {
-            // the first round only announces this edge: edges starting together see each other
-            // before they take cameras
-            self.started = true;
+        // for its first lease time an edge only announces itself: edges starting together see
+        // each other before they take cameras, and share them evenly from the start
+        self.started.get_or_insert_with(Instant::now);
+        if !self.taking(b) {
             return Ok(());
         }
         let live = beats.len().max(1);
@@ -520,9 +529,9 @@ impl EdgeLoop {
                 self.take(b, id).await;
             }
         } else if self.held.len() > share
-            && beats
-                .values()
-                .any(|(h, _)| h.edge != self.name && h.assigned.len() + 1 < self.held.len())
+            && beats.values().any(|(h, _)| {
+                h.edge != self.name && h.taking && h.assigned.len() + 1 < self.held.len()
+            })
         {
             let since = *self.over_since.get_or_insert_with(Instant::now);
             let open = self
@@ -549,7 +558,8 @@ impl EdgeLoop {
                     .delete_expect_revision(&id, Some(h.revision))
                     .await?;
                 self.metrics.released.fetch_add(1, Ordering::Relaxed);
-                self.over_since = None;
+                // still over its share: the next camera goes without another wait when none is
+                // quiet (the wait is per rebalancing, not per camera)
                 info!(camera = %id, held = self.held.len(), share, open_tracklets = opened(&id),
                     reason = if quiet.is_some() { "no open tracklet" } else { "waited for a quiet moment too long" },
                     "edge: gave a camera back so that a less loaded edge takes it");
@@ -560,6 +570,11 @@ impl EdgeLoop {
         Ok(())
     }
 
+    /// Whether this edge's first lease time is over (before, it only announces itself).
+    fn taking(&self, b: &Buckets) -> bool {
+        self.started.is_some_and(|t| t.elapsed() >= b.lease)
+    }
+
     async fn heartbeat(&self, b: &Buckets) -> anyhow::Result<()> {
         let m = &self.metrics;
         let beat = Heartbeat {
@@ -567,6 +582,7 @@ impl EdgeLoop {
             run: self.run.clone(),
             assigned: self.held.keys().cloned().collect(),
             own: self.cameras.own_ids().into_iter().collect(),
+            taking: self.taking(b),
             buffered: m.buffered.load(Ordering::Relaxed),
             dropped: m.dropped.load(Ordering::Relaxed),
             t_ms: crate::store::now_ms(),
