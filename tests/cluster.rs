@@ -387,7 +387,8 @@ fn an_edge_without_its_broker_keeps_the_newest_observations_up_to_its_bound_and_
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("site.toml");
     let text = config_text(dir.path(), &once_camera("solo", 66.0), "")
-        + &cluster_section(port, "edge-solo").replace("buffer_max = 100000", "buffer_max = 5");
+        + &cluster_section(port, "edge-solo")
+            .replace("buffer_max = 100000", "buffer_max = 5\nbuffer_disk_mb = 0");
     std::fs::write(&config, text).unwrap();
     add_user(&config, "admin", "admin");
     let mut edge = Daemon::spawn_with(dir, config, &["--role", "edge"]);
@@ -460,6 +461,113 @@ fn an_edge_without_its_broker_keeps_the_newest_observations_up_to_its_bound_and_
         stored,
         logged(&edge, stopped, "published") - logged(&edge, stopped, "publish_duplicates")
     );
+}
+
+#[test]
+fn an_edge_keeps_what_the_broker_never_took_on_disk_and_delivers_it_after_a_restart() {
+    // no broker: 5 messages in memory, the rest on disk (cluster.buffer_disk_mb, default)
+    let port = free_port();
+    let keep = tempfile::tempdir().unwrap();
+    let cluster =
+        cluster_section(port, "edge-disk").replace("buffer_max = 100000", "buffer_max = 5");
+    let write = |cameras: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("site.toml");
+        std::fs::write(&config, config_text(keep.path(), cameras, "") + &cluster).unwrap();
+        (dir, config)
+    };
+    let (dir, config) = write(&once_camera("solo", 66.0));
+    add_user(&config, "admin", "admin");
+    let mut edge = Daemon::spawn_with(dir, config, &["--role", "edge"]);
+    let token = edge.login("admin");
+    edge.wait_for(
+        120,
+        "the clip played to its end, observations on disk",
+        || {
+            let v = status(&edge, &token);
+            let c = &v["pipeline"]["cluster"];
+            let stopped = v["pipeline"]["cameras"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().all(|c| c["state"] == "stopped"));
+            (stopped && c["buffered_on_disk"].as_u64() > Some(0) && c["connected"] == false)
+                .then_some(())
+        },
+    );
+    let c = status(&edge, &token)["pipeline"]["cluster"].clone();
+    assert_eq!(c["dropped"], 0, "{c}");
+    assert!(c["buffered_disk_bytes"].as_u64() > Some(0), "{c}");
+    // stopped while the broker is still away: what was in memory goes to disk too
+    assert!(edge.stop(), "{}", edge.log_tail(40));
+    let stopped = "edge: stopped";
+    edge.wait_for(30, "the edge's last log line", || {
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(stopped))
+            .then_some(())
+    });
+    let on_disk = logged(&edge, stopped, "on_disk");
+    assert!(on_disk > 5, "{}", edge.log_tail(10));
+    assert_eq!(logged(&edge, stopped, "published"), 0);
+    assert_eq!(logged(&edge, stopped, "dropped"), 0);
+    assert_eq!(logged(&edge, stopped, "unpublished"), 0);
+    drop(edge);
+
+    // the broker and the stream come; the edge starts again on the same data, without cameras:
+    // it delivers what waited on disk, in order, and nothing twice
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let js = async_nats::jetstream::new(
+            async_nats::connect(format!("127.0.0.1:{port}"))
+                .await
+                .unwrap(),
+        );
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "CROSSCAM_LAB_1".into(),
+            subjects: vec![format!("crosscam.{SITE}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js
+    });
+    let (dir, config) = write("");
+    let mut edge = Daemon::spawn_with(dir, config, &["--role", "edge"]);
+    let token = edge.login("admin");
+    edge.wait_for(60, "the disk buffer delivered", || {
+        let c = status(&edge, &token)["pipeline"]["cluster"].clone();
+        (c["buffered"] == 0 && c["published"].as_u64() >= Some(on_disk)).then_some(())
+    });
+    assert!(edge.stop(), "{}", edge.log_tail(40));
+    let stream = rt.block_on(async { js.get_stream("CROSSCAM_LAB_1").await.unwrap() });
+    let info = rt.block_on(async { stream.clone().get_info().await.unwrap() });
+    // every observation of the first run, once: their ids are the first run's
+    let obs = format!("crosscam.{SITE}.obs.");
+    let mut observations = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for seq in 1..=info.state.last_sequence {
+        let m = rt.block_on(async { stream.get_raw_message(seq).await.unwrap() });
+        if m.subject.as_str().starts_with(&obs) {
+            observations += 1;
+            let id = m
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.to_string())
+                .expect("an observation carries its message id");
+            assert!(id.starts_with("solo/"), "{id}");
+            ids.insert(id);
+        }
+    }
+    assert_eq!(ids.len(), observations, "an observation stored twice");
+    assert!(observations > 5, "{observations}");
+    assert_eq!(info.state.messages, on_disk, "{info:?}");
 }
 
 /// An edge with no cameras of its own, allowed to play the bundled media (the site's file

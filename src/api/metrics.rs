@@ -349,6 +349,18 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
                 c.buffered,
             ),
             (
+                "crosscam_cluster_buffered_on_disk",
+                "gauge",
+                "Edge: of the messages waiting for the broker, those on disk (past buffer_max).",
+                c.buffered_on_disk,
+            ),
+            (
+                "crosscam_cluster_buffered_disk_bytes",
+                "gauge",
+                "Edge: bytes of the disk buffer.",
+                c.buffered_disk_bytes,
+            ),
+            (
                 "crosscam_cluster_buffered_peak",
                 "gauge",
                 "Edge: the most messages ever waiting for the broker at once.",

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use tracing::{info, info_span, warn};
 
+use super::spool::{Record, Spool};
 use super::wire::{self, CameraEvent, SCHEMA};
 use super::{ClusterMetrics, ClusterSettings};
 use crate::reid::ReidOutput;
@@ -25,16 +26,12 @@ const BATCH: usize = 256;
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping edge keeps trying to deliver what it holds.
 const DRAIN: Duration = Duration::from_secs(15);
+/// The disk buffer's folder in the data directory.
+pub const SPOOL_DIR: &str = "cluster-spool";
 
-/// A message waiting for the broker.
-struct Pending {
-    subject: String,
-    id: Option<String>,
-    payload: Bytes,
-    /// The tracklet ended with it (and had a descriptor): counted once acknowledged.
-    ended: bool,
-    described: bool,
-}
+/// A message waiting for the broker (`ended`, `described`: the tracklet ended with it, and had a
+/// descriptor: counted once acknowledged).
+type Pending = Record;
 
 /// A camera's name and redacted URL, for its state events.
 pub type CameraNames = HashMap<String, (String, String)>;
@@ -56,8 +53,28 @@ impl EdgeLink {
         outputs: crossbeam_channel::Receiver<ReidOutput>,
         control: crossbeam_channel::Receiver<Control>,
         cameras: CameraNames,
+        data_dir: &std::path::Path,
     ) -> anyhow::Result<EdgeLink> {
         let metrics = Arc::new(ClusterMetrics::default());
+        // past buffer_max in memory, messages wait on disk (and survive a restart)
+        let spool = match settings.buffer_disk_mb {
+            0 => None,
+            mb => {
+                let dir = data_dir.join(SPOOL_DIR);
+                match Spool::open(&dir, mb << 20) {
+                    Ok(s) => {
+                        if !s.is_empty() {
+                            info!(messages = s.len(), bytes = s.bytes(), dir = %dir.display(), "edge: observations an earlier run could not deliver wait on disk; they go first");
+                        }
+                        Some(s)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, dir = %dir.display(), "edge: cannot open the disk buffer; only buffer_max observations are kept in memory during a broker outage");
+                        None
+                    }
+                }
+            }
+        };
         let run = format!("{:016x}", rand::random::<u64>());
         let name = settings.edge_name();
         let rt = super::runtime()?;
@@ -75,6 +92,7 @@ impl EdgeLink {
             buf: VecDeque::new(),
             seqs: HashMap::new(),
             cameras,
+            spool,
             m: metrics.clone(),
             retry_at: Instant::now(),
             failures: 0,
@@ -114,6 +132,8 @@ struct Publisher {
     /// The next message number of each open tracklet.
     seqs: HashMap<(Arc<str>, u64), u64>,
     cameras: CameraNames,
+    /// Older messages than those in `buf`, on disk.
+    spool: Option<Spool>,
     m: Arc<ClusterMetrics>,
     retry_at: Instant,
     failures: u32,
@@ -128,7 +148,7 @@ impl Publisher {
     ) {
         let mut closed_at: Option<Instant> = None;
         loop {
-            let wait = if self.buf.is_empty() {
+            let wait = if self.waiting() == 0 {
                 Duration::from_millis(200)
             } else {
                 self.retry_at
@@ -154,7 +174,7 @@ impl Publisher {
                 while let Ok(c) = control.try_recv() {
                     self.control(c);
                 }
-            } else if !self.buf.is_empty() {
+            } else if self.waiting() > 0 {
                 std::thread::sleep(wait);
             }
             let connected =
@@ -162,14 +182,14 @@ impl Publisher {
             self.m
                 .connected
                 .store(u64::from(connected), Ordering::Relaxed);
-            if !self.buf.is_empty() && connected && Instant::now() >= self.retry_at {
+            if self.waiting() > 0 && connected && Instant::now() >= self.retry_at {
                 match rt.block_on(self.flush()) {
                     Ok(()) => self.failures = 0,
                     Err(e) => {
                         self.failures += 1;
                         self.m.publish_errors.fetch_add(1, Ordering::Relaxed);
                         if self.failures == 1 || self.failures.is_power_of_two() {
-                            warn!(error = %e, buffered = self.buf.len(), "edge: the broker did not take the observations; they stay buffered and are sent again");
+                            warn!(error = %e, buffered = self.waiting(), "edge: the broker did not take the observations; they stay buffered and are sent again");
                         }
                         self.retry_at = Instant::now()
                             + Duration::from_millis((200 * self.failures as u64).min(2_000));
@@ -177,9 +197,26 @@ impl Publisher {
                 }
             }
             if let Some(t) = closed_at
-                && (self.buf.is_empty() || t.elapsed() >= DRAIN)
+                && (self.waiting() == 0 || t.elapsed() >= DRAIN)
             {
                 break;
+            }
+        }
+        // what the broker never took waits on disk for the next start
+        let mut kept = 0;
+        if let Some(sp) = &mut self.spool {
+            while let Some(p) = self.buf.pop_front() {
+                match sp.push(&p) {
+                    Ok(dropped) => {
+                        kept += 1;
+                        self.m.dropped.fetch_add(dropped, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "edge: cannot write to the disk buffer");
+                        self.buf.push_front(p);
+                        break;
+                    }
+                }
             }
         }
         // what the broker has acknowledged is in the stream; let the client send what it holds
@@ -195,6 +232,14 @@ impl Publisher {
                 "edge: stopping with observations the broker never acknowledged"
             );
         }
+        let on_disk = self.spool.as_ref().map_or(0, Spool::len);
+        if on_disk > 0 {
+            warn!(
+                on_disk,
+                written_now = kept,
+                "edge: stopping with observations the broker never took; they wait on disk and the next start delivers them"
+            );
+        }
         info!(
             published = s.published,
             ended_tracklets = s.ended_tracklets,
@@ -202,16 +247,49 @@ impl Publisher {
             publish_duplicates = s.publish_duplicates,
             dropped = s.dropped,
             unpublished = self.buf.len(),
+            on_disk,
             buffered_peak = s.buffered_peak,
             "edge: stopped"
         );
     }
 
-    /// Queues one message; over the bound the oldest goes.
+    /// Messages waiting for the broker, in memory and on disk.
+    fn waiting(&self) -> u64 {
+        self.buf.len() as u64 + self.spool.as_ref().map_or(0, Spool::len)
+    }
+
+    fn count_waiting(&self) {
+        let n = self.waiting();
+        self.m.buffered.store(n, Ordering::Relaxed);
+        self.m.buffered_peak.fetch_max(n, Ordering::Relaxed);
+        let (on_disk, bytes) = self.spool.as_ref().map_or((0, 0), |s| (s.len(), s.bytes()));
+        self.m.spooled.store(on_disk, Ordering::Relaxed);
+        self.m.spooled_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Queues one message; over the memory bound the oldest go to disk, and over the disk's
+    /// bound (or without one) the oldest go.
     fn push(&mut self, p: Pending) {
         self.buf.push_back(p);
         while self.buf.len() > self.settings.buffer_max {
             let gone = self.buf.pop_front();
+            if let (Some(sp), Some(g)) = (&mut self.spool, &gone) {
+                match sp.push(g) {
+                    Ok(0) => continue,
+                    Ok(dropped) => {
+                        let n = self.m.dropped.fetch_add(dropped, Ordering::Relaxed) + dropped;
+                        warn!(
+                            dropped = n,
+                            buffer_disk_mb = self.settings.buffer_disk_mb,
+                            "edge: the broker is unreachable and the disk buffer is full; dropping the oldest observations"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "edge: cannot write to the disk buffer; dropping the oldest observation");
+                    }
+                }
+            }
             let n = self.m.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_power_of_two() {
                 warn!(
@@ -222,9 +300,7 @@ impl Publisher {
                 );
             }
         }
-        let n = self.buf.len() as u64;
-        self.m.buffered.store(n, Ordering::Relaxed);
-        self.m.buffered_peak.fetch_max(n, Ordering::Relaxed);
+        self.count_waiting();
     }
 
     fn output(&mut self, o: ReidOutput) {
@@ -338,10 +414,57 @@ impl Publisher {
     /// acknowledged (in order: after the first failure the rest are sent again later, and the
     /// stream drops the copies it already holds).
     async fn flush(&mut self) -> Result<(), String> {
-        let n = self.buf.len().min(BATCH);
-        let mut acks = Vec::with_capacity(n);
+        // the oldest first: those on disk
+        let from_disk = match &mut self.spool {
+            Some(sp) if !sp.is_empty() => match sp.peek(BATCH) {
+                Ok(b) => Some(b),
+                Err(e) => return Err(format!("cannot read the disk buffer: {e}")),
+            },
+            _ => None,
+        };
+        let batch: Vec<Pending> = match &from_disk {
+            Some(b) => b.clone(),
+            None => self.buf.iter().take(BATCH).cloned().collect(),
+        };
+        let (done, err) = self.publish(&batch).await;
+        match from_disk {
+            Some(_) => {
+                if let Some(sp) = &mut self.spool {
+                    sp.consume(done);
+                }
+                for p in &batch[..done] {
+                    self.delivered(p);
+                }
+            }
+            None => {
+                for p in self.buf.drain(..done).collect::<Vec<_>>() {
+                    self.delivered(&p);
+                }
+            }
+        }
+        self.count_waiting();
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn delivered(&self, p: &Pending) {
+        self.m.published.fetch_add(1, Ordering::Relaxed);
+        if p.ended {
+            self.m.ended_tracklets.fetch_add(1, Ordering::Relaxed);
+        }
+        if p.described {
+            self.m.described_tracklets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes `batch` in order; returns how many the broker acknowledged (a prefix) and the
+    /// error that stopped it, if any.
+    async fn publish(&self, batch: &[Pending]) -> (usize, Option<String>) {
+        let mut acks = Vec::with_capacity(batch.len());
         let mut err = None;
-        for p in self.buf.iter().take(n) {
+        for p in batch {
             let mut msg =
                 async_nats::jetstream::message::PublishMessage::build().payload(p.payload.clone());
             if let Some(id) = &p.id {
@@ -380,21 +503,6 @@ impl Publisher {
                 }
             }
         }
-        for p in self.buf.drain(..done) {
-            self.m.published.fetch_add(1, Ordering::Relaxed);
-            if p.ended {
-                self.m.ended_tracklets.fetch_add(1, Ordering::Relaxed);
-            }
-            if p.described {
-                self.m.described_tracklets.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.m
-            .buffered
-            .store(self.buf.len() as u64, Ordering::Relaxed);
-        match err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        (done, err)
     }
 }

@@ -12,6 +12,7 @@
 pub mod assign;
 pub mod core_link;
 pub mod edge;
+pub mod spool;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -53,6 +54,15 @@ pub struct ClusterSettings {
     /// makes the site's buckets sets it for the site.
     #[serde(default = "default_lease_s")]
     pub lease_s: u64,
+    /// Edge: disk for observations past `buffer_max` while the broker is unreachable, MiB
+    /// (`DATA/cluster-spool`; 0: none, drop past `buffer_max`). What a stopping edge could not
+    /// deliver waits there for its next start.
+    #[serde(default = "default_buffer_disk_mb")]
+    pub buffer_disk_mb: u64,
+}
+
+fn default_buffer_disk_mb() -> u64 {
+    1024
 }
 
 fn default_lease_s() -> u64 {
@@ -125,6 +135,15 @@ impl ClusterSettings {
                 format!(
                     "expected 1 to 86400 seconds, found {}",
                     self.duplicate_window_s
+                ),
+            ));
+        }
+        if self.buffer_disk_mb > 1 << 24 {
+            return Err((
+                "buffer_disk_mb",
+                format!(
+                    "expected 0 (no disk buffer) to 16777216 MiB, found {}",
+                    self.buffer_disk_mb
                 ),
             ));
         }
@@ -254,8 +273,11 @@ pub struct ClusterMetrics {
     pub publish_duplicates: AtomicU64,
     /// Edge: failed publish attempts (broker down, timeouts); the message stays buffered.
     pub publish_errors: AtomicU64,
-    /// Edge: messages waiting for the broker now.
+    /// Edge: messages waiting for the broker now (in memory and on disk).
     pub buffered: AtomicU64,
+    /// Edge: of those, on disk, and their bytes.
+    pub spooled: AtomicU64,
+    pub spooled_bytes: AtomicU64,
     /// Edge: the most messages ever waiting at once.
     pub buffered_peak: AtomicU64,
     /// Edge: messages dropped, oldest first, because the buffer was full.
@@ -370,6 +392,9 @@ pub struct ClusterSnapshot {
     pub publish_duplicates: u64,
     pub publish_errors: u64,
     pub buffered: u64,
+    /// Edge: of the buffered messages, those on disk, and their bytes.
+    pub buffered_on_disk: u64,
+    pub buffered_disk_bytes: u64,
     pub buffered_peak: u64,
     pub dropped: u64,
     pub ended_tracklets: u64,
@@ -405,6 +430,8 @@ impl ClusterMetrics {
             publish_duplicates: l(&self.publish_duplicates),
             publish_errors: l(&self.publish_errors),
             buffered: l(&self.buffered),
+            buffered_on_disk: l(&self.spooled),
+            buffered_disk_bytes: l(&self.spooled_bytes),
             buffered_peak: l(&self.buffered_peak),
             dropped: l(&self.dropped),
             ended_tracklets: l(&self.ended_tracklets),
@@ -481,6 +508,7 @@ mod tests {
             consumer: "core".into(),
             tls_ca: None,
             lease_s: 5,
+            buffer_disk_mb: 0,
         }
     }
 

@@ -289,8 +289,13 @@ impl Server {
                         )
                     })
                     .collect();
-                let edge =
-                    crate::cluster::edge::EdgeLink::start(&settings, pub_rx, ctrl_rx, names)?;
+                let edge = crate::cluster::edge::EdgeLink::start(
+                    &settings,
+                    pub_rx,
+                    ctrl_rx,
+                    names,
+                    &cfg.server.data_dir,
+                )?;
                 // the store and the gallery stay unused: an edge does not link
                 drop((store, linker));
                 (
