@@ -868,3 +868,84 @@ fn browser_check(core: &Daemon, edges: &[&str], cameras: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A broker that knows one user by its nkey (public key only): a core with that user's seed in
+/// `CROSSCAM_NATS_NKEY` makes its stream and consumer; an edge with another seed is refused by
+/// the broker and says so, and keeps running.
+#[test]
+fn nkey_users_reach_the_broker_and_other_keys_are_refused() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let conf = store.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            store.path().join("js").display(),
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let _broker = common::KillOnDrop(
+        Command::new(nats_server())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seed = user.seed().unwrap();
+    let spawn_with_seed = |role: &str, name: &str, seed: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            config_text(dir.path(), "", "") + &cluster_section(port, name),
+        )
+        .unwrap();
+        add_user(&config, "admin", "admin");
+        Daemon::spawn_env(
+            dir,
+            config,
+            &["--role", role],
+            &[("CROSSCAM_NATS_NKEY", seed)],
+        )
+    };
+    let core = spawn_with_seed("core", "core", &seed);
+    core.wait_for(
+        60,
+        "the core's stream and consumer, as the nkey user",
+        || {
+            core.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("stream and consumer ready"))
+                .then_some(())
+        },
+    );
+    let edge = spawn_with_seed("edge", "intruder", &stranger.seed().unwrap());
+    let token = edge.login("admin");
+    edge.wait_for(30, "the broker refusing the edge", || {
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.to_lowercase().contains("authorization"))
+            .then_some(())
+    });
+    let c = status(&edge, &token)["pipeline"]["cluster"].clone();
+    assert_eq!(c["connected"], false, "{c}");
+    assert_eq!(c["published"], 0, "{c}");
+}

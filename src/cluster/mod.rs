@@ -85,6 +85,10 @@ fn default_consumer() -> String {
 pub const ENV_USER: &str = "CROSSCAM_NATS_USER";
 pub const ENV_PASSWORD: &str = "CROSSCAM_NATS_PASSWORD";
 pub const ENV_TOKEN: &str = "CROSSCAM_NATS_TOKEN";
+/// A user nkey's seed (`SU…`, 58 characters): the broker knows only its public key.
+pub const ENV_NKEY: &str = "CROSSCAM_NATS_NKEY";
+/// The path of a NATS credentials file (a user JWT and its nkey seed; decentralised accounts).
+pub const ENV_CREDS: &str = "CROSSCAM_NATS_CREDS";
 
 impl ClusterSettings {
     /// Checks the section: `Err((key, message))` names the key at fault.
@@ -225,15 +229,7 @@ impl ClusterSettings {
                     other => tracing::debug!(event = %other, "broker"),
                 }
             });
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        match (env(ENV_USER), env(ENV_PASSWORD), env(ENV_TOKEN)) {
-            (Some(u), Some(p), _) => opts = opts.user_and_password(u, p),
-            (None, None, Some(t)) => opts = opts.token(t),
-            (None, None, None) => {}
-            _ => anyhow::bail!(
-                "broker credentials: set both {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN} alone"
-            ),
-        }
+        opts = with_credentials(opts, &|k: &str| std::env::var(k).ok())?;
         if let Some(ca) = &self.tls_ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -248,6 +244,60 @@ impl ClusterSettings {
             .map_err(|e| anyhow::anyhow!("cluster.nats: {e}"))?;
         Ok(opts.connect(addrs).await?)
     }
+}
+
+/// Adds the broker credentials of the environment (`env`): a user and password, a token, a user
+/// nkey seed or a credentials file — one of them, or none.
+fn with_credentials(
+    opts: async_nats::ConnectOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let (user, password, token, nkey, creds) = (
+        get(ENV_USER),
+        get(ENV_PASSWORD),
+        get(ENV_TOKEN),
+        get(ENV_NKEY),
+        get(ENV_CREDS),
+    );
+    let given = [
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey.is_some(),
+        creds.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given > 1 {
+        anyhow::bail!(
+            "broker credentials: set one of {ENV_USER} + {ENV_PASSWORD}, {ENV_TOKEN}, {ENV_NKEY} or {ENV_CREDS}, not several"
+        );
+    }
+    Ok(match (user, password, token, nkey, creds) {
+        (Some(u), Some(p), ..) => opts.user_and_password(u, p),
+        (Some(_), None, ..) | (None, Some(_), ..) => {
+            anyhow::bail!("broker credentials: set both {ENV_USER} and {ENV_PASSWORD}")
+        }
+        (_, _, Some(t), ..) => opts.token(t),
+        (_, _, _, Some(seed), _) => {
+            if !(seed.starts_with("SU") && seed.len() == 58) {
+                anyhow::bail!(
+                    "{ENV_NKEY}: expected a user nkey seed (58 characters starting with SU, as `nsc` or `nk -gen user` print it)"
+                );
+            }
+            opts.nkey(seed)
+        }
+        (_, _, _, _, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("{ENV_CREDS}: cannot read the credentials file {path}: {e}")
+            })?;
+            opts.credentials(&text).map_err(|e| {
+                anyhow::anyhow!("{ENV_CREDS}: {path} is not a NATS credentials file: {e}")
+            })?
+        }
+        _ => opts,
+    })
 }
 
 /// Which part of the pipeline this process runs (`crosscam serve --role`).
@@ -533,6 +583,34 @@ mod tests {
         assert_eq!(s.stream(), "CROSSCAM_LAB_2");
         assert_eq!(s.obs_subject("cam1"), "crosscam.lab-2.obs.cam1");
         assert_eq!(s.subjects(), "crosscam.lab-2.>");
+    }
+
+    #[test]
+    fn broker_credentials_come_from_one_source_of_the_environment() {
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            with_credentials(async_nats::ConnectOptions::new(), &move |k: &str| {
+                pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert!(with(&[]).is_ok());
+        assert!(with(&[(ENV_USER, "u"), (ENV_PASSWORD, "p")]).is_ok());
+        assert!(with(&[(ENV_TOKEN, "t")]).is_ok());
+        let seed = format!("SU{}", "A".repeat(56));
+        assert!(with(&[(ENV_NKEY, &seed)]).is_ok());
+        let e = with(&[(ENV_USER, "u")]).unwrap_err();
+        assert!(e.contains(ENV_PASSWORD), "{e}");
+        let e = with(&[(ENV_TOKEN, "t"), (ENV_NKEY, &seed)]).unwrap_err();
+        assert!(e.contains("not several"), "{e}");
+        let e = with(&[(ENV_NKEY, "UABC")]).unwrap_err();
+        assert!(e.contains("user nkey seed"), "{e}");
+        let e = with(&[(ENV_CREDS, "/nonexistent/x.creds")]).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
     }
 
     #[test]

@@ -88,10 +88,21 @@ impl Daemon {
 
     /// As [`Daemon::spawn`], with more arguments for `crosscam serve`.
     pub fn spawn_with(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Daemon {
+        Daemon::spawn_env(dir, config, args, &[])
+    }
+
+    /// As [`Daemon::spawn_with`], with environment variables for the daemon.
+    pub fn spawn_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(&config)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
