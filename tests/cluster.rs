@@ -949,3 +949,122 @@ fn nkey_users_reach_the_broker_and_other_keys_are_refused() {
     assert_eq!(c["connected"], false, "{c}");
     assert_eq!(c["published"], 0, "{c}");
 }
+
+/// Three `nats-server` nodes in one JetStream cluster on 127.0.0.1 (the recipe of
+/// docs/scaling.md), the site's stream and buckets kept on all three (`replicas = 3`): one node
+/// is killed while an edge publishes, and every tracklet the edge had acknowledged still reaches
+/// the core's store, once.
+#[test]
+fn a_three_node_broker_loses_a_node_and_no_tracklet() {
+    let store = tempfile::tempdir().unwrap();
+    let (client, route): (Vec<u16>, Vec<u16>) = (0..3).map(|_| (free_port(), free_port())).unzip();
+    let routes = route
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut nodes: Vec<Option<common::KillOnDrop>> = (0..3)
+        .map(|i| {
+            let conf = store.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\ncluster {{ name: crosscam\n  listen: 127.0.0.1:{}\n  routes: [{routes}] }}\n",
+                    client[i],
+                    store.path().join(format!("js{i}")).display(),
+                    route[i]
+                ),
+            )
+            .unwrap();
+            Some(common::KillOnDrop(
+                Command::new(nats_server())
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ))
+        })
+        .collect();
+    let urls = client
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let section = |name: &str| {
+        format!(
+            "\n[cluster]\nnats = \"{urls}\"\nsite = \"{SITE}\"\nedge = \"{name}\"\nreplicas = 3\nbuffer_max = 100000\n"
+        )
+    };
+    let spawn3 = |role: &str, cameras: &str, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            config_text(dir.path(), cameras, "") + &section(name),
+        )
+        .unwrap();
+        add_user(&config, "admin", "admin");
+        Daemon::spawn_with(dir, config, &["--role", role])
+    };
+    let core = spawn3("core", "", "core");
+    core.wait_for(90, "the core's replicated stream and consumer", || {
+        core.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("stream and consumer ready"))
+            .then_some(())
+    });
+    let mut edge = spawn3("edge", &once_camera("r1", 58.0), "edge-r");
+    let token = edge.login("admin");
+    edge.wait_for(120, "a first observation acknowledged", || {
+        (status(&edge, &token)["pipeline"]["cluster"]["published"].as_u64() > Some(2)).then_some(())
+    });
+    // kill -9 the first node (the one the clients list first)
+    if let Some(mut n) = nodes[0].take() {
+        let _ = n.0.kill();
+        let _ = n.0.wait();
+    }
+    edge.wait_for(240, "the clip to end", || {
+        let v = status(&edge, &token);
+        v["pipeline"]["cameras"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["state"] == "stopped")
+            .then_some(())
+    });
+    assert!(edge.stop(), "{}", edge.log_tail(40));
+    let stopped = "edge: stopped";
+    edge.wait_for(30, "the edge's last log line", || {
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(stopped))
+            .then_some(())
+    });
+    assert_eq!(
+        logged(&edge, stopped, "unpublished"),
+        0,
+        "{}",
+        edge.log_tail(20)
+    );
+    assert_eq!(logged(&edge, stopped, "dropped"), 0);
+    let ended = logged(&edge, stopped, "ended_tracklets");
+    assert!(ended >= 2, "too few tracklets to say anything ({ended})");
+    let db_path = core.dir.path().join("data/crosscam.db");
+    core.wait_for(
+        120,
+        "every ended tracklet in the core's store, once",
+        || {
+            let db = rusqlite::Connection::open_with_flags(
+                &db_path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()?;
+            (count(&db, "SELECT COUNT(*) FROM tracklets WHERE ended = 1") == ended).then_some(())
+        },
+    );
+    drop(nodes);
+}

@@ -443,6 +443,7 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             tls_ca: None,
             lease_s: 5,
             buffer_disk_mb: 0,
+            replicas: 1,
         };
         c.cluster = Some(settings.clone());
         let server = crate::server::Server::start_role(&c, None, Role::Core)?;

@@ -98,6 +98,7 @@ async fn open_bucket(
     name: String,
     max_age: Duration,
     description: &str,
+    replicas: usize,
 ) -> anyhow::Result<kv::Store> {
     if let Ok(s) = js.get_key_value(&name).await {
         return Ok(s);
@@ -108,6 +109,7 @@ async fn open_bucket(
             description: description.into(),
             history: 1,
             max_age,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await;
@@ -132,6 +134,7 @@ impl Buckets {
             s.bucket("CAMERAS"),
             Duration::ZERO,
             "crosscam: the site's cameras (id -> settings), written by the core",
+            s.replicas,
         )
         .await?;
         let leases = open_bucket(
@@ -139,6 +142,7 @@ impl Buckets {
             s.bucket("LEASES"),
             lease,
             "crosscam: which edge runs each camera (expiring)",
+            s.replicas,
         )
         .await?;
         let edges = open_bucket(
@@ -146,6 +150,7 @@ impl Buckets {
             s.bucket("EDGES"),
             lease,
             "crosscam: live edges' heartbeats (expiring)",
+            s.replicas,
         )
         .await?;
         let lease = match leases.status().await?.info.config.max_age {

@@ -159,6 +159,7 @@ impl Consumer {
                 subjects: vec![s.subjects()],
                 duplicate_window: Duration::from_secs(s.duplicate_window_s),
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: s.replicas,
                 ..Default::default()
             })
             .await?;

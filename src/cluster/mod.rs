@@ -59,6 +59,14 @@ pub struct ClusterSettings {
     /// deliver waits there for its next start.
     #[serde(default = "default_buffer_disk_mb")]
     pub buffer_disk_mb: u64,
+    /// Copies the broker keeps of the site's stream and buckets: 1 on one `nats-server`, 3 on a
+    /// 3-node NATS cluster (any node may then fail). Set when they are made.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 fn default_buffer_disk_mb() -> u64 {
@@ -148,6 +156,15 @@ impl ClusterSettings {
                 format!(
                     "expected 0 (no disk buffer) to 16777216 MiB, found {}",
                     self.buffer_disk_mb
+                ),
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err((
+                "replicas",
+                format!(
+                    "expected 1 to 5 copies (3 on a 3-node NATS cluster), found {}",
+                    self.replicas
                 ),
             ));
         }
@@ -559,6 +576,7 @@ mod tests {
             tls_ca: None,
             lease_s: 5,
             buffer_disk_mb: 0,
+            replicas: 1,
         }
     }
 
