@@ -38,9 +38,22 @@ struct Broker {
 
 impl Broker {
     fn start(port: u16, store: &Path) -> Broker {
-        let mut child = Command::new(nats_server())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
+        let mut cmd = Command::new(nats_server());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store);
+        Broker::spawn(cmd)
+    }
+
+    /// A `nats-server -c conf` (users, a cluster of nodes).
+    fn with_config(conf: &Path) -> Broker {
+        let mut cmd = Command::new(nats_server());
+        cmd.arg("-c").arg(conf);
+        Broker::spawn(cmd)
+    }
+
+    /// Starts `cmd` and waits until the server says it is ready.
+    fn spawn(mut cmd: Command) -> Broker {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -106,6 +119,46 @@ fn status(d: &Daemon, token: &str) -> serde_json::Value {
     let (st, v) = d.get("/api/v1/status", Some(token));
     assert_eq!(st, 200, "{v}");
     v
+}
+
+/// Waits (at most `secs`) for a stopped edge's last log line, which may still be on the way from
+/// the pipe; returns what it starts with, for [`logged`].
+fn last_line(e: &Daemon, secs: u64) -> &'static str {
+    let stopped = "edge: stopped";
+    e.wait_for(secs, "the edge's last log line", || {
+        e.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(stopped))
+            .then_some(())
+    });
+    stopped
+}
+
+/// A client runtime and the site's stream, made as a core would (for tests without a core).
+fn site_stream(port: u16) -> (tokio::runtime::Runtime, async_nats::jetstream::Context) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let js = async_nats::jetstream::new(
+            async_nats::connect(format!("127.0.0.1:{port}"))
+                .await
+                .unwrap(),
+        );
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "CROSSCAM_LAB_1".into(),
+            subjects: vec![format!("crosscam.{SITE}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js
+    });
+    (rt, js)
 }
 
 /// `key=value` of the last log line containing `what`.
@@ -255,16 +308,7 @@ fn edges_feed_one_core_through_jetstream_and_a_broker_restart_loses_and_duplicat
             "the edge did not stop cleanly:\n{}",
             e.log_tail(40)
         );
-        let stopped = "edge: stopped";
-        // its last line may still be on the way from the pipe
-        e.wait_for(10, "the edge's last log line", || {
-            e.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(stopped))
-                .then_some(())
-        });
+        let stopped = last_line(e, 10);
         assert_eq!(logged(e, stopped, "dropped"), 0, "{}", e.log_tail(20));
         assert_eq!(logged(e, stopped, "unpublished"), 0, "{}", e.log_tail(20));
         assert!(
@@ -410,40 +454,13 @@ fn an_edge_without_its_broker_keeps_the_newest_observations_up_to_its_bound_and_
     // the broker and the site's stream come: what is buffered goes out
     let store = tempfile::tempdir().unwrap();
     let _broker = Broker::start(port, store.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let js = rt.block_on(async {
-        let js = async_nats::jetstream::new(
-            async_nats::connect(format!("127.0.0.1:{port}"))
-                .await
-                .unwrap(),
-        );
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "CROSSCAM_LAB_1".into(),
-            subjects: vec![format!("crosscam.{SITE}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        js
-    });
+    let (rt, js) = site_stream(port);
     edge.wait_for(120, "the buffer delivered", || {
         let c = status(&edge, &token)["pipeline"]["cluster"].clone();
         (c["buffered"] == 0 && c["published"].as_u64() >= Some(5)).then_some(())
     });
     assert!(edge.stop(), "{}", edge.log_tail(40));
-    let stopped = "edge: stopped";
-    edge.wait_for(10, "the edge's last log line", || {
-        edge.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(stopped))
-            .then_some(())
-    });
+    let stopped = last_line(&edge, 10);
     assert!(logged(&edge, stopped, "dropped") > 0);
     assert_eq!(logged(&edge, stopped, "unpublished"), 0);
     // everything the edge says it published is in the stream, once
@@ -498,15 +515,7 @@ fn an_edge_keeps_what_the_broker_never_took_on_disk_and_delivers_it_after_a_rest
     assert!(c["buffered_disk_bytes"].as_u64() > Some(0), "{c}");
     // stopped while the broker is still away: what was in memory goes to disk too
     assert!(edge.stop(), "{}", edge.log_tail(40));
-    let stopped = "edge: stopped";
-    edge.wait_for(30, "the edge's last log line", || {
-        edge.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(stopped))
-            .then_some(())
-    });
+    let stopped = last_line(&edge, 30);
     let on_disk = logged(&edge, stopped, "on_disk");
     assert!(on_disk > 5, "{}", edge.log_tail(10));
     assert_eq!(logged(&edge, stopped, "published"), 0);
@@ -518,26 +527,7 @@ fn an_edge_keeps_what_the_broker_never_took_on_disk_and_delivers_it_after_a_rest
     // it delivers what waited on disk, in order, and nothing twice
     let store = tempfile::tempdir().unwrap();
     let _broker = Broker::start(port, store.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let js = rt.block_on(async {
-        let js = async_nats::jetstream::new(
-            async_nats::connect(format!("127.0.0.1:{port}"))
-                .await
-                .unwrap(),
-        );
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "CROSSCAM_LAB_1".into(),
-            subjects: vec![format!("crosscam.{SITE}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        js
-    });
+    let (rt, js) = site_stream(port);
     let (dir, config) = write("");
     let mut edge = Daemon::spawn_with(dir, config, &["--role", "edge"]);
     let token = edge.login("admin");
@@ -888,23 +878,7 @@ fn nkey_users_reach_the_broker_and_other_keys_are_refused() {
         ),
     )
     .unwrap();
-    let _broker = common::KillOnDrop(
-        Command::new(nats_server())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "nats-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _broker = Broker::with_config(&conf);
     let seed = user.seed().unwrap();
     let spawn_with_seed = |role: &str, name: &str, seed: &str| {
         let dir = tempfile::tempdir().unwrap();
@@ -963,7 +937,7 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
         .map(|p| format!("nats-route://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut nodes: Vec<Option<common::KillOnDrop>> = (0..3)
+    let mut nodes: Vec<Option<Broker>> = (0..3)
         .map(|i| {
             let conf = store.path().join(format!("n{i}.conf"));
             std::fs::write(
@@ -976,15 +950,7 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
                 ),
             )
             .unwrap();
-            Some(common::KillOnDrop(
-                Command::new(nats_server())
-                    .arg("-c")
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            ))
+            Some(Broker::with_config(&conf))
         })
         .collect();
     let urls = client
@@ -1023,9 +989,8 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
         (status(&edge, &token)["pipeline"]["cluster"]["published"].as_u64() > Some(2)).then_some(())
     });
     // kill -9 the first node (the one the clients list first)
-    if let Some(mut n) = nodes[0].take() {
-        let _ = n.0.kill();
-        let _ = n.0.wait();
+    if let Some(n) = nodes[0].take() {
+        n.kill();
     }
     edge.wait_for(240, "the clip to end", || {
         let v = status(&edge, &token);
@@ -1035,15 +1000,7 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
             .then_some(())
     });
     assert!(edge.stop(), "{}", edge.log_tail(40));
-    let stopped = "edge: stopped";
-    edge.wait_for(30, "the edge's last log line", || {
-        edge.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(stopped))
-            .then_some(())
-    });
+    let stopped = last_line(&edge, 30);
     assert_eq!(
         logged(&edge, stopped, "unpublished"),
         0,

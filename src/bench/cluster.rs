@@ -504,6 +504,7 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
         };
         let me_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - me_cpu0;
         let mut lags = server.take_cluster_lags();
+        let gallery = server.status().link;
         let step = ClusterStep {
             cameras: n,
             offered_per_s: offered,
@@ -519,8 +520,8 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             process_cpu_us_per_obs: me_cpu * 1e6 / published.max(1) as f64,
             publisher_kept_up,
             kept_up: false,
-            identities: server.status().link.gallery_identities,
-            prototypes: server.status().link.gallery_prototypes,
+            identities: gallery.gallery_identities,
+            prototypes: gallery.gallery_prototypes,
         };
         let kept_up =
             publisher_kept_up && stored >= published && step.lag_p99_ms <= 2000.0 && drain_s <= 2.0;

@@ -206,7 +206,39 @@ fn wait_round(stop: &AtomicBool) -> bool {
     !stop.load(Ordering::SeqCst)
 }
 
-/// Logs a failed round at the first failure and then at powers of two.
+/// Runs `round` every second until `stop` is raised, with the site's buckets (opened by the
+/// first round that reaches the broker). A failed round is logged as `failed` (at the first
+/// failure and then at powers of two) and the next one tries again. Returns the buckets, if
+/// they were opened.
+fn every_round(
+    rt: &tokio::runtime::Runtime,
+    client: &async_nats::Client,
+    settings: &ClusterSettings,
+    stop: &AtomicBool,
+    failed: &str,
+    mut round: impl FnMut(&Buckets) -> anyhow::Result<()>,
+) -> Option<Buckets> {
+    let mut buckets = None;
+    let mut failures = 0u32;
+    loop {
+        if buckets.is_none() {
+            match rt.block_on(Buckets::open(client, settings)) {
+                Ok(b) => buckets = Some(b),
+                Err(e) => round_failed(&mut failures, failed, &e),
+            }
+        }
+        if let Some(b) = &buckets {
+            match round(b) {
+                Ok(()) => failures = 0,
+                Err(e) => round_failed(&mut failures, failed, &e),
+            }
+        }
+        if !wait_round(stop) {
+            return buckets;
+        }
+    }
+}
+
 fn round_failed(failures: &mut u32, what: &str, e: &anyhow::Error) {
     *failures += 1;
     if *failures == 1 || failures.is_power_of_two() {
@@ -234,38 +266,28 @@ impl SiteCameras {
         let (tx, rx) = crossbeam_channel::unbounded::<Vec<CameraSettings>>();
         let settings = settings.clone();
         let thread = StageThread::spawn("core-cameras", move |stop| {
-            let mut buckets = None;
             let mut desired: Option<Vec<CameraSettings>> = None;
             let mut published = false;
-            let mut failures = 0;
-            loop {
-                while let Ok(list) = rx.try_recv() {
-                    desired = Some(list);
-                    published = false;
-                }
-                let r = rt.block_on(async {
-                    if buckets.is_none() {
-                        buckets = Some(Buckets::open(&client, &settings).await?);
+            every_round(
+                &rt,
+                &client,
+                &settings,
+                &stop,
+                "core: cannot reach the site's camera buckets; trying again",
+                |b| {
+                    while let Ok(list) = rx.try_recv() {
+                        desired = Some(list);
+                        published = false;
                     }
-                    let b = buckets.as_ref().expect("opened");
-                    if let Some(list) = desired.as_ref().filter(|_| !published) {
-                        publish_definitions(b, list).await?;
-                        published = true;
-                    }
-                    read_placement(b, desired.as_deref().unwrap_or(&[]), &metrics).await
-                });
-                match r {
-                    Ok(()) => failures = 0,
-                    Err(e) => round_failed(
-                        &mut failures,
-                        "core: cannot reach the site's camera buckets; trying again",
-                        &e,
-                    ),
-                }
-                if !wait_round(&stop) {
-                    break;
-                }
-            }
+                    rt.block_on(async {
+                        if let Some(list) = desired.as_ref().filter(|_| !published) {
+                            publish_definitions(b, list).await?;
+                            published = true;
+                        }
+                        read_placement(b, desired.as_deref().unwrap_or(&[]), &metrics).await
+                    })
+                },
+            );
             rt.shutdown_timeout(Duration::from_secs(2));
         });
         Ok(SiteCameras {
@@ -398,29 +420,15 @@ impl Assigner {
             started: None,
         };
         let thread = StageThread::spawn("edge-assign", move |stop| {
-            let mut buckets = None;
-            let mut failures = 0;
-            loop {
-                let r = rt.block_on(async {
-                    if buckets.is_none() {
-                        let b = Buckets::open(&client, &l.settings).await?;
-                        info!(edge = %l.name, lease_s = b.lease.as_secs_f64(), "edge: taking cameras of the site");
-                        buckets = Some(b);
-                    }
-                    l.round(buckets.as_ref().expect("opened")).await
-                });
-                match r {
-                    Ok(()) => failures = 0,
-                    Err(e) => round_failed(
-                        &mut failures,
-                        "edge: cannot reach the site's camera buckets; the cameras it runs keep running",
-                        &e,
-                    ),
-                }
-                if !wait_round(&stop) {
-                    break;
-                }
-            }
+            let settings = l.settings.clone();
+            let buckets = every_round(
+                &rt,
+                &client,
+                &settings,
+                &stop,
+                "edge: cannot reach the site's camera buckets; the cameras it runs keep running",
+                |b| rt.block_on(l.round(b)),
+            );
             // stop the cameras (their open tracklets end and are published), then let other
             // edges take them at once
             if let Err(e) = l.cameras.set_assigned(Vec::new()) {
@@ -512,7 +520,10 @@ impl EdgeLoop {
         let beats: BTreeMap<String, (Heartbeat, u64)> = entries(&b.edges).await?;
         // for its first lease time an edge only announces itself: edges starting together see
         // each other before they take cameras, and share them evenly from the start
-        self.started.get_or_insert_with(Instant::now);
+        if self.started.is_none() {
+            info!(edge = %self.name, lease_s = b.lease.as_secs_f64(), "edge: taking cameras of the site");
+            self.started = Some(Instant::now());
+        }
         if !self.taking(b) {
             return Ok(());
         }

@@ -433,12 +433,12 @@ impl Publisher {
                     sp.consume(done);
                 }
                 for p in &batch[..done] {
-                    self.delivered(p);
+                    delivered(&self.m, p);
                 }
             }
             None => {
-                for p in self.buf.drain(..done).collect::<Vec<_>>() {
-                    self.delivered(&p);
+                for p in self.buf.drain(..done) {
+                    delivered(&self.m, &p);
                 }
             }
         }
@@ -446,16 +446,6 @@ impl Publisher {
         match err {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-
-    fn delivered(&self, p: &Pending) {
-        self.m.published.fetch_add(1, Ordering::Relaxed);
-        if p.ended {
-            self.m.ended_tracklets.fetch_add(1, Ordering::Relaxed);
-        }
-        if p.described {
-            self.m.described_tracklets.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -504,5 +494,16 @@ impl Publisher {
             }
         }
         (done, err)
+    }
+}
+
+/// Counts a message the broker took.
+fn delivered(m: &ClusterMetrics, p: &Pending) {
+    m.published.fetch_add(1, Ordering::Relaxed);
+    if p.ended {
+        m.ended_tracklets.fetch_add(1, Ordering::Relaxed);
+    }
+    if p.described {
+        m.described_tracklets.fetch_add(1, Ordering::Relaxed);
     }
 }
