@@ -834,23 +834,17 @@ fn bench_cluster_stores_every_published_observation() {
 /// tests/browser/cluster.mjs against the core: its camera page names the edge running each
 /// camera, and its edges table shows each live edge with those cameras.
 fn browser_check(core: &Daemon, edges: &[&str], cameras: &[&str]) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = Command::new("node");
-    cmd.current_dir(format!("{root}/tests/browser"))
-        .arg("cluster.mjs")
-        .arg(&core.base)
-        .env("ADMIN_USER", "admin")
-        .env("ADMIN_PASSWORD", common::daemon::PASSWORD)
-        .env("EDGES", edges.join(","))
-        .env("CAMERAS", cameras.join(","));
-    if let Ok(dir) = std::env::var("SCREENSHOTS") {
-        let dir = Path::new(root).join(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        cmd.env("SCREENSHOTS", dir);
-    }
-    let out = cmd
-        .output()
-        .expect("node (make setup installs Node.js, chromium and playwright-core)");
+    let (edges, cameras) = (edges.join(","), cameras.join(","));
+    let out = common::daemon::browser(
+        "cluster.mjs",
+        &core.base,
+        &[
+            ("ADMIN_USER", "admin".as_ref()),
+            ("ADMIN_PASSWORD", common::daemon::PASSWORD.as_ref()),
+            ("EDGES", edges.as_ref()),
+            ("CAMERAS", cameras.as_ref()),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("cluster-ui: all checks passed"),

@@ -46,25 +46,19 @@ fn web_ui_in_headless_chromium() {
         (ended >= 10 && ids["total"].as_u64().unwrap_or(0) >= 3 && twice && queued >= 3)
             .then_some(())
     });
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = std::process::Command::new("node");
-    cmd.current_dir(format!("{root}/tests/browser"))
-        .arg("ui.mjs")
-        .arg(&d.base)
-        .env("ADMIN_USER", "admin")
-        .env("ADMIN_PASSWORD", PASSWORD)
-        .env("OPERATOR_USER", "operator")
-        .env("OPERATOR_PASSWORD", PASSWORD)
-        // a footballer who never walked past these cameras, for the search's likelihood bands
-        .env("FOOTBALLER", crosscam::paths::media("messi5.jpg"));
-    if let Ok(dir) = std::env::var("SCREENSHOTS") {
-        let dir = std::path::Path::new(root).join(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        cmd.env("SCREENSHOTS", dir);
-    }
-    let out = cmd
-        .output()
-        .expect("node (make setup installs Node.js, chromium and playwright-core)");
+    // a footballer who never walked past these cameras, for the search's likelihood bands
+    let footballer = crosscam::paths::media("messi5.jpg");
+    let out = common::daemon::browser(
+        "ui.mjs",
+        &d.base,
+        &[
+            ("ADMIN_USER", "admin".as_ref()),
+            ("ADMIN_PASSWORD", PASSWORD.as_ref()),
+            ("OPERATOR_USER", "operator".as_ref()),
+            ("OPERATOR_PASSWORD", PASSWORD.as_ref()),
+            ("FOOTBALLER", footballer.as_os_str()),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

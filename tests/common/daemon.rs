@@ -50,6 +50,25 @@ pub fn clip_camera(id: &str, start_s: f64) -> String {
     )
 }
 
+/// Runs a browser script of tests/browser (`node <script> <base>`, real Chromium through
+/// playwright-core) with `env`; with `SCREENSHOTS=<dir>` in the test's environment the script
+/// writes its screenshots to that folder of the project.
+pub fn browser(script: &str, base: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = Command::new("node");
+    cmd.current_dir(format!("{root}/tests/browser"))
+        .arg(script)
+        .arg(base)
+        .envs(env.iter().copied());
+    if let Ok(dir) = std::env::var("SCREENSHOTS") {
+        let dir = Path::new(root).join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        cmd.env("SCREENSHOTS", dir);
+    }
+    cmd.output()
+        .expect("node (make setup installs Node.js, chromium and playwright-core)")
+}
+
 pub fn add_user(config: &Path, name: &str, role: &str) {
     let out = Command::new(bin())
         .args(["user", "add", "--config"])
