@@ -120,7 +120,30 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    let server = Arc::new(Server::start_role(cfg, None, opts.role)?);
+    // a core serves only while it holds the site's core lease; until then it is a standby
+    let mut active = match (opts.role, &cfg.cluster) {
+        (crate::cluster::Role::Core, Some(settings)) => {
+            match crate::cluster::failover::ActiveCore::acquire(
+                settings,
+                &cfg.server.data_dir,
+                &stop,
+            )? {
+                Some(a) => Some(a),
+                None => return Ok(()), // stopped while standing by
+            }
+        }
+        _ => None,
+    };
+    let fence = active.as_ref().map(|a| a.fence.clone());
+    let server = match Server::start_with(cfg, None, opts.role, fence.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            if let Some(a) = &mut active {
+                a.stop();
+            }
+            return Err(e);
+        }
+    };
     // subscribe before anything else takes time: the cameras are starting already
     let writer = opts
         .events
@@ -134,6 +157,9 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
                 // the pipeline's threads are running: stop them before reporting
                 if let Ok(s) = Arc::try_unwrap(server) {
                     s.shutdown();
+                }
+                if let Some(a) = &mut active {
+                    a.stop();
                 }
                 return Err(e);
             }
@@ -163,7 +189,12 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
     let mut last_status = Instant::now();
     let mut watch = ConfigWatch::new(cfg);
     let deadline = opts.seconds.map(Duration::from_secs_f64);
+    let mut lost = None;
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| start.elapsed() < d) {
+        if let Some(why) = fence.as_ref().and_then(|f| f.lost()) {
+            lost = Some(why);
+            break;
+        }
         loop {
             match rx.try_recv() {
                 Ok(e) => {
@@ -209,10 +240,19 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<()> {
         Err(_) => tracing::error!("the server is still in use after the API stopped; not flushed"),
     }
     drop(events);
+    // the consumer has stopped: give the lease to a standby
+    if let Some(a) = &mut active {
+        a.stop();
+    }
     if let Some(w) = writer {
         let _ = w.join();
     }
-    Ok(())
+    match lost {
+        Some(why) => Err(anyhow::anyhow!(
+            "{why}; this core stopped serving (start it again to stand by)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Watches the config file: when it is saved with other contents, the new cameras are applied

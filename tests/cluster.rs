@@ -1019,3 +1019,261 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
     );
     drop(nodes);
 }
+
+/// A core of the site with the cameras `cameras`, a short lease and frequent snapshots; it may
+/// stand by (no API yet).
+fn launch_core(port: u16, name: &str, cameras: &str) -> common::daemon::Launched {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let text = config_text(dir.path(), cameras, "")
+        + &cluster_section(port, name)
+        + "lease_s = 3\nsnapshot_s = 5\n";
+    std::fs::write(&config, text).unwrap();
+    add_user(&config, "admin", "admin");
+    common::daemon::Launched::start(dir, config, &["--role", "core"], &[])
+}
+
+#[test]
+fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    // two cameras defined at both cores (the active one places them), ~45 s of clip each
+    let cameras = once_camera("c1", 30.0) + &once_camera("c2", 34.0);
+    let mut a = launch_core(port, "core-a", &cameras).api(60);
+    let ta = a.login("admin");
+    let b = launch_core(port, "core-b", &cameras);
+    a.wait_for(60, "core-b standing by", || {
+        b.logged("standby; another core is active").then_some(())
+    });
+    let mut edge = spawn_edge(port, "e1");
+
+    // core-a stores observations with crops and snapshots them; core-b holds a copy of the
+    // newest snapshot
+    let a_db = a.dir.path().join("data/crosscam.db");
+    let crops_at = a.wait_for(120, "crops in core-a's store", || {
+        let db = rusqlite::Connection::open_with_flags(
+            &a_db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        (count(&db, "SELECT COUNT(*) FROM crops") > 0).then(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+        })
+    });
+    let (epoch_a, snap) = a.wait_for(
+        120,
+        "a snapshot with stored crops, mirrored by core-b",
+        || {
+            let c = status(&a, &ta)["pipeline"]["cluster"]["core"].clone();
+            let snap = c["snapshot"].clone();
+            let seq = snap["seq"].as_u64()?;
+            // copied after the crops were stored
+            if snap["t_ms"].as_i64()? < crops_at + 2000 {
+                return None;
+            }
+            let mirrored = c["standbys"]
+                .as_array()?
+                .iter()
+                .any(|s| s["core"] == "core-b" && s["mirrored"]["seq"].as_u64() == Some(seq));
+            (c["state"] == "active" && seq > 0 && mirrored).then_some((c["epoch"].as_u64()?, snap))
+        },
+    );
+
+    // kill -9 the active core while the cameras still run
+    let _ = a.child.0.kill();
+    let _ = a.child.0.wait();
+    let t0 = Instant::now();
+    let mut b = b.api(60);
+    let api_after = t0.elapsed();
+    let tb = b.login("admin");
+    let core = b.wait_for(120, "core-b's replay finished", || {
+        let c = status(&b, &tb)["pipeline"]["cluster"]["core"].clone();
+        (c["replay"]["finished"] == true).then_some(c)
+    });
+    let replayed_after = t0.elapsed();
+    // the snapshot's crop pictures (rows only in a snapshot) come back from the stream
+    let crops = b.wait_for(120, "core-b's crop pictures restored", || {
+        let c = status(&b, &tb)["pipeline"]["cluster"]["core"].clone();
+        (c["crops_done"] == true).then_some(c)
+    });
+    assert_eq!(crops["crops_missing"], 0, "{crops}");
+    assert!(crops["crops_restored"].as_u64() > Some(0), "{crops}");
+    assert_eq!(core["state"], "active", "{core}");
+    assert_eq!(core["restored_from"], "snapshot", "{core}");
+    assert!(core["epoch"].as_u64() > Some(epoch_a), "{core}");
+    // the newest snapshot: the one seen, or a later one of the same term
+    assert_eq!(core["start"]["epoch"].as_u64(), Some(epoch_a), "{core}");
+    assert!(
+        core["start"]["seq"].as_u64() >= snap["seq"].as_u64(),
+        "{core}"
+    );
+    assert_eq!(
+        core["replay"]["from"].as_u64(),
+        Some(core["start"]["seq"].as_u64().unwrap() + 1),
+        "{core}"
+    );
+    eprintln!(
+        "core failover: core-b's API answered {:.1} s after core-a was killed, its replay had finished after {:.1} s; {core}",
+        api_after.as_secs_f64(),
+        replayed_after.as_secs_f64()
+    );
+
+    // the clips end; every tracklet the edge had delivered is in core-b's store once
+    let te = edge.login("admin");
+    edge.wait_for(240, "both cameras to finish their clip", || {
+        let r = running(&edge, &te);
+        (r.len() == 2 && r.iter().all(|(_, s)| s == "stopped")).then_some(())
+    });
+    assert!(
+        edge.stop(),
+        "the edge did not stop cleanly:\n{}",
+        edge.log_tail(40)
+    );
+    let stopped = last_line(&edge, 10);
+    assert_eq!(logged(&edge, stopped, "dropped"), 0);
+    assert_eq!(logged(&edge, stopped, "unpublished"), 0);
+    let ended = logged(&edge, stopped, "ended_tracklets");
+    let described = logged(&edge, stopped, "described_tracklets");
+    assert!(described >= 2, "too few described tracklets ({described})");
+    let b_db = b.dir.path().join("data/crosscam.db");
+    let open = |p: &Path| {
+        rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+    };
+    b.wait_for(120, "every ended tracklet in core-b's store", || {
+        (count(
+            &open(&b_db),
+            "SELECT COUNT(*) FROM tracklets WHERE ended = 1",
+        ) >= ended)
+            .then_some(())
+    });
+    let db = open(&b_db);
+    assert_eq!(
+        (
+            count(&db, "SELECT COUNT(*) FROM tracklets"),
+            count(&db, "SELECT COUNT(*) FROM tracklets WHERE ended = 1"),
+            count(
+                &db,
+                "SELECT COUNT(*) FROM sightings s JOIN tracklets t ON t.id = s.tracklet WHERE t.ended = 1"
+            ),
+        ),
+        (ended, ended, described),
+        "core-b's store (tracklets, ended tracklets, sightings) vs what the edge delivered"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT camera, run, track_id FROM tracklets GROUP BY camera, run, track_id HAVING COUNT(*) > 1)"
+        ),
+        0
+    );
+    // what core-a had linked before its snapshot kept its numbers: every identity of the
+    // snapshot is in core-b's store (kept, or merged with a record in the audit)
+    let snap_db = open(&b.dir.path().join("data/cluster-mirror.db"));
+    let ids: Vec<i64> = snap_db
+        .prepare("SELECT id FROM identities")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!ids.is_empty(), "core-a's snapshot holds no identity");
+    for id in &ids {
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT COUNT(*) FROM identities WHERE id = {id}")
+            ),
+            1,
+            "identity {id} of core-a's snapshot"
+        );
+    }
+    // core-a's own database is left as it was (core-b never wrote to it)
+    assert!(a_db.is_file());
+    // every crop row of core-b's store has its picture, in core-b's data directory
+    let crop_root = b.dir.path().join("data/crops");
+    let paths: Vec<String> = db
+        .prepare("SELECT path FROM crops")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!paths.is_empty());
+    for p in &paths {
+        let p = Path::new(p);
+        assert!(
+            p.starts_with(&crop_root) && p.is_file(),
+            "crop {}",
+            p.display()
+        );
+    }
+
+    // a stopping core gives the lease up at once
+    assert!(b.stop(), "core-b did not stop cleanly:\n{}", b.log_tail(40));
+    b.wait_for(10, "the lease given up", || {
+        b.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("lease given up"))
+            .then_some(())
+    });
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_core_that_hung_past_its_lease_finds_its_term_over_and_stops() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let mut a = launch_core(port, "core-a", "").api(60);
+    let b = launch_core(port, "core-b", "");
+    a.wait_for(60, "core-b standing by", || {
+        b.logged("standby; another core is active").then_some(())
+    });
+    // core-a stops answering (a long pause, a hung machine) for longer than the lease
+    signal(a.child.id(), "STOP");
+    let b = b.api(60);
+    let tb = b.login("admin");
+    let core = status(&b, &tb)["pipeline"]["cluster"]["core"].clone();
+    assert_eq!(core["state"], "active", "{core}");
+    // core-a wakes up: its next renewal finds core-b's term, and it stops serving
+    signal(a.child.id(), "CONT");
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = a.child.0.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "core-a kept running after losing its term:\n{}",
+            a.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(code, Some(0), "core-a exited as if nothing happened");
+    a.wait_for(10, "core-a naming the core that took over", || {
+        a.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("core core-b took the site's core lease"))
+            .then_some(())
+    });
+    // core-b is still the active core
+    let core = status(&b, &tb)["pipeline"]["cluster"]["core"].clone();
+    assert_eq!(core["state"], "active", "{core}");
+}

@@ -436,6 +436,59 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             family(&mut o, name, kind, help);
             let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));
         }
+        if let Some(core) = &c.core {
+            // the core's term (src/cluster/failover.rs)
+            let replay_left = core.replay.as_ref().filter(|r| !r.finished).map_or(0, |r| {
+                (r.to + 1).saturating_sub(r.from).saturating_sub(r.done)
+            });
+            for (name, kind, help, v) in [
+                (
+                    "crosscam_cluster_core_active",
+                    "gauge",
+                    "Core: holds the site's core lease (1) or lost it (0).",
+                    u64::from(core.state == "active"),
+                ),
+                (
+                    "crosscam_cluster_core_epoch",
+                    "gauge",
+                    "Core: the number of its term as the active core (the lease's revision).",
+                    core.epoch,
+                ),
+                (
+                    "crosscam_cluster_core_replay_pending",
+                    "gauge",
+                    "Core: messages of the takeover replay not yet taken.",
+                    replay_left,
+                ),
+                (
+                    "crosscam_cluster_core_snapshot_seq",
+                    "gauge",
+                    "Core: stream sequence of its last stored snapshot.",
+                    core.snapshot.as_ref().map_or(0, |p| p.seq),
+                ),
+                (
+                    "crosscam_cluster_core_snapshot_bytes",
+                    "gauge",
+                    "Core: size of its last stored snapshot.",
+                    core.snapshot.as_ref().map_or(0, |p| p.bytes),
+                ),
+                (
+                    "crosscam_cluster_core_snapshots_failed_total",
+                    "counter",
+                    "Core: snapshots that could not be stored.",
+                    core.snapshots_failed,
+                ),
+                (
+                    "crosscam_cluster_core_standbys",
+                    "gauge",
+                    "Core: standby cores heartbeating now.",
+                    core.standbys.len() as u64,
+                ),
+            ] {
+                family(&mut o, name, kind, help);
+                let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));
+            }
+        }
     }
     family(
         &mut o,

@@ -93,7 +93,7 @@ struct Buckets {
     lease: Duration,
 }
 
-async fn open_bucket(
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     name: String,
     max_age: Duration,

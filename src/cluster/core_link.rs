@@ -3,6 +3,10 @@
 //! has stored it (or found it stored already); one the store failed on is delivered again later.
 //! A message that cannot be read is logged, counted and terminated (never retried), never a
 //! reason to stop.
+//!
+//! Behind a [`Fence`] (the site's core lease, src/cluster/failover.rs) it takes messages only
+//! while the lease holds, and first replays the stream from the point its term starts from
+//! through an ephemeral consumer, up to the stream's end at that moment.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +17,7 @@ use futures_util::StreamExt;
 use prost::Message as _;
 use tracing::{info, info_span, warn};
 
+use super::failover::{Fence, Replay};
 use super::wire;
 use super::{ClusterMetrics, ClusterSettings};
 use crate::config::secrets::clip;
@@ -42,6 +47,7 @@ impl CoreLink {
         settings: &ClusterSettings,
         link: crossbeam_channel::Sender<Inbound>,
         control: crossbeam_channel::Sender<Control>,
+        fence: Option<Arc<Fence>>,
     ) -> anyhow::Result<CoreLink> {
         let metrics = Arc::new(ClusterMetrics::default());
         let rt = super::runtime()?;
@@ -57,6 +63,7 @@ impl CoreLink {
                 control,
                 m,
                 stop,
+                fence,
             };
             rt.block_on(c.run());
             rt.shutdown_timeout(Duration::from_secs(2));
@@ -82,6 +89,7 @@ struct Consumer {
     control: crossbeam_channel::Sender<Control>,
     m: Arc<ClusterMetrics>,
     stop: Arc<AtomicBool>,
+    fence: Option<Arc<Fence>>,
 }
 
 type Acks = tokio::sync::mpsc::UnboundedSender<(jetstream::Message, Outcome)>;
@@ -112,6 +120,17 @@ impl Consumer {
             );
             while let Ok((msg, outcome)) = ack_rx.try_recv() {
                 self.ack(msg, outcome).await;
+            }
+            if let Some(f) = &self.fence {
+                if !f.holds() {
+                    // not (or no longer) this core's turn: take nothing
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                if let Some(from) = f.take_replay() {
+                    self.replay(&js, from, f, &ack_tx, &mut ack_rx).await;
+                    continue;
+                }
             }
             let batch = consumer
                 .fetch()
@@ -145,6 +164,125 @@ impl Consumer {
         while let Ok((msg, outcome)) = ack_rx.try_recv() {
             self.ack(msg, outcome).await;
         }
+    }
+
+    /// Replays the stream from sequence `from` to its last message now through an ephemeral
+    /// consumer (messages already stored are dropped by the link stage), reporting progress
+    /// to the fence; tried again until it finishes while the lease holds.
+    async fn replay(
+        &self,
+        js: &jetstream::Context,
+        from: u64,
+        fence: &Fence,
+        acks: &Acks,
+        ack_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(jetstream::Message, Outcome)>,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            if self.stop.load(Ordering::SeqCst) || !fence.holds() {
+                // asked again for the next term (or the next start)
+                return;
+            }
+            match self.replay_once(js, from, fence, acks, ack_rx).await {
+                Ok(()) => return,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        warn!(error = %format!("{e:#}"), from, "core: replay of the stream failed; trying again");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn replay_once(
+        &self,
+        js: &jetstream::Context,
+        from: u64,
+        fence: &Fence,
+        acks: &Acks,
+        ack_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(jetstream::Message, Outcome)>,
+    ) -> anyhow::Result<()> {
+        let mut stream = js.get_stream(self.settings.stream()).await?;
+        let last = stream.info().await?.state.last_sequence;
+        let mut r = Replay {
+            from,
+            to: last,
+            done: 0,
+            finished: false,
+        };
+        if from > last {
+            r.finished = true;
+            info!(from, last, "core: nothing to replay");
+            fence.replay_progress(r);
+            return Ok(());
+        }
+        info!(from, to = last, "core: replaying the stream");
+        fence.replay_progress(r.clone());
+        let mut consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER,
+                max_ack_pending: MAX_ACK_PENDING,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await?;
+        let started = std::time::Instant::now();
+        let result = loop {
+            if self.stop.load(Ordering::SeqCst) || !fence.holds() {
+                break Err(anyhow::anyhow!("stopped before the replay finished"));
+            }
+            while let Ok((msg, outcome)) = ack_rx.try_recv() {
+                self.ack(msg, outcome).await;
+            }
+            let floor = consumer.info().await?.ack_floor.stream_sequence;
+            if floor >= last {
+                break Ok(());
+            }
+            let mut batch = consumer
+                .fetch()
+                .max_messages(FETCH)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await?;
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(msg) => {
+                        if msg.info().is_ok_and(|i| i.stream_sequence > last) {
+                            // past the end of the replay: the durable consumer delivers it
+                            let _ = msg.ack().await;
+                            continue;
+                        }
+                        r.done += 1;
+                        self.message(msg, acks).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "core: replay fetch ended");
+                        break;
+                    }
+                }
+            }
+            fence.replay_progress(r.clone());
+        };
+        let name = consumer.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        result?;
+        r.finished = true;
+        info!(
+            from,
+            to = last,
+            messages = r.done,
+            secs = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "core: replay finished"
+        );
+        fence.replay_progress(r);
+        Ok(())
     }
 
     /// Makes the stream and the durable consumer when missing.

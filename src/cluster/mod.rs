@@ -12,6 +12,7 @@
 pub mod assign;
 pub mod core_link;
 pub mod edge;
+pub mod failover;
 pub mod spool;
 pub mod wire;
 
@@ -30,8 +31,9 @@ pub struct ClusterSettings {
     pub nats: String,
     /// The site: a subject token (`crosscam.<site>.…`) and the stream's name (`CROSSCAM_<SITE>`).
     pub site: String,
-    /// This process's name in messages and logs (edges); default: the host name.
-    #[serde(default)]
+    /// This process's name in messages, buckets and logs (an edge's or a core's; `name` is
+    /// the same key); default: the host name. Two processes of a site need two names.
+    #[serde(default, alias = "name")]
     pub edge: Option<String>,
     /// Most observations an edge keeps while the broker is unreachable; over it the oldest are
     /// dropped (and counted).
@@ -42,7 +44,8 @@ pub struct ClusterSettings {
     /// holds; the core still drops it.
     #[serde(default = "default_duplicate_window_s")]
     pub duplicate_window_s: u64,
-    /// The core's durable consumer name (cores sharing one name share the work).
+    /// The core's durable consumer name (the active core consumes with it; a standby that
+    /// takes over resumes it).
     #[serde(default = "default_consumer")]
     pub consumer: String,
     /// PEM file of the certificate authority that signed the broker's certificate (TLS).
@@ -63,6 +66,15 @@ pub struct ClusterSettings {
     /// 3-node NATS cluster (any node may then fail). Set when they are made.
     #[serde(default = "default_replicas")]
     pub replicas: usize,
+    /// Core: how often the active core stores a snapshot of its database in the site's object
+    /// store, seconds (a standby that takes over starts from the newest one and replays the
+    /// stream after it).
+    #[serde(default = "default_snapshot_s")]
+    pub snapshot_s: u64,
+}
+
+fn default_snapshot_s() -> u64 {
+    60
 }
 
 fn default_replicas() -> usize {
@@ -174,6 +186,15 @@ impl ClusterSettings {
                 format!(
                     "expected 2 to 120 seconds (a dead edge's cameras move after this long), found {}",
                     self.lease_s
+                ),
+            ));
+        }
+        if !(5..=86_400).contains(&self.snapshot_s) {
+            return Err((
+                "snapshot_s",
+                format!(
+                    "expected 5 to 86400 seconds between the core's snapshots, found {}",
+                    self.snapshot_s
                 ),
             ));
         }
@@ -483,6 +504,10 @@ pub struct ClusterSnapshot {
     pub cameras_taken: u64,
     pub cameras_released: u64,
     pub leases_lost: u64,
+    /// Core: its term as the site's active core (lease, replay, snapshots, standbys); none
+    /// when it runs without the core lease (`crosscam bench cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<failover::CoreState>,
 }
 
 impl ClusterMetrics {
@@ -523,6 +548,7 @@ impl ClusterMetrics {
             cameras_taken: l(&self.taken),
             cameras_released: l(&self.released),
             leases_lost: l(&self.lost),
+            core: None,
         }
     }
 
@@ -577,6 +603,7 @@ mod tests {
             lease_s: 5,
             buffer_disk_mb: 0,
             replicas: 1,
+            snapshot_s: 60,
         }
     }
 

@@ -93,6 +93,8 @@ pub enum Boundary {
     Core {
         link: crate::cluster::core_link::CoreLink,
         settings: ClusterSettings,
+        /// The site's core lease this core consumes behind (`crosscam serve --role core`).
+        fence: Option<Arc<crate::cluster::failover::Fence>>,
     },
 }
 
@@ -136,6 +138,17 @@ impl Server {
         cfg: &Config,
         listener: Option<StateListener>,
         role: Role,
+    ) -> anyhow::Result<Server> {
+        Server::start_with(cfg, listener, role, None)
+    }
+
+    /// As [`Server::start_role`]; a core consumes behind `fence` (the site's core lease,
+    /// src/cluster/failover.rs), replaying first what the fence asks for.
+    pub fn start_with(
+        cfg: &Config,
+        listener: Option<StateListener>,
+        role: Role,
+        fence: Option<Arc<crate::cluster::failover::Fence>>,
     ) -> anyhow::Result<Server> {
         let cluster = match role {
             Role::Single => None,
@@ -318,13 +331,15 @@ impl Server {
                             &settings,
                             reid_tx.clone(),
                             control.clone(),
+                            fence.clone(),
                         )?,
                         settings,
+                        fence,
                     },
                     _ => Boundary::InProcess,
                 };
                 let placement = match &boundary {
-                    Boundary::Core { link, settings } => cameras::Placement::Site(
+                    Boundary::Core { link, settings, .. } => cameras::Placement::Site(
                         crate::cluster::assign::SiteCameras::start(settings, link.metrics.clone())?,
                     ),
                     _ => cameras::Placement::Local,
@@ -505,11 +520,17 @@ impl Server {
                 &settings.site,
                 &link.name,
             )),
-            Boundary::Core { link, settings } => Some(link.metrics.snapshot(
-                Role::Core,
-                &settings.site,
-                &link.name,
-            )),
+            Boundary::Core {
+                link,
+                settings,
+                fence,
+            } => {
+                let mut s = link
+                    .metrics
+                    .snapshot(Role::Core, &settings.site, &link.name);
+                s.core = fence.as_ref().map(|f| f.state());
+                Some(s)
+            }
         }
     }
 

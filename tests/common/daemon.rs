@@ -117,52 +117,7 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let mut child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("web UI and API: ") {
-                    let url = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .trim_end_matches('/');
-                    let _ = tx.send(url.to_string());
-                }
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(b) => b,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the daemon did not start its API:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        };
-        Daemon {
-            child: super::KillOnDrop(child),
-            base,
-            dir,
-            config,
-            agent: agent(),
-            log,
-        }
+        Launched::start(dir, config, args, env).api(60)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -314,4 +269,85 @@ pub fn json_of(r: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     let st = r.status().as_u16();
     let text = r.into_body().read_to_string().unwrap_or_default();
     (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A `crosscam serve` process that may not serve its API yet (a standby core).
+pub struct Launched {
+    pub child: super::KillOnDrop,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    urls: std::sync::mpsc::Receiver<String>,
+}
+
+impl Launched {
+    pub fn start(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Launched {
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, urls) = std::sync::mpsc::channel();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("web UI and API: ") {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .trim_end_matches('/');
+                    let _ = tx.send(url.to_string());
+                }
+                l2.lock().unwrap().push(line);
+            }
+        });
+        Launched {
+            child: super::KillOnDrop(child),
+            dir,
+            config,
+            log,
+            urls,
+        }
+    }
+
+    /// Whether a log line contains `what`.
+    pub fn logged(&self, what: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    /// Waits (at most `secs`) until the API answers.
+    pub fn api(mut self, secs: u64) -> Daemon {
+        let base = match self.urls.recv_timeout(Duration::from_secs(secs)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = self.child.0.kill();
+                panic!(
+                    "the daemon did not start its API:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Daemon {
+            child: self.child,
+            base,
+            dir: self.dir,
+            config: self.config,
+            agent: agent(),
+            log: self.log,
+        }
+    }
 }
