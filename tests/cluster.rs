@@ -1064,6 +1064,38 @@ fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream
                 .as_millis() as i64
         })
     });
+    // a model promoted at core-a (the bundled half-MACs variant): core-b, which has never
+    // served, must take it over with the gallery it described
+    let half =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/crosscam-resnet18-vtest-half.onnx");
+    let out = Command::new(common::daemon::bin())
+        .args(["job", "register", "--json", "--config"])
+        .arg(&a.config)
+        .arg(&half)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha2 = v2["sha256"].as_str().unwrap().to_string();
+    let (st, r) = a.post_json(
+        &format!("/api/v1/models/{}/promote", v2["id"].as_str().unwrap()),
+        Some(&ta),
+        &serde_json::Value::Null,
+    );
+    assert_eq!(st, 202, "{r}");
+    a.wait_for(300, "core-a serving the promoted model", || {
+        (status(&a, &ta)["model"]["sha256"].as_str() == Some(&sha2)).then_some(())
+    });
+    let crops_at = crops_at.max(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
     let (epoch_a, snap) = a.wait_for(
         120,
         "a snapshot with stored crops, mirrored by core-b",
@@ -1104,6 +1136,36 @@ fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream
     assert!(crops["crops_restored"].as_u64() > Some(0), "{crops}");
     assert_eq!(core["state"], "active", "{core}");
     assert_eq!(core["restored_from"], "snapshot", "{core}");
+    // core-b serves the promoted model, and its gallery is the snapshot's (the descriptors
+    // under core-b's own tag for that model)
+    assert_eq!(
+        status(&b, &tb)["model"]["sha256"].as_str(),
+        Some(sha2.as_str())
+    );
+    let restored = "gallery restored from the store";
+    b.wait_for(10, "the gallery restore logged", || {
+        b.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(restored))
+            .then_some(())
+    });
+    let line = b
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(restored))
+        .unwrap()
+        .clone();
+    let n = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    assert!(n("tracklets") > 0 && n("identities") > 0, "{line}");
     assert!(core["epoch"].as_u64() > Some(epoch_a), "{core}");
     // the newest snapshot: the one seen, or a later one of the same term
     assert_eq!(core["start"]["epoch"].as_u64(), Some(epoch_a), "{core}");
@@ -1276,4 +1338,109 @@ fn a_core_that_hung_past_its_lease_finds_its_term_over_and_stops() {
     // core-b is still the active core
     let core = status(&b, &tb)["pipeline"]["cluster"]["core"].clone();
     assert_eq!(core["state"], "active", "{core}");
+}
+
+#[test]
+fn a_model_promoted_at_the_core_reaches_the_edges_and_they_embed_with_it() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let core = spawn("core", &clip_camera("c1", 0.0), port, "core");
+    let tc = core.login("admin");
+    let edge = spawn_edge(port, "e1");
+    let te = edge.login("admin");
+    // the core tells the site which model serves; the edge's observations arrive with it
+    let first = status(&core, &tc);
+    let v1 = first["model"]["sha256"].as_str().unwrap().to_string();
+    core.wait_for(
+        120,
+        "the edge's observations, described by the site's model",
+        || {
+            let c = status(&core, &tc)["pipeline"]["cluster"].clone();
+            let published = c["site_model"]["sha256"].as_str() == Some(&v1);
+            let e = c["edges"].as_array()?.first()?.clone();
+            (published && e["model"].as_str()?.ends_with(&v1[..12])).then_some(())
+        },
+    );
+
+    // a second embedder registered and promoted at the core (the bundled half-MACs variant)
+    let half =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/crosscam-resnet18-vtest-half.onnx");
+    let out = Command::new(common::daemon::bin())
+        .args(["job", "register", "--json", "--config"])
+        .arg(&core.config)
+        .arg(&half)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha2 = v2["sha256"].as_str().unwrap().to_string();
+    let (st, r) = core.post_json(
+        &format!("/api/v1/models/{}/promote", v2["id"].as_str().unwrap()),
+        Some(&tc),
+        &serde_json::Value::Null,
+    );
+    assert_eq!(st, 202, "{r}");
+    let t0 = Instant::now();
+    core.wait_for(300, "the core serving the promoted model", || {
+        (status(&core, &tc)["model"]["sha256"].as_str() == Some(&sha2)).then_some(())
+    });
+    let core_switched = t0.elapsed();
+    // the edge takes it from the site's object store, checks it, registers it and switches
+    let e = edge.wait_for(120, "the edge serving the site's new model", || {
+        let s = status(&edge, &te);
+        (s["model"]["sha256"].as_str() == Some(&sha2)).then_some(s)
+    });
+    let edge_switched = t0.elapsed();
+    assert_eq!(
+        e["pipeline"]["cluster"]["site_model"]["sha256"].as_str(),
+        Some(sha2.as_str()),
+        "{e}"
+    );
+    let (_, models) = edge.get("/api/v1/models", Some(&te));
+    let taken = models["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["sha256"] == sha2.as_str())
+        .unwrap_or_else(|| panic!("not in the edge's registry: {models}"))
+        .clone();
+    assert!(
+        taken["origin"]
+            .as_str()
+            .unwrap()
+            .contains("site model: core core"),
+        "{taken}"
+    );
+    // the core hears observations of the new model; once it does, none needs describing again
+    core.wait_for(120, "observations described by the new model", || {
+        let c = status(&core, &tc)["pipeline"]["cluster"].clone();
+        let e = c["edges"].as_array()?.first()?.clone();
+        e["model"].as_str()?.ends_with(&sha2[..12]).then_some(())
+    });
+    let s = status(&core, &tc);
+    let (redescribed, observations) = (
+        s["pipeline"]["link"]["redescribed"].as_u64().unwrap(),
+        s["pipeline"]["link"]["observations"].as_u64().unwrap(),
+    );
+    core.wait_for(120, "ten more observations linked", || {
+        (status(&core, &tc)["pipeline"]["link"]["observations"].as_u64()? >= observations + 10)
+            .then_some(())
+    });
+    let s = status(&core, &tc);
+    assert_eq!(
+        s["pipeline"]["link"]["redescribed"].as_u64(),
+        Some(redescribed),
+        "the core described observations of the edge again after the edge had switched: {}",
+        s["pipeline"]["link"]
+    );
+    eprintln!(
+        "model to edges: the core served the promoted model after {:.1} s, the edge after {:.1} s; {redescribed} observations were described again by the core in between",
+        core_switched.as_secs_f64(),
+        edge_switched.as_secs_f64()
+    );
 }

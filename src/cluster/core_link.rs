@@ -377,10 +377,14 @@ impl Consumer {
         if let Some(camera) = rest.strip_prefix("obs.") {
             let decoded = wire::Observation::decode(msg.payload.as_ref())
                 .map_err(|e| e.to_string())
-                .and_then(|o| o.into_output(camera));
+                .and_then(|o| {
+                    let model = o.model.clone();
+                    o.into_output(camera).map(|r| (r, model))
+                });
             match decoded {
-                Ok((output, origin)) => {
-                    self.m.edge_seen(&origin.edge, camera, published_ms);
+                Ok(((output, origin), model)) => {
+                    self.m
+                        .edge_seen(&origin.edge, camera, published_ms, Some(&model));
                     let acks = acks.clone();
                     let span = info_span!("camera", id = %camera);
                     let inb = Inbound {
@@ -401,7 +405,7 @@ impl Consumer {
             let ev = wire::CameraEvent::decode(msg.payload.as_ref()).map_err(|e| e.to_string());
             match ev.and_then(|e| e.check().map(|s| (e, s))) {
                 Ok((e, state)) => {
-                    self.m.edge_seen(&e.edge, &e.camera, published_ms);
+                    self.m.edge_seen(&e.edge, &e.camera, published_ms, None);
                     if !e.name.is_empty() || !e.url.is_empty() {
                         let _ = self.control.send(Control::CameraConfigured {
                             camera: e.camera.clone(),

@@ -76,7 +76,7 @@ pub struct ActiveValue {
 
 /// A point of the site's history: a database written in term `epoch` holds every observation
 /// of the stream up to sequence `seq`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Point {
     pub epoch: u64,
     pub seq: u64,
@@ -88,6 +88,12 @@ pub struct Point {
     /// The snapshot's size (snapshots only).
     #[serde(default)]
     pub bytes: u64,
+    /// The model that described the gallery (snapshots only): its file's sha256 and the tag of
+    /// its descriptors in the database.
+    #[serde(default)]
+    pub model_sha256: String,
+    #[serde(default)]
+    pub model_tag: String,
 }
 
 impl Point {
@@ -102,6 +108,8 @@ impl Point {
             ("core", self.core.clone()),
             ("t_ms", self.t_ms.to_string()),
             ("data_dir", self.data_dir.clone()),
+            ("model_sha256", self.model_sha256.clone()),
+            ("model_tag", self.model_tag.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -118,6 +126,8 @@ impl Point {
             t_ms: m.get("t_ms").and_then(|t| t.parse().ok()).unwrap_or(0),
             data_dir: m.get("data_dir").cloned().unwrap_or_default(),
             bytes: info.size as u64,
+            model_sha256: m.get("model_sha256").cloned().unwrap_or_default(),
+            model_tag: m.get("model_tag").cloned().unwrap_or_default(),
         })
     }
 }
@@ -392,6 +402,8 @@ fn restore(data_dir: &Path, snapshot: &Path, p: &Point) -> anyhow::Result<()> {
         }
     }
     std::fs::copy(snapshot, &db)?;
+    // an index dumped by this directory's earlier gallery is not the snapshot's
+    let _ = std::fs::remove_file(data_dir.join("gallery-index"));
     if !p.data_dir.is_empty() && Path::new(&p.data_dir) != data_dir {
         let c = rusqlite::Connection::open(&db)?;
         let (from, to) = (
@@ -441,6 +453,18 @@ impl ActiveCore {
         let fence = Arc::new(Fence::default());
         fence.renewed(at, site.lease);
         let start = rt.block_on(take_over(&site, data_dir, epoch, &name))?;
+        if start.1 == "snapshot" && !start.0.model_sha256.is_empty() {
+            // serve the model that described the snapshot's gallery, under this registry's tag
+            let tag = rt.block_on(super::models::adopt_snapshot_model(
+                &client,
+                settings,
+                data_dir,
+                &start.0.model_sha256,
+                &start.0.model_tag,
+                &start.0.core,
+            ))?;
+            info!(model = %tag, "core: serving the model of the snapshot's gallery");
+        }
         {
             let mut st = fence.state_mut();
             st.state = "active".into();
@@ -615,7 +639,7 @@ async fn take_over(
                 core: name.into(),
                 t_ms: now_ms(),
                 data_dir: dir.clone(),
-                bytes: 0,
+                ..Point::default()
             },
             "local",
         ),
@@ -626,7 +650,7 @@ async fn take_over(
         core: name.into(),
         t_ms: now_ms(),
         data_dir: dir,
-        bytes: 0,
+        ..Point::default()
     };
     write_json(&data_dir.join(MARKER), &marker)?;
     Ok((start, from))
@@ -750,7 +774,7 @@ impl Term {
                         core: self.value.core.clone(),
                         t_ms: 0,
                         data_dir: self.data_dir.display().to_string(),
-                        bytes: 0,
+                        ..Point::default()
                     },
                 )));
             }
@@ -844,7 +868,7 @@ impl Term {
             core: self.value.core.clone(),
             t_ms: now_ms(),
             data_dir: self.data_dir.display().to_string(),
-            bytes: 0,
+            ..Point::default()
         };
         write_json(&self.data_dir.join(MARKER), &m)?;
         self.fence.ask_replay(seq + 1);
@@ -1030,6 +1054,15 @@ async fn take_snapshot(
 ) -> anyhow::Result<Point> {
     // everything at or below the floor is stored (acknowledged after its commit) before the copy
     let site_floor = ack_floor(&js, &stream, &consumer).await?;
+    // the model that described the gallery: the same before and after the copy
+    let serving = || {
+        crate::server::switch::read_serving(&data_dir)
+            .ok()
+            .flatten()
+            .map(|r| (r.sha256, r.tag))
+            .unwrap_or_default()
+    };
+    let model = serving();
     let tmp = data_dir.join("cluster-snapshot.db");
     let _ = std::fs::remove_file(&tmp);
     let (db, copy) = (data_dir.join("crosscam.db"), tmp.clone());
@@ -1047,6 +1080,11 @@ async fn take_snapshot(
         fence.holds(),
         "the core lease is not held now; snapshot not stored"
     );
+    anyhow::ensure!(
+        serving() == model,
+        "a model switch committed during the copy; the next snapshot is taken after it"
+    );
+    (p.model_sha256, p.model_tag) = model;
     p.seq = site_floor;
     p.t_ms = now_ms();
     p.bytes = std::fs::metadata(&tmp)?.len();
@@ -1098,7 +1136,7 @@ mod tests {
             core: "c".into(),
             t_ms: 0,
             data_dir: String::new(),
-            bytes: 0,
+            ..Point::default()
         }
     }
 
@@ -1117,7 +1155,9 @@ mod tests {
             core: "core-a".into(),
             t_ms: 5,
             data_dir: "/var/lib/crosscam".into(),
-            bytes: 0,
+            model_sha256: "ab".repeat(32),
+            model_tag: "v0002:abababababab".into(),
+            ..Point::default()
         };
         let info = object_store::ObjectInfo {
             name: "gallery-42".into(),

@@ -13,6 +13,7 @@ pub mod assign;
 pub mod core_link;
 pub mod edge;
 pub mod failover;
+pub mod models;
 pub mod spool;
 pub mod wire;
 
@@ -439,6 +440,9 @@ pub struct EdgeSeen {
     pub messages: u64,
     /// When the last one was taken (ms since the Unix epoch).
     pub last_ms: i64,
+    /// The model that described its last observation (`<version>:<sha256 prefix>`; the
+    /// version is the edge's own numbering).
+    pub model: String,
     /// Time from the broker storing the last message to this core taking it (ms): the lag.
     pub lag_ms: Option<i64>,
     /// Whether its heartbeat is current (it renewed it within the lease time).
@@ -454,7 +458,13 @@ pub struct EdgeSeen {
 
 impl ClusterMetrics {
     /// Notes a message of `edge` about `camera`, stored by the broker at `published_ms`.
-    pub fn edge_seen(&self, edge: &str, camera: &str, published_ms: Option<i64>) {
+    pub fn edge_seen(
+        &self,
+        edge: &str,
+        camera: &str,
+        published_ms: Option<i64>,
+        model: Option<&str>,
+    ) {
         let now = crate::store::now_ms();
         let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
         let e = edges.entry(edge.to_string()).or_insert_with(|| EdgeSeen {
@@ -466,6 +476,9 @@ impl ClusterMetrics {
         }
         e.messages += 1;
         e.last_ms = now;
+        if let Some(m) = model.filter(|m| !m.is_empty()) {
+            e.model = m.to_string();
+        }
         e.lag_ms = published_ms.map(|p| (now - p).max(0));
     }
 }
@@ -508,6 +521,11 @@ pub struct ClusterSnapshot {
     /// when it runs without the core lease (`crosscam bench cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core: Option<failover::CoreState>,
+    /// Core: the model it told the edges to embed with; edge: the site's model as last read
+    /// (src/cluster/models.rs), and why taking it failed, if it did.
+    pub site_model: Option<models::SiteModel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_model_error: Option<String>,
 }
 
 impl ClusterMetrics {
@@ -549,6 +567,8 @@ impl ClusterMetrics {
             cameras_released: l(&self.released),
             leases_lost: l(&self.lost),
             core: None,
+            site_model: None,
+            site_model_error: None,
         }
     }
 

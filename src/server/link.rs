@@ -141,6 +141,9 @@ pub struct LinkMetrics {
     pub uncertain: AtomicU64,
     pub merged: AtomicU64,
     pub errors: AtomicU64,
+    /// Observations described by another model than the serving one (an edge that has not
+    /// switched yet, or queued across a switch), described again from their crops.
+    pub redescribed: AtomicU64,
     pub link_ns: AtomicU64,
     /// Live identities in the gallery (after the last change).
     pub gallery_identities: AtomicU64,
@@ -164,6 +167,7 @@ impl Default for LinkMetrics {
             uncertain: AtomicU64::new(0),
             merged: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            redescribed: AtomicU64::new(0),
             link_ns: AtomicU64::new(0),
             gallery_identities: AtomicU64::new(0),
             gallery_prototypes: AtomicU64::new(0),
@@ -213,6 +217,7 @@ pub struct LinkSnapshot {
     pub uncertain: u64,
     pub merged: u64,
     pub errors: u64,
+    pub redescribed: u64,
     pub gallery_identities: u64,
     pub gallery_prototypes: u64,
     pub ms_per_observation: f64,
@@ -234,6 +239,7 @@ impl LinkMetrics {
             uncertain: l(&self.uncertain),
             merged: l(&self.merged),
             errors: l(&self.errors),
+            redescribed: l(&self.redescribed),
             gallery_identities: l(&self.gallery_identities),
             gallery_prototypes: l(&self.gallery_prototypes),
             ms_per_observation: l(&self.link_ns) as f64 / 1e6 / l(&self.observations).max(1) as f64,
@@ -723,7 +729,10 @@ impl Ctx {
             w => w,
         };
         let descriptor = match &o.descriptor {
-            Some(_) if o.model != self.model => self.redescribe(&o)?,
+            Some(_) if !crate::cluster::models::same_model(&o.model, &self.model) => {
+                self.metrics.redescribed.fetch_add(1, Ordering::Relaxed);
+                self.redescribe(&o)?
+            }
             d => d.clone(),
         };
         if let Some(d) = &descriptor {

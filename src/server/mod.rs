@@ -88,6 +88,8 @@ pub enum Boundary {
         settings: ClusterSettings,
         /// Takes cameras of the site for this edge.
         assign: Option<crate::cluster::assign::Assigner>,
+        /// Follows the model the site's core serves.
+        models: crate::cluster::models::ModelFollower,
     },
     /// A core: the broker feeds the link stage; the core's cameras are placed on the edges.
     Core {
@@ -95,6 +97,8 @@ pub enum Boundary {
         settings: ClusterSettings,
         /// The site's core lease this core consumes behind (`crosscam serve --role core`).
         fence: Option<Arc<crate::cluster::failover::Fence>>,
+        /// Tells the edges which model serves.
+        models: crate::cluster::models::ModelPublisher,
     },
 }
 
@@ -251,6 +255,7 @@ impl Server {
             embedder.clone(),
             ctrl_tx.clone(),
             events.clone(),
+            role != Role::Edge,
         );
         let user = listener;
         let listener: StateListener = Arc::new(move |camera: &str, state, detail: &str| {
@@ -309,6 +314,8 @@ impl Server {
                     names,
                     &cfg.server.data_dir,
                 )?;
+                let models =
+                    crate::cluster::models::ModelFollower::start(&settings, &cfg.server.data_dir)?;
                 // the store and the gallery stay unused: an edge does not link
                 drop((store, linker));
                 (
@@ -318,6 +325,7 @@ impl Server {
                         link: edge,
                         settings,
                         assign: None,
+                        models,
                     },
                     Box::new(move || depth.len()) as Box<dyn Fn() -> usize + Send + Sync>,
                     cameras::Placement::Local,
@@ -332,6 +340,10 @@ impl Server {
                             reid_tx.clone(),
                             control.clone(),
                             fence.clone(),
+                        )?,
+                        models: crate::cluster::models::ModelPublisher::start(
+                            &settings,
+                            embedder.clone(),
                         )?,
                         settings,
                         fence,
@@ -385,6 +397,7 @@ impl Server {
             link,
             settings,
             assign,
+            ..
         } = &mut boundary
         {
             *assign = Some(crate::cluster::assign::Assigner::start(
@@ -515,20 +528,39 @@ impl Server {
     pub fn cluster(&self) -> Option<crate::cluster::ClusterSnapshot> {
         match &self.boundary {
             Boundary::InProcess => None,
-            Boundary::Edge { link, settings, .. } => Some(link.metrics.snapshot(
-                Role::Edge,
-                &settings.site,
-                &link.name,
-            )),
+            Boundary::Edge {
+                link,
+                settings,
+                models,
+                ..
+            } => {
+                let mut s = link
+                    .metrics
+                    .snapshot(Role::Edge, &settings.site, &link.name);
+                let f = models
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                s.site_model = f.site_model;
+                s.site_model_error = f.error;
+                Some(s)
+            }
             Boundary::Core {
                 link,
                 settings,
                 fence,
+                models,
             } => {
                 let mut s = link
                     .metrics
                     .snapshot(Role::Core, &settings.site, &link.name);
                 s.core = fence.as_ref().map(|f| f.state());
+                s.site_model = models
+                    .published
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 Some(s)
             }
         }
@@ -560,10 +592,16 @@ impl Server {
         self.reid.finish();
         match &mut self.boundary {
             // delivers what the edge holds to the broker (for a while, if it is unreachable)
-            Boundary::Edge { link, .. } => link.finish(),
+            Boundary::Edge { link, models, .. } => {
+                models.stop();
+                link.finish()
+            }
             // stops taking from the broker: the link stage's input closes once the re-id stage
             // of local cameras has finished too
-            Boundary::Core { link, .. } => link.stop(),
+            Boundary::Core { link, models, .. } => {
+                models.stop();
+                link.stop()
+            }
             Boundary::InProcess => {}
         }
         if let Some(l) = &mut self.link {

@@ -487,6 +487,8 @@ pub struct Switcher {
     bus: EventBus,
     state: Mutex<State>,
     stop: AtomicBool,
+    /// Whether this process links (it has a gallery to re-embed); an edge only embeds.
+    gallery: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -504,6 +506,7 @@ impl Switcher {
         shared: Arc<SharedEmbedder>,
         control: crossbeam_channel::Sender<super::Control>,
         bus: EventBus,
+        gallery: bool,
     ) -> Arc<Switcher> {
         let last = std::fs::read_to_string(Registry::dir_of(&data_dir).join(LAST_SWITCH_FILE))
             .ok()
@@ -522,6 +525,7 @@ impl Switcher {
                 ..State::default()
             }),
             stop: AtomicBool::new(false),
+            gallery,
         })
     }
 
@@ -738,6 +742,14 @@ impl Switcher {
             self.rt,
             &self.base_linking,
         )?);
+        if !self.gallery {
+            // an edge: nothing stored to describe again; the re-id stage embeds with the new
+            // model from its next batch, and its observations say which model it is
+            self.set_phase(&from.version.id, "switching", 0, 0);
+            self.commit(target, &next.tag, next.since_ms, change)()?;
+            self.shared.swap(next);
+            return Ok(SwapReport::default());
+        }
         let store = Store::open(&self.data_dir)?;
         let stop = || self.stop.load(Ordering::SeqCst);
         let t0 = Instant::now();
@@ -776,12 +788,38 @@ impl Switcher {
         }
         anyhow::ensure!(!stop(), "stopped before the switch committed");
         self.set_phase(&from.version.id, "switching", 0, 0);
+        let commit = self.commit(target, &next.tag, next.since_ms, change);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control
+            .send(super::Control::SwitchModel {
+                next: next.clone(),
+                commit,
+                reply: tx,
+            })
+            .map_err(|_| anyhow::anyhow!("the link stage has stopped"))?;
+        let mut report = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the link stage stopped before the switch committed"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        add(&mut report.count, count);
+        Ok(report)
+    }
+
+    /// The commit point of a switch to `target`: the registry names it current (if the
+    /// switch asked for that) and `serving.json` is replaced; a failed write puts the
+    /// registry's pointers back.
+    fn commit(
+        &self,
+        target: &ModelVersion,
+        tag: &str,
+        since: i64,
+        change: &RegistryChange,
+    ) -> Box<dyn FnOnce() -> Result<()> + Send> {
         let data_dir = self.data_dir.clone();
         let v = target.clone();
-        let tag = next.tag.clone();
-        let since = next.since_ms;
+        let tag = tag.to_string();
         let change = change.clone();
-        let commit: Box<dyn FnOnce() -> Result<()> + Send> = Box::new(move || {
+        Box::new(move || {
             let mut reg = Registry::open(&data_dir)?;
             let pointers = (
                 reg.current().map(|c| c.id.clone()),
@@ -812,21 +850,7 @@ impl Switcher {
                 let _ = reg.set_pointers(cur, prev.as_deref());
             }
             written
-        });
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.control
-            .send(super::Control::SwitchModel {
-                next: next.clone(),
-                commit,
-                reply: tx,
-            })
-            .map_err(|_| anyhow::anyhow!("the link stage has stopped"))?;
-        let mut report = rx
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the link stage stopped before the switch committed"))?
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        add(&mut report.count, count);
-        Ok(report)
+        })
     }
 
     /// Watches `registry.json`: when its current version is not the serving one (changed by
