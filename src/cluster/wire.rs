@@ -270,13 +270,15 @@ impl Observation {
             if !finite(&[c.x1, c.y1, c.x2, c.y2, c.quality]) {
                 return Err(format!("crop {} has a non-finite value", c.seq));
             }
-            let image = decode_crop(&c.jpeg).map_err(|e| format!("crop {}: {e}", c.seq))?;
+            // only the header is read here: the core stores the JPEG as it came and decodes it
+            // only to describe the crop again ([`crop_image`]), which is rare
+            check_crop(&c.jpeg).map_err(|e| format!("crop {}: {e}", c.seq))?;
             crops.push(TrackCrop {
                 seq: c.seq,
                 pts: dur(c.pts_us),
                 bbox: BBox::new(c.x1, c.y1, c.x2, c.y2),
                 quality: c.quality,
-                image: Arc::new(image),
+                image: Arc::new(image::RgbImage::new(0, 0)),
                 jpeg: Some(Arc::from(c.jpeg.as_slice())),
             });
         }
@@ -326,15 +328,35 @@ impl Observation {
     }
 }
 
-/// A crop picture from the network: the header is read (and its size bounded) before decoding.
-fn decode_crop(jpeg: &[u8]) -> Result<image::RgbImage, String> {
+/// Reads a crop picture's JPEG header and bounds its size.
+fn crop_decoder(jpeg: &[u8]) -> Result<impl image::ImageDecoder + use<'_>, String> {
     let reader =
         image::ImageReader::with_format(std::io::Cursor::new(jpeg), image::ImageFormat::Jpeg);
-    let mut dec = reader.into_decoder().map_err(|e| e.to_string())?;
+    let dec = reader.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = image::ImageDecoder::dimensions(&dec);
     if w == 0 || h == 0 || w > MAX_CROP_SIDE || h > MAX_CROP_SIDE {
         return Err(format!("a {w}×{h} picture"));
     }
+    Ok(dec)
+}
+
+/// Checks a crop picture from the network without decoding it: a JPEG header of a bounded size.
+fn check_crop(jpeg: &[u8]) -> Result<(), String> {
+    crop_decoder(jpeg).map(|_| ())
+}
+
+/// The picture of a crop: its decoded image, or, for one that came from the network as JPEG
+/// (decoded lazily), the JPEG decoded now, its size bounded.
+pub fn crop_image(c: &TrackCrop) -> Result<image::RgbImage, String> {
+    match &c.jpeg {
+        Some(j) if c.image.width() == 0 => decode_crop(j),
+        _ => Ok((*c.image).clone()),
+    }
+}
+
+/// A crop picture from the network: the header is read (and its size bounded) before decoding.
+fn decode_crop(jpeg: &[u8]) -> Result<image::RgbImage, String> {
+    let mut dec = crop_decoder(jpeg)?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_CROP_SIDE);
     limits.max_image_height = Some(MAX_CROP_SIDE);
@@ -557,7 +579,10 @@ mod tests {
         assert_eq!(got.tracklet.boxes, want.tracklet.boxes);
         assert_eq!(got.tracklet.start, want.tracklet.start);
         assert_eq!(got.tracklet.crops.len(), 1);
-        assert_eq!(got.tracklet.crops[0].image.dimensions(), (16, 32));
+        assert_eq!(
+            crop_image(&got.tracklet.crops[0]).unwrap().dimensions(),
+            (16, 32)
+        );
         assert_eq!(got.tracklet.crops[0].seq, 1);
     }
 

@@ -515,22 +515,27 @@ impl Ctx {
     /// queued while a switch committed): computed again from its crops with the serving model.
     fn redescribe(&self, o: &Observation) -> anyhow::Result<Option<Vec<f32>>> {
         let cur = self.embedder.current();
-        let images: Vec<image::RgbImage> = o
+        // an edge's crops arrive as JPEG and are decoded only here; one that does not decode
+        // is left out
+        let (images, qualities): (Vec<image::RgbImage>, Vec<f32>) = o
             .tracklet
             .crops
             .iter()
-            .map(|c| (*c.image).clone())
-            .collect();
+            .filter_map(|c| {
+                crate::cluster::wire::crop_image(c)
+                    .map_err(|e| warn!(camera = %o.camera, crop = c.seq, error = %e, "a crop that does not decode is left out of the descriptor"))
+                    .ok()
+                    .map(|i| (i, c.quality))
+            })
+            .unzip();
         if images.is_empty() {
             return Ok(None);
         }
         let e = cur.embed_images(&images)?;
-        let embs: Vec<(&[f32], f32)> = o
-            .tracklet
-            .crops
+        let embs: Vec<(&[f32], f32)> = qualities
             .iter()
             .enumerate()
-            .filter_map(|(k, c)| e.row(k).to_slice().map(|r| (r, c.quality)))
+            .filter_map(|(k, q)| e.row(k).to_slice().map(|r| (r, *q)))
             .collect();
         Ok(crate::reid::service::weighted_descriptor(&embs))
     }
