@@ -144,6 +144,9 @@ pub struct LinkMetrics {
     /// Observations described by another model than the serving one (an edge that has not
     /// switched yet, or queued across a switch), described again from their crops.
     pub redescribed: AtomicU64,
+    /// The crop writer's counters, and the jobs waiting for it.
+    pub crop_writer: std::sync::OnceLock<Arc<super::crop_writer::CropWriterMetrics>>,
+    pub crop_queue: AtomicU64,
     pub link_ns: AtomicU64,
     /// Live identities in the gallery (after the last change).
     pub gallery_identities: AtomicU64,
@@ -168,6 +171,8 @@ impl Default for LinkMetrics {
             merged: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             redescribed: AtomicU64::new(0),
+            crop_writer: Default::default(),
+            crop_queue: AtomicU64::new(0),
             link_ns: AtomicU64::new(0),
             gallery_identities: AtomicU64::new(0),
             gallery_prototypes: AtomicU64::new(0),
@@ -218,6 +223,11 @@ pub struct LinkSnapshot {
     pub merged: u64,
     pub errors: u64,
     pub redescribed: u64,
+    /// Crop pictures stored, outputs whose crops could not be stored, and outputs waiting for
+    /// the crop writer.
+    pub crops_written: u64,
+    pub crop_errors: u64,
+    pub crop_queue: u64,
     pub gallery_identities: u64,
     pub gallery_prototypes: u64,
     pub ms_per_observation: f64,
@@ -240,6 +250,9 @@ impl LinkMetrics {
             merged: l(&self.merged),
             errors: l(&self.errors),
             redescribed: l(&self.redescribed),
+            crops_written: self.crop_writer.get().map_or(0, |c| l(&c.written)),
+            crop_errors: self.crop_writer.get().map_or(0, |c| l(&c.errors)),
+            crop_queue: l(&self.crop_queue),
             gallery_identities: l(&self.gallery_identities),
             gallery_prototypes: l(&self.gallery_prototypes),
             ms_per_observation: l(&self.link_ns) as f64 / 1e6 / l(&self.observations).max(1) as f64,
@@ -373,6 +386,10 @@ pub struct LinkParts {
 struct Ctx {
     /// The store's run of each edge run seen (src/store/cluster.rs).
     edge_runs: std::collections::HashMap<String, i64>,
+    /// Stores crop pictures beside this thread.
+    crops: super::crop_writer::CropWriter,
+    /// Crops of the output being recorded: (tracklet row, camera, crops).
+    pending_crops: Vec<(i64, String, Vec<crate::track::Crop>)>,
     store: Store,
     linker: Linker,
     bus: EventBus,
@@ -393,6 +410,9 @@ impl Ctx {
         self.metrics
             .gallery_prototypes
             .store(prototypes as u64, Ordering::Relaxed);
+        self.metrics
+            .crop_queue
+            .store(self.crops.depth() as u64, Ordering::Relaxed);
     }
 
     fn operator(&self, operator: &str, reason: &str) -> gallery::OperatorRequest {
@@ -674,8 +694,17 @@ impl Ctx {
                 }
             },
         };
-        if let Some(done) = done {
-            done(outcome);
+        let crops = std::mem::take(&mut self.pending_crops);
+        if crops.is_empty() {
+            if let Some(done) = done {
+                done(outcome);
+            }
+        } else {
+            self.crops.send(super::crop_writer::Job {
+                crops,
+                done,
+                outcome,
+            });
         }
     }
 
@@ -702,6 +731,15 @@ impl Ctx {
             .edge_seq(run, &camera, track)?
             .is_some_and(|last| origin.seq <= last)
         {
+            // a copy delivered again (after a crash, perhaps before the crop writer stored
+            // what it carries): store the pictures its tracklet lacks, nothing else
+            if let ReidOutput::Observed(o) = &output
+                && !o.tracklet.crops.is_empty()
+                && let Some(row) = self.store.tracklet_row(run, &camera, track)?
+            {
+                self.pending_crops
+                    .push((row, camera.to_string(), o.tracklet.crops.clone()));
+            }
             return Ok(Outcome::Duplicate);
         }
         self.output(output, run, false)?;
@@ -728,7 +766,11 @@ impl Ctx {
     fn observed(&mut self, o: Observation, run: i64, local: bool) -> anyhow::Result<()> {
         let t = &o.tracklet;
         let row = self.store.upsert_tracklet(run, t, o.quality, o.ended)?;
-        self.store.save_crops(row, &o.camera, &t.crops)?;
+        if !t.crops.is_empty() {
+            // stored by the crop writer, before this output counts as done
+            self.pending_crops
+                .push((row, o.camera.to_string(), t.crops.clone()));
+        }
         let (start_ms, end_ms) = match t.wall_span_ms() {
             (0, _) => (t.start.as_millis() as i64, t.end.as_millis() as i64),
             w => w,
@@ -799,11 +841,13 @@ impl LinkStage {
         parts: LinkParts,
         input: crossbeam_channel::Receiver<Inbound>,
         control: crossbeam_channel::Receiver<Control>,
-    ) -> LinkStage {
+    ) -> anyhow::Result<LinkStage> {
         let metrics = Arc::new(LinkMetrics::default());
         let m = metrics.clone();
         let retention = cfg.store.retention();
         let gallery = cfg.gallery.clone();
+        let writer = super::crop_writer::CropWriter::start(parts.store.data_dir())?;
+        m.crop_writer.set(writer.metrics.clone()).ok();
         let thread = StageThread::spawn("link", move |s| {
             let LinkParts {
                 store,
@@ -816,6 +860,8 @@ impl LinkStage {
             } = parts;
             let mut ctx = Ctx {
                 edge_runs: Default::default(),
+                crops: writer,
+                pending_crops: Vec::new(),
                 store,
                 linker,
                 bus,
@@ -907,7 +953,7 @@ impl LinkStage {
                 warn!(error = %e, "cannot dump the gallery index");
             }
         });
-        LinkStage { metrics, thread }
+        Ok(LinkStage { metrics, thread })
     }
 
     /// Waits for the stage to end on its own (its input closed: every tracklet recorded).

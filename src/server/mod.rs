@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod cameras;
+pub mod crop_writer;
 pub mod histogram;
 pub mod link;
 pub mod live;
@@ -370,7 +371,7 @@ impl Server {
                     },
                     reid_rx,
                     ctrl_rx,
-                );
+                )?;
                 (
                     reid,
                     Some(link),

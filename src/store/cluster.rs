@@ -46,6 +46,18 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The row of a remote tracklet, if it is stored.
+    pub fn tracklet_row(&self, run: i64, camera: &str, track: u64) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM tracklets WHERE run = ?1 AND camera = ?2 AND track_id = ?3",
+                params![run, camera, track as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Records that message `seq` of a remote tracklet is stored.
     pub fn set_edge_seq(&self, run: i64, camera: &str, track: u64, seq: u64) -> Result<()> {
         self.conn

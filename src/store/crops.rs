@@ -32,12 +32,35 @@ pub(super) fn save(
     camera: &str,
     crops: &[crate::track::Crop],
 ) -> Result<usize> {
+    let rows = write_files(store, tracklet, camera, crops)?;
+    insert_rows(store, &rows)?;
+    Ok(rows.len())
+}
+
+/// A crop picture written to its file, waiting for its row.
+#[derive(Debug, Clone)]
+pub struct CropRow {
+    tracklet: i64,
+    seq: u64,
+    path: PathBuf,
+    quality: f32,
+    bytes: usize,
+}
+
+/// Writes the files of the crops of `tracklet` that are not stored yet; their rows are for
+/// [`insert_rows`].
+pub(super) fn write_files(
+    store: &Store,
+    tracklet: i64,
+    camera: &str,
+    crops: &[crate::track::Crop],
+) -> Result<Vec<CropRow>> {
     let dir: PathBuf = store
         .data_dir
         .join("crops")
         .join(camera)
         .join(tracklet.to_string());
-    let mut written = 0;
+    let mut rows = Vec::new();
     for c in crops {
         let exists: bool = store
             .conn()
@@ -50,7 +73,7 @@ pub(super) fn save(
         if exists {
             continue;
         }
-        if written == 0 {
+        if rows.is_empty() {
             super::private::private_dir(&dir)
                 .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         }
@@ -77,16 +100,46 @@ pub(super) fn save(
         super::private::write_private(&tmp, bytes)
             .map_err(|e| StoreError::Io(tmp.display().to_string(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
-        store
-            .conn()
-            .execute(
-                "INSERT INTO crops (tracklet, seq, path, quality, bytes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![tracklet, c.seq as i64, path.display().to_string(), c.quality, bytes.len() as i64, now_ms()],
+        rows.push(CropRow {
+            tracklet,
+            seq: c.seq,
+            path,
+            quality: c.quality,
+            bytes: bytes.len(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Records written crop files, in one transaction (a row that exists already is kept).
+pub(super) fn insert_rows(store: &Store, rows: &[CropRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = store
+        .conn()
+        .unchecked_transaction()
+        .map_err(|e| store.err(e))?;
+    {
+        let mut st = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO crops (tracklet, seq, path, quality, bytes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| store.err(e))?;
-        written += 1;
+        let now = now_ms();
+        for r in rows {
+            st.execute(params![
+                r.tracklet,
+                r.seq as i64,
+                r.path.display().to_string(),
+                r.quality,
+                r.bytes as i64,
+                now
+            ])
+            .map_err(|e| store.err(e))?;
+        }
     }
-    Ok(written)
+    tx.commit().map_err(|e| store.err(e))
 }
 
 pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionReport> {

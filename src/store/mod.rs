@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-pub use crops::CropRetention;
+pub use crops::{CropRetention, CropRow};
 pub use labels::{LabelKind, LabelRow, NewLabel};
 
 #[derive(Debug, thiserror::Error)]
@@ -676,6 +676,22 @@ impl Store {
         crops: &[crate::track::Crop],
     ) -> Result<usize> {
         crops::save(self, tracklet, camera, crops)
+    }
+
+    /// The first half of [`Store::save_crops`]: writes the files of the crops not stored yet
+    /// and returns their rows, for [`Store::insert_crop_rows`] (one transaction for many).
+    pub fn write_crop_files(
+        &self,
+        tracklet: i64,
+        camera: &str,
+        crops: &[crate::track::Crop],
+    ) -> Result<Vec<crops::CropRow>> {
+        crops::write_files(self, tracklet, camera, crops)
+    }
+
+    /// Records crop files written by [`Store::write_crop_files`], in one transaction.
+    pub fn insert_crop_rows(&self, rows: &[crops::CropRow]) -> Result<()> {
+        crops::insert_rows(self, rows)
     }
 
     /// How many crops were stored after `since_ms` (scheduled re-tuning's "new footage").
