@@ -252,6 +252,30 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             l.errors as f64,
         ),
         (
+            "crosscam_link_redescribed_total",
+            "counter",
+            "Observations of another model than the serving one, described again from their crops.",
+            l.redescribed as f64,
+        ),
+        (
+            "crosscam_crops_written_total",
+            "counter",
+            "Crop pictures stored by the crop writer.",
+            l.crops_written as f64,
+        ),
+        (
+            "crosscam_crop_errors_total",
+            "counter",
+            "Outputs whose crops could not be stored.",
+            l.crop_errors as f64,
+        ),
+        (
+            "crosscam_crop_queue",
+            "gauge",
+            "Outputs waiting for the crop writer.",
+            l.crop_queue as f64,
+        ),
+        (
             "crosscam_detections_total",
             "counter",
             "Person detections.",

@@ -445,6 +445,7 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             buffer_disk_mb: 0,
             replicas: 1,
             snapshot_s: 60,
+            capacity: 1.0,
         };
         c.cluster = Some(settings.clone());
         let server = crate::server::Server::start_role(&c, None, Role::Core)?;

@@ -68,10 +68,28 @@ pub struct Heartbeat {
     pub buffered: u64,
     pub dropped: u64,
     pub t_ms: i64,
+    /// Its weight in the share of the site's cameras (`cluster.capacity`).
+    #[serde(default = "unit_capacity")]
+    pub capacity: f64,
 }
 
 fn taking() -> bool {
     true
+}
+
+fn unit_capacity() -> f64 {
+    1.0
+}
+
+use share as share_of;
+
+/// An edge's share of `cameras`: in proportion to its capacity among the live edges' (rounded
+/// up, so that the shares cover every camera).
+pub fn share(cameras: usize, mine: f64, total: f64) -> usize {
+    if total <= 0.0 || mine <= 0.0 {
+        return 0;
+    }
+    ((cameras as f64 * mine / total) - 1e-9).ceil().max(0.0) as usize
 }
 
 /// Where each of the site's cameras runs, as a core sees it.
@@ -527,8 +545,22 @@ impl EdgeLoop {
         if !self.taking(b) {
             return Ok(());
         }
-        let live = beats.len().max(1);
-        let share = wanted.len().div_ceil(live);
+        // shares in proportion to the live edges' capacities (all 1: cameras ÷ live edges)
+        let capacity = |h: &Heartbeat| {
+            if h.capacity.is_finite() && h.capacity > 0.0 {
+                h.capacity
+            } else {
+                1.0
+            }
+        };
+        let mine = self.settings.capacity;
+        let mut total: f64 = beats
+            .values()
+            .filter(|(h, _)| h.edge != self.name)
+            .map(|(h, _)| capacity(h))
+            .sum();
+        total += mine;
+        let share = share(wanted.len(), mine, total);
         if self.held.len() < share {
             self.over_since = None;
             let leased: BTreeSet<String> = keys(&b.leases).await?.into_iter().collect();
@@ -546,7 +578,10 @@ impl EdgeLoop {
             }
         } else if self.held.len() > share
             && beats.values().any(|(h, _)| {
-                h.edge != self.name && h.taking && h.assigned.len() + 1 < self.held.len()
+                // a live edge below its own share takes what this one gives back
+                h.edge != self.name
+                    && h.taking
+                    && h.assigned.len() < share_of(wanted.len(), capacity(h), total)
             })
         {
             let since = *self.over_since.get_or_insert_with(Instant::now);
@@ -602,6 +637,7 @@ impl EdgeLoop {
             buffered: m.buffered.load(Ordering::Relaxed),
             dropped: m.dropped.load(Ordering::Relaxed),
             t_ms: crate::store::now_ms(),
+            capacity: self.settings.capacity,
         };
         b.edges
             .put(&self.name, Bytes::from(serde_json::to_vec(&beat)?))
@@ -742,4 +778,22 @@ fn spread(camera: &str, edge: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (camera, edge).hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_follow_the_capacities_and_cover_every_camera() {
+        assert_eq!(share(4, 1.0, 2.0), 2);
+        assert_eq!(share(6, 1.0, 2.0), 3, "an exact share is not rounded up");
+        assert_eq!((share(9, 2.0, 3.0), share(9, 1.0, 3.0)), (6, 3));
+        // uneven: rounded up, so the shares cover every camera
+        let (a, b) = (share(4, 2.0, 3.0), share(4, 1.0, 3.0));
+        assert_eq!((a, b), (3, 2));
+        assert!(a + b >= 4);
+        assert_eq!(share(0, 1.0, 1.0), 0);
+        assert_eq!(share(5, 0.0, 1.0), 0);
+    }
 }

@@ -72,6 +72,14 @@ pub struct ClusterSettings {
     /// stream after it).
     #[serde(default = "default_snapshot_s")]
     pub snapshot_s: u64,
+    /// Edge: its weight in the share of the site's cameras (relative: an edge with 2 takes
+    /// twice the cameras of one with 1; e.g. its CPU cores, or cameras it keeps in real time).
+    #[serde(default = "default_capacity")]
+    pub capacity: f64,
+}
+
+fn default_capacity() -> f64 {
+    1.0
 }
 
 fn default_snapshot_s() -> u64 {
@@ -187,6 +195,15 @@ impl ClusterSettings {
                 format!(
                     "expected 2 to 120 seconds (a dead edge's cameras move after this long), found {}",
                     self.lease_s
+                ),
+            ));
+        }
+        if !(self.capacity.is_finite() && self.capacity > 0.0 && self.capacity <= 10_000.0) {
+            return Err((
+                "capacity",
+                format!(
+                    "expected a weight above 0 and at most 10000 (e.g. the edge's CPU cores), found {}",
+                    self.capacity
                 ),
             ));
         }
@@ -454,6 +471,8 @@ pub struct EdgeSeen {
     pub buffered: Option<u64>,
     pub dropped: Option<u64>,
     pub heartbeat_ms: Option<i64>,
+    /// Its weight in the share of the site's cameras (`cluster.capacity`).
+    pub capacity: Option<f64>,
 }
 
 impl ClusterMetrics {
@@ -592,6 +611,7 @@ impl ClusterMetrics {
             e.buffered = Some(h.buffered);
             e.dropped = Some(h.dropped);
             e.heartbeat_ms = Some(h.t_ms);
+            e.capacity = Some(h.capacity);
         }
         edges.into_values().collect()
     }
@@ -624,6 +644,7 @@ mod tests {
             buffer_disk_mb: 0,
             replicas: 1,
             snapshot_s: 60,
+            capacity: 1.0,
         }
     }
 

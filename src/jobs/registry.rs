@@ -25,6 +25,11 @@ use super::evaluate::Score;
 pub const REGISTRY_FILE: &str = "registry.json";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const STAGING_DIR: &str = "staging";
+/// The end of a rejected candidate's origin (a job kept it without promoting it).
+pub const REJECTED_SUFFIX: &str = "(not promoted)";
+/// Rejected candidates a registry keeps (the newest); older ones are removed by the next job
+/// that rejects one.
+pub const KEEP_REJECTED: usize = 5;
 
 /// One registered model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,6 +334,52 @@ impl Registry {
         self.save(next)
     }
 
+    /// Removes version `id`: its entry and its model file. Its folder stays (empty), so that its
+    /// number is never given to another version. The current and the previous version cannot
+    /// be removed.
+    pub fn remove(&mut self, id: &str) -> Result<()> {
+        let v = self
+            .get(id)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no model version {id} in the registry"))?;
+        anyhow::ensure!(
+            self.state.current.as_deref() != Some(id) && self.state.previous.as_deref() != Some(id),
+            "model version {id} is the current or the previous one; it stays"
+        );
+        let mut next = self.state.clone();
+        next.versions.retain(|x| x.id != id);
+        self.save(next)?;
+        let file = self.path_of(&v);
+        match fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "model version removed from the registry, its file not")
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes rejected candidates (kept by jobs that did not promote them) beyond the newest
+    /// `keep`, oldest first; never the current or the previous version. Returns their ids.
+    pub fn prune_rejected(&mut self, keep: usize) -> Result<Vec<String>> {
+        let pinned = [self.state.current.clone(), self.state.previous.clone()];
+        let rejected: Vec<String> = self
+            .state
+            .versions
+            .iter()
+            .filter(|v| v.origin.ends_with(REJECTED_SUFFIX))
+            .filter(|v| !pinned.contains(&Some(v.id.clone())))
+            .map(|v| v.id.clone())
+            .collect();
+        let n = rejected.len().saturating_sub(keep);
+        let gone: Vec<String> = rejected.into_iter().take(n).collect();
+        for id in &gone {
+            self.remove(id)?;
+        }
+        Ok(gone)
+    }
+
     /// Adds an existing ONNX embedder as a new version without making it current (`crosscam job
     /// register`): the file is copied into `staging/`, described and committed like a job's
     /// candidate. The caller checks first that it loads and embeds
@@ -436,5 +487,44 @@ mod tests {
         // no temporary files next to registry.json
         assert!(!r2.root().join(".registry.json.tmp").exists());
         assert!(r2.set_current("v0099").is_err());
+    }
+
+    #[test]
+    fn only_the_oldest_rejected_candidates_are_removed_and_their_numbers_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.onnx");
+        tiny(1).save(&first).unwrap();
+        let mut r = Registry::open_or_init(dir.path(), &first).unwrap();
+        // v0002..v0008: seven rejected candidates
+        for k in 0..7u64 {
+            let staged = r.stage(&tiny(10 + k), "job").unwrap();
+            let v = r
+                .prepare_version(
+                    &staged,
+                    &format!("job {k} {REJECTED_SUFFIX}"),
+                    Some("v0001"),
+                    None,
+                )
+                .unwrap();
+            r.commit(&staged, &v, false).unwrap();
+        }
+        // an admin promoted the oldest one anyway: it is current and stays
+        r.set_current("v0002").unwrap();
+        let files: Vec<PathBuf> = r.versions().iter().map(|v| r.path_of(v)).collect();
+        let gone = r.prune_rejected(3).unwrap();
+        assert_eq!(gone, ["v0003", "v0004", "v0005"]);
+        let left: Vec<&str> = r.versions().iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(left, ["v0001", "v0002", "v0006", "v0007", "v0008"]);
+        for (k, f) in files.iter().enumerate() {
+            assert_eq!(f.exists(), !(2..=4).contains(&k), "{}", f.display());
+        }
+        assert!(r.remove("v0002").is_err(), "the current version stays");
+        assert!(r.remove("v0001").is_err(), "the previous version stays");
+        // the next version is numbered past every removed one
+        let staged = r.stage(&tiny(99), "job").unwrap();
+        let v = r.prepare_version(&staged, "job", None, None).unwrap();
+        assert_eq!(v.id, "v0009");
+        let r2 = Registry::open(dir.path()).unwrap();
+        assert_eq!(r2.versions().len(), 5);
     }
 }

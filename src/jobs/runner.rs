@@ -379,13 +379,28 @@ fn job_body(
             .registry
             .prepare_version(
                 &staged,
-                &format!("{origin} (not promoted)"),
+                &format!("{origin} {}", crate::jobs::registry::REJECTED_SUFFIX),
                 parent.as_deref(),
                 Some(new),
             )
             .and_then(|v| ctx.registry.commit(&staged, &v, false).map(|_| v.id));
         match kept {
-            Ok(id) => report.candidate = Some(id),
+            Ok(id) => {
+                report.candidate = Some(id);
+                // rejected candidates would otherwise pile up, a model file each
+                match ctx
+                    .registry
+                    .prune_rejected(crate::jobs::registry::KEEP_REJECTED)
+                {
+                    Ok(gone) if !gone.is_empty() => tracing::info!(
+                        removed = ?gone,
+                        kept = crate::jobs::registry::KEEP_REJECTED,
+                        "older rejected candidates removed from the registry"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot remove older rejected candidates: {e:#}"),
+                }
+            }
             Err(e) => {
                 ctx.registry.discard_staged(&staged);
                 tracing::warn!("cannot keep the rejected candidate: {e:#}");
