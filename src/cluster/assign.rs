@@ -141,6 +141,35 @@ pub(crate) async fn open_bucket(
     }
 }
 
+/// The object store `name`, made (file storage, `replicas` copies) when missing.
+pub(crate) async fn open_object_store(
+    js: &jetstream::Context,
+    name: String,
+    description: &str,
+    replicas: usize,
+) -> anyhow::Result<jetstream::object_store::ObjectStore> {
+    if let Ok(o) = js.get_object_store(&name).await {
+        return Ok(o);
+    }
+    let made = js
+        .create_object_store(jetstream::object_store::Config {
+            bucket: name.clone(),
+            description: Some(description.into()),
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match made {
+        Ok(o) => Ok(o),
+        // another process made it at the same moment
+        Err(e) => js
+            .get_object_store(&name)
+            .await
+            .map_err(|_| anyhow::anyhow!("object store {name}: {e}")),
+    }
+}
+
 impl Buckets {
     async fn open(client: &async_nats::Client, s: &ClusterSettings) -> anyhow::Result<Buckets> {
         let js = jetstream::ContextBuilder::new()

@@ -273,25 +273,13 @@ impl Site {
         )
         .await?;
         let name = s.bucket("SNAPSHOTS");
-        let objects = match js.get_object_store(&name).await {
-            Ok(o) => o,
-            Err(_) => match js
-                .create_object_store(object_store::Config {
-                    bucket: name.clone(),
-                    description: Some("crosscam: the active core's gallery snapshots".into()),
-                    num_replicas: s.replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => js
-                    .get_object_store(&name)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("object store {name}: {e}"))?,
-            },
-        };
+        let objects = super::assign::open_object_store(
+            &js,
+            name,
+            "crosscam: the active core's gallery snapshots",
+            s.replicas,
+        )
+        .await?;
         let lease = match kv.status().await?.info.config.max_age {
             d if d.is_zero() => lease,
             d => d,

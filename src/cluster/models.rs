@@ -89,25 +89,13 @@ impl Buckets {
         )
         .await?;
         let name = s.bucket("MODELS");
-        let objects = match js.get_object_store(&name).await {
-            Ok(o) => o,
-            Err(_) => match js
-                .create_object_store(object_store::Config {
-                    bucket: name.clone(),
-                    description: Some("crosscam: the site's embedder files by sha256".into()),
-                    num_replicas: s.replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => js
-                    .get_object_store(&name)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("object store {name}: {e}"))?,
-            },
-        };
+        let objects = super::assign::open_object_store(
+            &js,
+            name,
+            "crosscam: the site's embedder files by sha256",
+            s.replicas,
+        )
+        .await?;
         Ok(Buckets { kv, objects })
     }
 }
