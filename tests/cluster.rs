@@ -1285,6 +1285,18 @@ fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream
             .any(|l| l.contains("lease given up"))
             .then_some(())
     });
+    // and records how far its database holds the stream (the durable consumer's acknowledgement
+    // floor: it may trail the replay while the dead core's unacknowledged messages wait out
+    // their ack wait), never less than the point its term started from
+    let marker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.dir.path().join("data/cluster-core.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        marker["seq"].as_u64() >= core["start"]["seq"].as_u64(),
+        "{marker} vs {core}"
+    );
+    assert_eq!(marker["epoch"], core["epoch"], "{marker}");
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a process.

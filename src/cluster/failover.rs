@@ -775,6 +775,28 @@ impl Term {
             let _ = h.await;
         }
         if self.fence.lost().is_none() {
+            // the consuming side has stopped (the core stops it first): everything at or below
+            // the acknowledgement floor is in this database, so that this core's next start
+            // replays only what came after (once its own replay had finished)
+            if self.fence.replayed.load(Ordering::SeqCst)
+                && let Ok(floor) =
+                    ack_floor(&self.site.js, &self.site.stream, &self.site.consumer).await
+            {
+                let marker = Point {
+                    epoch: self.epoch,
+                    seq: floor,
+                    core: self.value.core.clone(),
+                    t_ms: now_ms(),
+                    data_dir: self.data_dir.display().to_string(),
+                    ..Point::default()
+                };
+                let kept: Option<Point> = read_json(&self.data_dir.join(MARKER));
+                if kept.is_none_or(|k| k.epoch < marker.epoch || k.seq <= marker.seq)
+                    && let Err(e) = write_json(&self.data_dir.join(MARKER), &marker)
+                {
+                    warn!(error = %e, "core: cannot record how far this database holds the stream");
+                }
+            }
             // hand over at once: a standby's next create succeeds
             match self
                 .site
