@@ -36,6 +36,7 @@ pub struct SwitchBenchReport {
     /// Largest relative drop of a camera's rate during the switch (0.1 = 10 %).
     pub worst_fps_drop: f64,
     pub reembed_pause_ms: u64,
+    pub reembed_nice: i32,
     pub outcome: SwitchOutcome,
 }
 
@@ -123,9 +124,15 @@ pub fn switch(
     seconds: f64,
     candidate: Option<PathBuf>,
     pause_ms: u64,
+    nice: i32,
 ) -> Result<SwitchBenchReport> {
+    anyhow::ensure!(
+        (0..=19).contains(&nice),
+        "--nice: expected a nice value from 0 to 19, found {nice}"
+    );
     let mut c = super::camera::camera_config_for_api(cfg, 2)?;
     c.models.reembed_pause_ms = pause_ms;
+    c.models.reembed_nice = nice;
     let data_dir = c.server.data_dir.clone();
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -212,6 +219,7 @@ pub fn switch(
         fps_during,
         worst_fps_drop,
         reembed_pause_ms: pause_ms,
+        reembed_nice: nice,
         outcome,
     })
 }
@@ -229,7 +237,7 @@ pub fn render_switch(r: &SwitchBenchReport) -> String {
          switch {} → {}: {:.1} s, {} tracklets / {} crops re-embedded, {:.1} crops/s, identities {} → {}\n\
          camera fps before: {}\n\
          camera fps during: {}\n\
-         worst drop {:.1} % (reembed_pause_ms {})\n",
+         worst drop {:.1} % (reembed_pause_ms {}, reembed_nice {})\n",
         r.cameras,
         r.stored_crops,
         r.real_crops,
@@ -246,6 +254,7 @@ pub fn render_switch(r: &SwitchBenchReport) -> String {
         f(&r.fps_before),
         f(&r.fps_during),
         100.0 * r.worst_fps_drop,
-        r.reembed_pause_ms
+        r.reembed_pause_ms,
+        r.reembed_nice
     )
 }

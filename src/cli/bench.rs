@@ -107,6 +107,9 @@ pub struct BenchSwitchArgs {
     /// `[models] reembed_pause_ms` for the switch.
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
+    /// `[models] reembed_nice` for the switch (0–19; default: the config's, 19 unless set).
+    #[arg(long)]
+    pub nice: Option<i32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -701,6 +704,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 a.seconds,
                 a.candidate.clone(),
                 a.pause_ms,
+                a.nice.unwrap_or(cfg.models.reembed_nice),
             )?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -177,6 +177,10 @@ pub struct ModelSettings {
     /// Pause (ms) after every batch of crops a live model switch re-embeds: on a small machine
     /// it leaves CPU to the cameras, at the cost of a longer switch (0 = none; at most 10000).
     pub reembed_pause_ms: u64,
+    /// The Linux nice value (0–19) of the thread that re-embeds the gallery during a live model
+    /// switch, and of its ONNX Runtime threads: at 19 it takes only CPU time the cameras, the
+    /// detector and the link stage leave (0 = the same priority as they have).
+    pub reembed_nice: i32,
 }
 
 impl Default for ModelSettings {
@@ -186,6 +190,7 @@ impl Default for ModelSettings {
             detector: "nanodet-416".into(),
             embedder: "crosscam-resnet18-vtest".into(),
             reembed_pause_ms: 0,
+            reembed_nice: 19,
         }
     }
 }
@@ -655,6 +660,15 @@ impl Config {
                 format!(
                     "expected a pause from 0 to 10000 ms between re-embedding batches, found {}",
                     self.models.reembed_pause_ms
+                ),
+            ));
+        }
+        if !(0..=19).contains(&self.models.reembed_nice) {
+            return Err(err(
+                KeyPath::new().key("models").key("reembed_nice"),
+                format!(
+                    "expected a nice value from 0 (the cameras' priority) to 19 (the lowest), found {}",
+                    self.models.reembed_nice
                 ),
             ));
         }

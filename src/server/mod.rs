@@ -252,7 +252,10 @@ impl Server {
             manifest.clone(),
             rt,
             base_linking,
-            std::time::Duration::from_millis(cfg.models.reembed_pause_ms),
+            switch::Reembedding {
+                pause: std::time::Duration::from_millis(cfg.models.reembed_pause_ms),
+                nice: cfg.models.reembed_nice,
+            },
             embedder.clone(),
             ctrl_tx.clone(),
             events.clone(),

@@ -376,6 +376,37 @@ pub fn reembed(
     Ok(count)
 }
 
+/// How a switch re-embeds the gallery (`[models] reembed_pause_ms`, `reembed_nice`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reembedding {
+    /// Sleep after every batch.
+    pub pause: Duration,
+    /// Nice value of the re-embedding thread (0 = unchanged, 19 = the lowest priority).
+    pub nice: i32,
+}
+
+/// Gives the calling thread (only it, and the threads it starts later) the nice value `nice`
+/// (Linux keeps one per thread). Lowering one's own priority needs no privilege; a failure is
+/// logged and the work goes on at the normal priority.
+pub fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id addresses
+    // that one thread on Linux.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if r != 0 {
+        warn!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the re-embedding thread's priority; it runs at the cameras' priority"
+        );
+    }
+}
+
 /// What [`reembed`] did.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReembedCount {
@@ -480,8 +511,8 @@ pub struct Switcher {
     manifest: Manifest,
     rt: &'static Runtime,
     base_linking: LinkingSettings,
-    /// `[models] reembed_pause_ms`.
-    pause: Duration,
+    /// `[models] reembed_pause_ms`, `reembed_nice`.
+    reembed: Reembedding,
     shared: Arc<SharedEmbedder>,
     control: crossbeam_channel::Sender<super::Control>,
     bus: EventBus,
@@ -502,7 +533,7 @@ impl Switcher {
         manifest: Manifest,
         rt: &'static Runtime,
         base_linking: LinkingSettings,
-        pause: Duration,
+        reembed: Reembedding,
         shared: Arc<SharedEmbedder>,
         control: crossbeam_channel::Sender<super::Control>,
         bus: EventBus,
@@ -516,7 +547,7 @@ impl Switcher {
             manifest,
             rt,
             base_linking,
-            pause,
+            reembed,
             shared,
             control,
             bus,
@@ -750,42 +781,21 @@ impl Switcher {
             self.shared.swap(next);
             return Ok(SwapReport::default());
         }
-        let store = Store::open(&self.data_dir)?;
+        // the gallery is described again by a thread of its own, at the configured low
+        // priority, with a session of its own (its ONNX Runtime threads inherit the priority):
+        // the serving sessions, the cameras and the link stage keep theirs
+        let count = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("model-reembed".into())
+                .spawn_scoped(scope, || {
+                    lower_thread_priority(self.reembed.nice);
+                    self.reembed_gallery(&from.version.id, target)
+                })
+                .context("cannot start the re-embedding thread")?
+                .join()
+                .map_err(|_| anyhow::anyhow!("the re-embedding thread panicked"))?
+        })?;
         let stop = || self.stop.load(Ordering::SeqCst);
-        let t0 = Instant::now();
-        let todo = store.reembed_todo(&next.tag)?;
-        let total = todo.len() as u64;
-        let mut last_event = Instant::now();
-        self.set_phase(&from.version.id, "re-embedding", 0, total);
-        let mut count = reembed(
-            &store,
-            &next,
-            &todo,
-            self.pause,
-            &stop,
-            &mut |done, crops| {
-                if last_event.elapsed() >= Duration::from_millis(500) || done == total {
-                    last_event = Instant::now();
-                    let rate = crops as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-                    tracing::debug!(done, total, crops_per_s = rate, "re-embedding");
-                    self.set_phase(&from.version.id, "re-embedding", done, total);
-                }
-            },
-        )?;
-        // tracklets recorded meanwhile were linked (and described) by the old model: describe
-        // them too, until few enough are left for the link stage to do while it pauses
-        for _ in 0..5 {
-            let todo = store.reembed_todo(&next.tag)?;
-            if todo.len() <= PAUSE_WORK {
-                break;
-            }
-            let n = todo.len() as u64;
-            self.set_phase(&from.version.id, "catching-up", 0, n);
-            let c = reembed(&store, &next, &todo, self.pause, &stop, &mut |done, _| {
-                self.set_phase(&from.version.id, "catching-up", done, n)
-            })?;
-            add(&mut count, c);
-        }
         anyhow::ensure!(!stop(), "stopped before the switch committed");
         self.set_phase(&from.version.id, "switching", 0, 0);
         let commit = self.commit(target, &next.tag, next.since_ms, change);
@@ -803,6 +813,45 @@ impl Switcher {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         add(&mut report.count, count);
         Ok(report)
+    }
+
+    /// Describes every tracklet of the gallery with `target` (a session opened here, so that
+    /// its threads run at this thread's priority), then those recorded meanwhile, until few
+    /// enough are left for the link stage to describe while it pauses.
+    fn reembed_gallery(&self, from: &str, target: &ModelVersion) -> Result<ReembedCount> {
+        let reg = Registry::open(&self.data_dir)?;
+        let model = open_version(&reg, target, &self.manifest, self.rt, &self.base_linking)?;
+        let store = Store::open(&self.data_dir)?;
+        let stop = || self.stop.load(Ordering::SeqCst);
+        let pause = self.reembed.pause;
+        let t0 = Instant::now();
+        let todo = store.reembed_todo(&model.tag)?;
+        let total = todo.len() as u64;
+        let mut last_event = Instant::now();
+        self.set_phase(from, "re-embedding", 0, total);
+        let mut count = reembed(&store, &model, &todo, pause, &stop, &mut |done, crops| {
+            if last_event.elapsed() >= Duration::from_millis(500) || done == total {
+                last_event = Instant::now();
+                let rate = crops as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+                tracing::debug!(done, total, crops_per_s = rate, "re-embedding");
+                self.set_phase(from, "re-embedding", done, total);
+            }
+        })?;
+        // tracklets recorded meanwhile were linked (and described) by the old model: describe
+        // them too, until few enough are left for the link stage to do while it pauses
+        for _ in 0..5 {
+            let todo = store.reembed_todo(&model.tag)?;
+            if todo.len() <= PAUSE_WORK {
+                break;
+            }
+            let n = todo.len() as u64;
+            self.set_phase(from, "catching-up", 0, n);
+            let c = reembed(&store, &model, &todo, pause, &stop, &mut |done, _| {
+                self.set_phase(from, "catching-up", done, n)
+            })?;
+            add(&mut count, c);
+        }
+        Ok(count)
     }
 
     /// The commit point of a switch to `target`: the registry names it current (if the
@@ -911,4 +960,43 @@ fn add(a: &mut ReembedCount, b: ReembedCount) {
     a.crops += b.crops;
     a.unreadable_crops += b.unreadable_crops;
     a.without_crops += b.without_crops;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: no pointers; getpriority may return -1 legitimately, which errno tells apart
+        unsafe {
+            *libc::__errno_location() = 0;
+            let n = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+            assert_eq!(*libc::__errno_location(), 0, "getpriority failed");
+            n
+        }
+    }
+
+    #[test]
+    fn the_reembedding_priority_is_lowered_for_its_thread_and_the_threads_it_starts_only() {
+        let main = nice_of_this_thread();
+        assert!(main < 19, "the test needs to run above the lowest priority");
+        let (own, started) = std::thread::spawn(|| {
+            lower_thread_priority(19);
+            // ONNX Runtime's intra-op threads are started like this one, by the thread that
+            // opens the session
+            let started = std::thread::spawn(nice_of_this_thread).join().unwrap();
+            (nice_of_this_thread(), started)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, started), (19, 19));
+        assert_eq!(nice_of_this_thread(), main, "the other threads keep theirs");
+        let unchanged = std::thread::spawn(|| {
+            lower_thread_priority(0);
+            nice_of_this_thread()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(unchanged, main);
+    }
 }
