@@ -503,13 +503,16 @@ function siteView(cl) {
 }
 
 // What a finished job did, in words.
+// A decision ends with its full stop before the next sentence follows.
+const sentence = (t) => { const s = String(t).trim(); return s && !/[.!?]$/.test(s) ? s + "." : s; };
+
 function jobOutcome(j) {
   const r = j.report || {};
   const serving = r.serving_after || r.serving_before;
   const took = r.seconds !== undefined ? ` after ${fmtDur(r.seconds)}` : "";
   switch (r.status) {
-    case "promoted": return `Promoted${took}: ${r.serving_after || "the new model"} is now the registry's current model. ${r.decision || ""}`;
-    case "rejected": return `Not promoted${took}: ${r.decision || "the candidate was not better."}${r.candidate ? ` The candidate is kept as ${r.candidate}; Promote anyway makes it current.` : ""} Nothing else changed.`;
+    case "promoted": return `Promoted${took}: ${r.serving_after || "the new model"} is now the registry's current model.${r.decision ? " " + sentence(r.decision) : ""}`;
+    case "rejected": return `Not promoted${took}: ${sentence(r.decision || "the candidate was not better")}${r.candidate ? ` The candidate is kept as ${r.candidate}; Promote anyway makes it current.` : ""} Nothing else changed.`;
     case "cancelled": return `Cancelled${took}. Nothing changed: ${serving ? `${serving} stays the current model` : "the current model stays"} and the registry is as it was.`;
     case "failed": return `Failed${took}: ${r.error || "no reason recorded"}. Nothing changed.`;
     default: return `${r.status || j.state}${r.decision || r.error ? ": " + (r.decision || r.error) : ""}`;
