@@ -399,3 +399,40 @@ fn layout_names_missing_libraries_and_wrong_wheels() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a readable wheel"));
     assert!(!deps.exists());
 }
+
+// ---- scripts/gpu-check.sh on a machine without a card ----------------------------------------------
+
+#[test]
+fn gpu_check_stops_at_once_without_a_card() {
+    for (smi, why) in [
+        (None, "no NVIDIA card (nvidia-smi not found)"),
+        (
+            Some(BROKEN),
+            "no NVIDIA card (nvidia-smi failed: NVIDIA-SMI has failed",
+        ),
+        (Some("exit 0"), "no NVIDIA card (nvidia-smi lists none)"),
+    ] {
+        let p = FakePath::new(smi);
+        let out_dir = p.dir.path().join("out");
+        let o = Command::new(which("bash"))
+            .arg(root().join("scripts/gpu-check.sh"))
+            .env_clear()
+            .env("PATH", p.dir.path().join("bin"))
+            .env("CROSSCAM_BIN", env!("CARGO_BIN_EXE_crosscam"))
+            .env("GPU_CHECK_OUT", &out_dir)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("gpu-check: FAIL") && err.contains(why),
+            "{why}: {err}"
+        );
+        assert!(
+            stdout(&o).is_empty(),
+            "printed before failing: {}",
+            stdout(&o)
+        );
+        assert!(!out_dir.exists(), "made {}", out_dir.display());
+    }
+}
