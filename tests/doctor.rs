@@ -89,12 +89,16 @@ fn doctor_passes_on_a_set_up_machine() {
     ] {
         assert_eq!(check(&r, name)["ok"], true, "{name}: {}", check(&r, name));
     }
-    assert!(
-        check(&r, "onnxruntime")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1.32.0")
-    );
+    let ort = check(&r, "onnxruntime")["detail"].as_str().unwrap();
+    if ort.contains("onnxruntime-gpu") {
+        // a machine with a card where `make setup` installed the GPU build (docs/gpu.md)
+        assert!(
+            ort.contains(crosscam::runtime::gpu::ORT_GPU_VERSION),
+            "{ort}"
+        );
+    } else {
+        assert!(ort.contains("1.32.0"), "{ort}");
+    }
     assert!(
         dir.path().join("data").is_dir(),
         "doctor creates the data directory"

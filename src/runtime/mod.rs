@@ -212,7 +212,7 @@ impl Runtime {
         if !self.cuda_in_library {
             if pref == DevicePref::Cuda {
                 return Err(RuntimeError::CudaRequired(format!(
-                    "{} was built without the CUDA execution provider (install the onnxruntime-gpu library)",
+                    "{} was built without the CUDA execution provider (`make setup` on a machine with an NVIDIA card installs the GPU build; docs/gpu.md)",
                     self.library.display()
                 )));
             }
