@@ -436,3 +436,43 @@ fn gpu_check_stops_at_once_without_a_card() {
         assert!(!out_dir.exists(), "made {}", out_dir.display());
     }
 }
+
+// ---- bench --device on a machine without the GPU build ---------------------------------------------
+
+#[test]
+fn bench_device_cuda_fails_with_the_reason_and_cpu_runs_on_the_cpu() {
+    let t = tempfile::tempdir().unwrap();
+    let deps = t.path().join("deps");
+    std::fs::create_dir(&deps).unwrap();
+    std::os::unix::fs::symlink(root().join(".deps/onnxruntime"), deps.join("onnxruntime")).unwrap();
+    std::os::unix::fs::symlink(root().join(".deps/media"), deps.join("media")).unwrap();
+    let model = root().join("models/crosscam-resnet18-vtest-half.onnx");
+    let bench = |what: &[&str], device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_crosscam"))
+            .arg("bench")
+            .args(what)
+            .args([
+                "--device", device, "--rounds", "1", "--warmup", "0", "--json",
+            ])
+            .env("CROSSCAM_DEPS_DIR", &deps)
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap()
+    };
+    let embed = ["embed", "--batch", "2", "--model", model.to_str().unwrap()];
+    let detect = ["detect", "--model", "nanodet-416", "--batch", "1"];
+    for what in [&embed[..], &detect[..]] {
+        let o = bench(what, "cuda");
+        assert!(!o.status.success(), "{what:?}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("CUDA was required (runtime.device = \"cuda\")")
+                && err.contains("GPU ONNX Runtime is not installed"),
+            "{what:?}: {err}"
+        );
+        let o = bench(what, "cpu");
+        assert!(o.status.success(), "{what:?}: {o:?}");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["device"], "CPU", "{what:?}: {j}");
+    }
+}
