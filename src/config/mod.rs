@@ -144,7 +144,9 @@ impl Default for ApiSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DevicePref {
     /// CUDA when the loaded ONNX Runtime has it and it starts; CPU otherwise.

@@ -2,8 +2,11 @@
 //! decides once where models run (CUDA when the loaded library has it and it starts, CPU
 //! otherwise), logging the decision.
 //!
-//! Library search order: the `runtime.onnxruntime` config key, `ORT_DYLIB_PATH`, then the
-//! project's `.deps/onnxruntime/` (filled by `make setup`). Users set nothing.
+//! Library choice ([`gpu::choose_library`]): the `runtime.onnxruntime` config key or
+//! `ORT_DYLIB_PATH` when set; else, unless `[runtime] device = "cpu"`, the GPU build in
+//! `.deps/onnxruntime-gpu/` with the CUDA libraries of `.deps/cuda/lib/` preloaded, when both are
+//! installed and `nvidia-smi` finds a card; else the CPU build in `.deps/onnxruntime/` (`auto`
+//! says why, `cuda` fails with the reason). `make setup` fills `.deps/`. Users set nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -13,6 +16,8 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use crate::config::{DevicePref, RuntimeSettings};
+
+pub mod gpu;
 
 /// The ONNX Runtime version `make setup` installs and crosscam is tested with.
 pub const ORT_VERSION: &str = "1.32.0";
@@ -57,6 +62,10 @@ pub struct Runtime {
     pub version: String,
     /// Whether the loaded library was built with the CUDA execution provider.
     pub cuda_in_library: bool,
+    /// Why this library was chosen (GPU build or CPU build, and why not CUDA).
+    pub choice_reason: String,
+    /// The CUDA/cuDNN libraries loaded before ONNX Runtime (empty on the CPU path).
+    pub cuda_preloaded: Vec<PathBuf>,
     env: ort::environment::Environment,
     settings: RuntimeSettings,
     /// The device decision, made at the first session and then reused.
@@ -95,13 +104,34 @@ pub fn init(settings: &RuntimeSettings) -> Result<&'static Runtime, RuntimeError
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
-    let path = locate_library(settings)?;
-    let path = path.canonicalize().unwrap_or(path);
     static INIT: Mutex<()> = Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
+    let probe = gpu::Probe::of_machine(settings);
+    let mut choice = gpu::choose_library(&probe, settings.device, gpu::card_name)?;
+    let mut cuda_preloaded = Vec::new();
+    if choice.preload_cuda {
+        match gpu::preload_cuda(&probe.cuda_dir) {
+            Ok(libs) => cuda_preloaded = libs,
+            Err(e) => {
+                let why = format!("the CUDA libraries failed to load ({e})");
+                if settings.device == DevicePref::Cuda {
+                    return Err(RuntimeError::CudaRequired(why));
+                }
+                if probe.explicit.is_some() {
+                    choice.preload_cuda = false;
+                    choice.reason = format!("{}; {why}", choice.reason);
+                } else {
+                    choice = gpu::cpu_choice(&probe, why)?;
+                }
+            }
+        }
+    }
+    tracing::info!(library = %choice.library.display(), reason = %choice.reason, "ONNX Runtime library chosen");
+    let path = choice.library.clone();
+    let path = path.canonicalize().unwrap_or(path);
     let builder = std::panic::catch_unwind(|| ort::init_from(&path))
         .map_err(|_| RuntimeError::Load {
             path: path.clone(),
@@ -122,6 +152,8 @@ pub fn init(settings: &RuntimeSettings) -> Result<&'static Runtime, RuntimeError
         library: path,
         version,
         cuda_in_library,
+        choice_reason: choice.reason,
+        cuda_preloaded,
         env,
         settings: settings.clone(),
         decided: Mutex::new(None),
@@ -180,7 +212,7 @@ impl Runtime {
         if !self.cuda_in_library {
             if pref == DevicePref::Cuda {
                 return Err(RuntimeError::CudaRequired(format!(
-                    "{} was built without the CUDA execution provider (install the onnxruntime-gpu library)",
+                    "{} was built without the CUDA execution provider (`make setup` on a machine with an NVIDIA card installs the GPU build; docs/gpu.md)",
                     self.library.display()
                 )));
             }
@@ -237,6 +269,32 @@ impl Runtime {
             .commit_from_memory(bytes)
             .map_err(|e| RuntimeError::Ort(e.to_string()))?;
         Ok((s, dev))
+    }
+
+    /// The execution providers this library was built with (of those crosscam knows).
+    pub fn providers_in_library(&self) -> Vec<&'static str> {
+        let mut v = vec!["CPU"];
+        if self.cuda_in_library {
+            v.push("CUDA");
+        }
+        v
+    }
+
+    /// Tries to start the CUDA execution provider on a throw-away session builder: `Ok` when it
+    /// registers, else why not (for `crosscam doctor`; sessions decide for themselves).
+    pub fn try_cuda(&self) -> Result<(), String> {
+        if !self.cuda_in_library {
+            return Err(format!(
+                "{} has no CUDA execution provider",
+                self.library.display()
+            ));
+        }
+        let b = self
+            .builder(SessionOptions::default())
+            .map_err(|e| e.to_string())?;
+        b.with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The device sessions use (decided at the first session; CPU before that).
