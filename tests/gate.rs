@@ -201,49 +201,40 @@ fn the_gate_on_labels_refuses_damaged_candidates_and_one_the_old_proxy_promotes(
         old.queries, old.map, new.map
     );
 
+    // a candidate judged both ways: (gate on labels passed, its reason, old proxy promoted, why)
+    let both = |name: &str, candidate: &Model| {
+        let c = evaluate_labels(candidate, &gate_site, policy.far).unwrap();
+        let g = policy.judge(s.clone(), c.clone());
+        let new = evaluate_set(candidate, &held).unwrap();
+        let (proxy_go, why) = PromotePolicy::default().decide(&old, &new);
+        println!("{name}: labels {c:?}");
+        println!(
+            "{name}: gate on labels: passed {} weak {}: {}",
+            g.passed, g.weak, g.reason
+        );
+        println!(
+            "{name}: split-tracklet proxy: serving mAP {:.3}, candidate mAP {:.3} → promote {proxy_go}: {why}",
+            old.map, new.map
+        );
+        (g.passed, g.reason, proxy_go, why)
+    };
+
     // the other damaged candidate: the serving network with random weights
-    let random = random_weights(&serving, 7);
-    let c = evaluate_labels(&random, &gate_site, policy.far).unwrap();
-    let g = policy.judge(s.clone(), c.clone());
-    let new = evaluate_set(&random, &held).unwrap();
-    let (proxy_go, why) = PromotePolicy::default().decide(&old, &new);
-    println!("random weights: labels {c:?}");
-    println!(
-        "random weights: gate on labels: passed {} weak {}: {}",
-        g.passed, g.weak, g.reason
-    );
-    println!(
-        "random weights: split-tracklet proxy: serving mAP {:.3}, candidate mAP {:.3} → promote {proxy_go}: {why}",
-        old.map, new.map
-    );
-    assert!(!g.passed, "the gate passed random weights: {}", g.reason);
+    let (passed, reason, _, _) = both("random weights", &random_weights(&serving, 7));
+    assert!(!passed, "the gate passed random weights: {reason}");
 
     // what the proxy favours: a candidate that tells people apart by the colour each camera
     // records (the serving model with the image's mean colour appended): same person a few
     // seconds later, in the same camera, looks even more alike to it; across cameras with
     // another colour response the same person looks less alike
-    let biased = colour_biased(&serving, 30.0);
-    let c = evaluate_labels(&biased, &gate_site, policy.far).unwrap();
-    let g = policy.judge(s.clone(), c.clone());
-    let new = evaluate_set(&biased, &held).unwrap();
-    let (proxy_go, why) = PromotePolicy::default().decide(&old, &new);
-    println!("colour-biased: labels {c:?}");
-    println!(
-        "colour-biased: gate on labels: passed {} weak {}: {}",
-        g.passed, g.weak, g.reason
-    );
-    println!(
-        "colour-biased: split-tracklet proxy: serving mAP {:.3}, candidate mAP {:.3} → promote {proxy_go}: {why}",
-        old.map, new.map
-    );
+    let (passed, reason, proxy_go, why) = both("colour-biased", &colour_biased(&serving, 30.0));
     assert!(
         proxy_go,
         "the old proxy was expected to promote the colour-biased candidate: {why}"
     );
     assert!(
-        !g.passed,
-        "the gate passed the colour-biased candidate: {}",
-        g.reason
+        !passed,
+        "the gate passed the colour-biased candidate: {reason}"
     );
 }
 
