@@ -221,6 +221,9 @@ impl GalleryIndex for AutoIndex {
     ) -> Result<Vec<Hit>, GalleryError> {
         self.as_dyn().search(query, k, filter)
     }
+    fn scores(&self, query: &[f32]) -> Result<Option<Vec<Hit>>, GalleryError> {
+        self.as_dyn().scores(query)
+    }
     fn len(&self) -> usize {
         self.as_dyn().len()
     }

@@ -90,6 +90,37 @@ impl ExactIndex {
         top.into_sorted()
     }
 
+    /// Every live entry's similarity to `query`, scored by `threads` threads.
+    fn scores_in(&self, query: &[f32], threads: usize) -> Result<Vec<Hit>, GalleryError> {
+        let q = unit(query, self.dim)?;
+        let n = self.ids.len();
+        let score = |rows: std::ops::Range<usize>| -> Vec<Hit> {
+            rows.filter(|&s| self.live[s])
+                .map(|s| Hit {
+                    id: self.ids[s],
+                    similarity: dot(&q, self.row(s)),
+                })
+                .collect()
+        };
+        if threads <= 1 {
+            return Ok(score(0..n));
+        }
+        let chunk = n.div_ceil(threads);
+        let parts: Vec<Vec<Hit>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let score = &score;
+                    s.spawn(move || score(t * chunk..((t + 1) * chunk).min(n)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        Ok(parts.concat())
+    }
+
     /// Scores many queries at once with one matrix product (`queries` row-major, `m × dim`,
     /// each normalised here). Same results as calling [`GalleryIndex::search`] per query.
     pub fn search_batch(
@@ -257,6 +288,12 @@ impl GalleryIndex for ExactIndex {
         Ok(merge_hits(parts, k))
     }
 
+    fn scores(&self, query: &[f32]) -> Result<Option<Vec<Hit>>, GalleryError> {
+        let n = self.ids.len();
+        let threads = self.threads.min(n * self.dim / PARALLEL_MACS).max(1);
+        self.scores_in(query, threads).map(Some)
+    }
+
     fn len(&self) -> usize {
         self.slot.len()
     }
@@ -377,6 +414,45 @@ mod tests {
                 .collect();
             assert_eq!(ids(&merge_hits(parts, 7)), ids(&one));
         }
+    }
+
+    #[test]
+    fn the_top_of_all_scores_is_what_a_search_finds_for_every_k() {
+        let dim = 32;
+        // clustered vectors, each inserted twice, so that ties need the id order
+        let v = clustered(400, dim, 8, 0.2, 5);
+        let mut x = ExactIndex::new(dim, 0.9).with_threads(1);
+        for i in 0..400 {
+            x.insert(i as u64, &v[i * dim..(i + 1) * dim]).unwrap();
+            x.insert(1000 + i as u64, &v[i * dim..(i + 1) * dim])
+                .unwrap();
+        }
+        for id in [3, 17, 1003] {
+            x.remove(id);
+        }
+        let q = &v[40 * dim..41 * dim];
+        let mut all = x.scores(q).unwrap().unwrap();
+        assert_eq!(all.len(), x.len(), "every live entry once, no tombstone");
+        assert!(all.iter().all(|h| ![3, 17, 1003].contains(&h.id)));
+        for k in [0, 1, 2, 7, 32, 128, 797, 5000] {
+            let want: Vec<(u64, f32)> = x
+                .search(q, k, None)
+                .unwrap()
+                .iter()
+                .map(|h| (h.id, h.similarity))
+                .collect();
+            let got: Vec<(u64, f32)> = crate::gallery::index::top_of(&mut all, k)
+                .iter()
+                .map(|h| (h.id, h.similarity))
+                .collect();
+            assert_eq!(got, want, "k = {k}");
+        }
+        // scored by several threads: the same scores
+        let mut parts = x.scores_in(q, 3).unwrap();
+        let mut one = x.scores(q).unwrap().unwrap();
+        parts.sort_by_key(|h| h.id);
+        one.sort_by_key(|h| h.id);
+        assert_eq!(parts, one);
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub trait GalleryIndex: Send + Sync {
         k: usize,
         filter: Option<Filter<'_>>,
     ) -> Result<Vec<Hit>, GalleryError>;
+    /// Every live entry with its similarity to `query` (normalised here), in no particular
+    /// order, where the index gets them for the price of one search (an exact index scores every
+    /// row anyway); `None` where it does not (HNSW). A caller that may need more than `k` hits
+    /// takes them from this with [`top_of`] instead of searching again with a larger `k`.
+    fn scores(&self, _query: &[f32]) -> Result<Option<Vec<Hit>>, GalleryError> {
+        Ok(None)
+    }
     /// Live entries.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -154,6 +161,20 @@ impl TopK {
         v.sort_by(better);
         v
     }
+}
+
+/// The best `k` of `all`, best first, exactly as [`GalleryIndex::search`] orders them (ties:
+/// lower id first); `all` is reordered.
+pub(crate) fn top_of(all: &mut [Hit], k: usize) -> Vec<Hit> {
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < all.len() {
+        all.select_nth_unstable_by(k - 1, better);
+    }
+    let mut top = all[..k.min(all.len())].to_vec();
+    top.sort_by(better);
+    top
 }
 
 /// Merges result lists (same id in several: kept once), best `k` first.

@@ -346,8 +346,14 @@ impl Linker {
     ) -> Result<Vec<Scored>, GalleryError> {
         let total = self.index.len();
         let mut k = self.gallery.candidates;
+        // an exact index scores every prototype in one pass: a larger k takes more of those
+        // scores instead of scanning the gallery again
+        let mut scores = self.index.scores(q)?;
         loop {
-            let hits = self.index.search(q, k, None)?;
+            let hits = match scores.as_mut() {
+                Some(all) => super::index::top_of(all, k),
+                None => self.index.search(q, k, None)?,
+            };
             let ids: BTreeSet<IdentityId> = hits
                 .iter()
                 .filter_map(|h| self.owner.get(&h.id).copied())

@@ -36,11 +36,12 @@ impl Store {
     /// The number of the last message stored of a remote tracklet, if any.
     pub fn edge_seq(&self, run: i64, camera: &str, track: u64) -> Result<Option<u64>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT seq FROM edge_tracklets WHERE run = ?1 AND camera = ?2 AND track_id = ?3",
-                params![run, camera, track as i64],
-                |r| r.get::<_, i64>(0),
             )
+            .and_then(|mut st| {
+                st.query_row(params![run, camera, track as i64], |r| r.get::<_, i64>(0))
+            })
             .optional()
             .map(|s| s.map(|s| s as u64))
             .map_err(|e| self.err(e))
@@ -49,11 +50,10 @@ impl Store {
     /// The row of a remote tracklet, if it is stored.
     pub fn tracklet_row(&self, run: i64, camera: &str, track: u64) -> Result<Option<i64>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM tracklets WHERE run = ?1 AND camera = ?2 AND track_id = ?3",
-                params![run, camera, track as i64],
-                |r| r.get(0),
             )
+            .and_then(|mut st| st.query_row(params![run, camera, track as i64], |r| r.get(0)))
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -61,11 +61,11 @@ impl Store {
     /// Records that message `seq` of a remote tracklet is stored.
     pub fn set_edge_seq(&self, run: i64, camera: &str, track: u64, seq: u64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO edge_tracklets (run, camera, track_id, seq) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(run, camera, track_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                params![run, camera, track as i64, seq as i64],
             )
+            .and_then(|mut st| st.execute(params![run, camera, track as i64, seq as i64]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }

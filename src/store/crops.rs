@@ -64,11 +64,8 @@ pub(super) fn write_files(
     for c in crops {
         let exists: bool = store
             .conn()
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM crops WHERE tracklet = ?1 AND seq = ?2)",
-                params![tracklet, c.seq as i64],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM crops WHERE tracklet = ?1 AND seq = ?2)")
+            .and_then(|mut st| st.query_row(params![tracklet, c.seq as i64], |r| r.get(0)))
             .map_err(|e| store.err(e))?;
         if exists {
             continue;

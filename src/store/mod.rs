@@ -245,6 +245,9 @@ impl Store {
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
+        // the link stage and the crop writer run a dozen statements per observation: each is
+        // parsed once and kept (rusqlite keeps 16 by default)
+        conn.set_prepared_statement_cache_capacity(64);
         let mut s = Store {
             conn,
             path: path.clone(),
@@ -324,16 +327,12 @@ impl Store {
             (t.start.as_millis() as i64, t.end.as_millis() as i64)
         };
         self.conn
-            .query_row(
-                "INSERT INTO tracklets (camera, run, track_id, start_ms, end_ms, boxes, quality, ended, track)
+            .prepare_cached("INSERT INTO tracklets (camera, run, track_id, start_ms, end_ms, boxes, quality, ended, track)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(camera, run, track_id) DO UPDATE SET
                    end_ms = excluded.end_ms, boxes = excluded.boxes, quality = excluded.quality,
                    ended = excluded.ended, track = excluded.track
-                 RETURNING id",
-                params![t.camera, run, t.id as i64, start_ms, end_ms, t.boxes.len() as i64, quality, ended, pack_boxes(t)],
-                |r| r.get(0),
-            )
+                 RETURNING id").and_then(|mut st| st.query_row(params![t.camera, run, t.id as i64, start_ms, end_ms, t.boxes.len() as i64, quality, ended, pack_boxes(t)], |r| r.get(0)))
             .map_err(|e| self.err(e))
     }
 
@@ -361,11 +360,8 @@ impl Store {
     /// Stores (replaces) a tracklet's descriptor for `model`.
     pub fn save_descriptor(&self, tracklet: i64, model: &str, v: &[f32]) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT INTO descriptors (tracklet, model, dim, vector) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(tracklet, model) DO UPDATE SET dim = excluded.dim, vector = excluded.vector",
-                params![tracklet, model, v.len() as i64, to_blob(v)],
-            )
+            .prepare_cached("INSERT INTO descriptors (tracklet, model, dim, vector) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(tracklet, model) DO UPDATE SET dim = excluded.dim, vector = excluded.vector").and_then(|mut st| st.execute(params![tracklet, model, v.len() as i64, to_blob(v)]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -373,10 +369,7 @@ impl Store {
     /// Creates identity `id` (ids come from the linker, which owns their numbering).
     pub fn create_identity(&self, id: i64, t_ms: i64) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
-                params![id, t_ms],
-            )
+            .prepare_cached("INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)").and_then(|mut st| st.execute(params![id, t_ms]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -397,24 +390,15 @@ impl Store {
             path: self.path.display().to_string(),
             source: e,
         })?;
-        tx.execute(
-            "INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
-            params![identity, seen_ms],
-        )
+        tx.prepare_cached("INSERT OR IGNORE INTO identities (id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2)").and_then(|mut st| st.execute(params![identity, seen_ms]))
         .and_then(|_| {
-            tx.execute(
-                "INSERT INTO sightings (tracklet, identity, similarity, margin, decision, model, created_ms)
+            tx.prepare_cached("INSERT INTO sightings (tracklet, identity, similarity, margin, decision, model, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(tracklet) DO UPDATE SET identity = excluded.identity, similarity = excluded.similarity,
-                   margin = excluded.margin, decision = excluded.decision, model = excluded.model, created_ms = excluded.created_ms",
-                params![tracklet, identity, similarity, margin, decision.as_str(), model, now_ms()],
-            )
+                   margin = excluded.margin, decision = excluded.decision, model = excluded.model, created_ms = excluded.created_ms").and_then(|mut st| st.execute(params![tracklet, identity, similarity, margin, decision.as_str(), model, now_ms()]))
         })
         .and_then(|_| {
-            tx.execute(
-                "UPDATE identities SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
-                params![identity, seen_ms],
-            )
+            tx.prepare_cached("UPDATE identities SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1").and_then(|mut st| st.execute(params![identity, seen_ms]))
         })
         .map_err(|e| StoreError::Sqlite { path: self.path.display().to_string(), source: e })?;
         tx.commit().map_err(|e| StoreError::Sqlite {

@@ -54,10 +54,8 @@ impl Store {
     /// crops) is recomputed by the next switch instead of being reused.
     pub fn drop_other_descriptors(&self, tracklet: i64, keep: &str) -> Result<()> {
         self.conn()
-            .execute(
-                "DELETE FROM descriptors WHERE tracklet = ?1 AND model != ?2",
-                params![tracklet, keep],
-            )
+            .prepare_cached("DELETE FROM descriptors WHERE tracklet = ?1 AND model != ?2")
+            .and_then(|mut st| st.execute(params![tracklet, keep]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
