@@ -13,7 +13,8 @@
 //!   status.
 //!
 //! `[models] reembed_pause_ms` slows re-embedding down so that a switch lasts long enough to be
-//! observed and interrupted.
+//! observed and interrupted; `reembed_nice = 0` keeps it at the cameras' priority, so that a
+//! machine loaded by other tests cannot starve it (the priority has a unit test of its own).
 
 mod common;
 
@@ -36,7 +37,9 @@ fn start(min_ids: usize, min_crops: usize, pause_ms: u64) -> Daemon {
     let cams = format!("{}{}", clip_camera("a", 0.0), clip_camera("b", 20.0));
     let text = config_text(dir.path(), &cams, "").replace(
         "embedder = \"crosscam-resnet18-vtest\"\n",
-        &format!("embedder = \"crosscam-resnet18-vtest\"\nreembed_pause_ms = {pause_ms}\n"),
+        &format!(
+            "embedder = \"crosscam-resnet18-vtest\"\nreembed_pause_ms = {pause_ms}\nreembed_nice = 0\n"
+        ),
     );
     assert!(text.contains("reembed_pause_ms"));
     std::fs::write(&config, text).unwrap();

@@ -107,7 +107,7 @@ pub struct BenchSwitchArgs {
     /// `[models] reembed_pause_ms` for the switch.
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
-    /// `[models] reembed_nice` for the switch (0–19; default: the config's, 19 unless set).
+    /// `[models] reembed_nice` for the switch (0–19; default: the config's, 10 unless set).
     #[arg(long)]
     pub nice: Option<i32>,
     #[arg(long)]

@@ -180,8 +180,10 @@ pub struct ModelSettings {
     /// it leaves CPU to the cameras, at the cost of a longer switch (0 = none; at most 10000).
     pub reembed_pause_ms: u64,
     /// The Linux nice value (0–19) of the thread that re-embeds the gallery during a live model
-    /// switch, and of its ONNX Runtime threads: at 19 it takes only CPU time the cameras, the
-    /// detector and the link stage leave (0 = the same priority as they have).
+    /// switch, and of its ONNX Runtime threads. At 10 (the default) it takes the CPU time the
+    /// cameras, the detector and the link stage leave, and about a tenth of a core when they use
+    /// all of it (so a switch always ends); 19 yields almost entirely (a switch on a saturated
+    /// machine then barely moves); 0 = the same priority as they have.
     pub reembed_nice: i32,
 }
 
@@ -192,7 +194,7 @@ impl Default for ModelSettings {
             detector: "nanodet-416".into(),
             embedder: "crosscam-resnet18-vtest".into(),
             reembed_pause_ms: 0,
-            reembed_nice: 19,
+            reembed_nice: 10,
         }
     }
 }
