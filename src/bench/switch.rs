@@ -126,10 +126,8 @@ pub fn switch(
     pause_ms: u64,
     nice: i32,
 ) -> Result<SwitchBenchReport> {
-    anyhow::ensure!(
-        (0..=19).contains(&nice),
-        "--nice: expected a nice value from 0 to 19, found {nice}"
-    );
+    crate::config::ModelSettings::check_reembed_nice(nice)
+        .map_err(|m| anyhow::anyhow!("--nice: {m}"))?;
     let mut c = super::camera::camera_config_for_api(cfg, 2)?;
     c.models.reembed_pause_ms = pause_ms;
     c.models.reembed_nice = nice;

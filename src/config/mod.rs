@@ -220,6 +220,19 @@ pub struct AnalysisSettings {
     pub motion_max_skip: u32,
 }
 
+impl ModelSettings {
+    /// The range of `reembed_nice`, checked alike for the config file and `bench switch --nice`.
+    pub fn check_reembed_nice(n: i32) -> Result<i32, String> {
+        if (0..=19).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "expected a nice value from 0 (the cameras' priority) to 19 (the lowest), found {n}"
+            ))
+        }
+    }
+}
+
 impl AnalysisSettings {
     /// The range of `detect_every`, checked alike for the config file and the `--detect-every`
     /// flags: the message says what is expected and what was found.
@@ -667,14 +680,8 @@ impl Config {
                 ),
             ));
         }
-        if !(0..=19).contains(&self.models.reembed_nice) {
-            return Err(err(
-                KeyPath::new().key("models").key("reembed_nice"),
-                format!(
-                    "expected a nice value from 0 (the cameras' priority) to 19 (the lowest), found {}",
-                    self.models.reembed_nice
-                ),
-            ));
+        if let Err(m) = ModelSettings::check_reembed_nice(self.models.reembed_nice) {
+            return Err(err(KeyPath::new().key("models").key("reembed_nice"), m));
         }
         if !(1..=60).contains(&self.analysis.fps) {
             return Err(err(

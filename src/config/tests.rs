@@ -211,6 +211,18 @@ fn numbers_ids_and_names_are_range_checked() {
     assert_eq!(e.key, "api.searches_per_minute");
     let e = parse("[analysis]\nwidth = 100000\n").unwrap_err();
     assert_eq!(e.key, "analysis.width");
+    // the re-embedding thread's nice value (appended to the [models] section)
+    for bad in ["reembed_nice = 20", "reembed_nice = -1"] {
+        let e = parse(bad).unwrap_err();
+        assert_eq!(e.key, "models.reembed_nice", "{bad}: {e}");
+        assert!(
+            e.message.contains("from 0 (the cameras' priority) to 19"),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(parse("").unwrap().models.reembed_nice, 10);
+    assert_eq!(parse("reembed_nice = 19").unwrap().models.reembed_nice, 19);
+    assert_eq!(parse("reembed_nice = 0").unwrap().models.reembed_nice, 0);
 }
 
 #[test]

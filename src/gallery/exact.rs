@@ -90,6 +90,14 @@ impl ExactIndex {
         top.into_sorted()
     }
 
+    /// Threads a scan of every row uses: one per `PARALLEL_MACS` multiply-adds, at most
+    /// `self.threads`.
+    fn scan_threads(&self) -> usize {
+        self.threads
+            .min(self.ids.len() * self.dim / PARALLEL_MACS)
+            .max(1)
+    }
+
     /// Every live entry's similarity to `query`, scored by `threads` threads.
     fn scores_in(&self, query: &[f32], threads: usize) -> Result<Vec<Hit>, GalleryError> {
         let q = unit(query, self.dim)?;
@@ -105,20 +113,7 @@ impl ExactIndex {
         if threads <= 1 {
             return Ok(score(0..n));
         }
-        let chunk = n.div_ceil(threads);
-        let parts: Vec<Vec<Hit>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let score = &score;
-                    s.spawn(move || score(t * chunk..((t + 1) * chunk).min(n)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        Ok(parts.concat())
+        Ok(in_parts(n, threads, score).concat())
     }
 
     /// Scores many queries at once with one matrix product (`queries` row-major, `m × dim`,
@@ -224,6 +219,28 @@ fn shape_err(_: ndarray::ShapeError) -> &'static str {
     "internal shape error"
 }
 
+/// Runs `f` on rows `0..n` split into `threads` contiguous parts, one thread each; the parts'
+/// results in row order (a part whose thread panicked gives `T::default()`).
+fn in_parts<T: Send + Default>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                s.spawn(move || f(t * chunk..((t + 1) * chunk).min(n)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 impl GalleryIndex for ExactIndex {
     fn kind(&self) -> IndexKind {
         IndexKind::Exact
@@ -268,30 +285,16 @@ impl GalleryIndex for ExactIndex {
     ) -> Result<Vec<Hit>, GalleryError> {
         let q = unit(query, self.dim)?;
         let n = self.ids.len();
-        let threads = self.threads.min(n * self.dim / PARALLEL_MACS).max(1);
+        let threads = self.scan_threads();
         if threads == 1 {
             return Ok(self.scan(&q, 0..n, k, filter));
         }
-        let chunk = n.div_ceil(threads);
-        let parts: Vec<Vec<Hit>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let q = &q;
-                    s.spawn(move || self.scan(q, t * chunk..((t + 1) * chunk).min(n), k, filter))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        let parts = in_parts(n, threads, |rows| self.scan(&q, rows, k, filter));
         Ok(merge_hits(parts, k))
     }
 
     fn scores(&self, query: &[f32]) -> Result<Option<Vec<Hit>>, GalleryError> {
-        let n = self.ids.len();
-        let threads = self.threads.min(n * self.dim / PARALLEL_MACS).max(1);
-        self.scores_in(query, threads).map(Some)
+        self.scores_in(query, self.scan_threads()).map(Some)
     }
 
     fn len(&self) -> usize {

@@ -328,7 +328,9 @@ fn library_version(path: &Path) -> Option<String> {
     }
 }
 
-/// Whether an NVIDIA GPU is visible to this process (driver loaded), for `crosscam doctor`.
+/// Whether an NVIDIA driver is loaded (`/proc/driver/nvidia/version`), for the training device
+/// choice of a `--features cuda` build; the inference runtime and `crosscam doctor` ask
+/// `nvidia-smi` instead ([`gpu::card_name`], [`gpu::card_info`]).
 pub fn gpu_visible() -> Option<String> {
     let v = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
     Some(
