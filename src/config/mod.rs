@@ -165,6 +165,10 @@ pub struct RuntimeSettings {
     pub device: DevicePref,
     /// Intra-op threads per inference session; 0 = one per core.
     pub threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin-wait for work between runs (ONNX Runtime's
+    /// own default). Off by default here: the daemon's other stages and the camera processes
+    /// share the same cores, and a spinning thread takes CPU time they need.
+    pub spin: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +282,10 @@ pub struct IngestSettings {
     pub rtsp_latency_ms: u64,
     /// Frames waiting for analysis per camera; when full the oldest is dropped (and counted).
     pub queue_depth: usize,
+    /// Threads of each camera's software video decoder (libav's `max-threads`); 0 lets libav
+    /// choose (one per core, plus one). With many cameras on few cores, 1 saves the threads'
+    /// hand-offs; one high-resolution camera may need more.
+    pub decoder_threads: u32,
     /// Folders whose videos `file:` cameras added through the API may play (relative to the
     /// config file). Empty: the API cannot add file cameras (the config file still can).
     pub media_dirs: Vec<PathBuf>,
@@ -308,6 +316,7 @@ impl Default for IngestSettings {
             connect_timeout_ms: 15_000,
             rtsp_latency_ms: 200,
             queue_depth: 2,
+            decoder_threads: 0,
             media_dirs: Vec::new(),
             credential_env_prefix: secrets::DEFAULT_ENV_PREFIX.into(),
             credential_env_allow: Vec::new(),
@@ -452,6 +461,24 @@ pub struct DetectSettings {
     pub nms_iou: f32,
     /// Most frames (from different cameras) run through the detector at once.
     pub max_batch: usize,
+    /// How a frame is placed into the detector's input (see [`DetectInput`]).
+    pub input: DetectInput,
+    /// The input's long side in pixels (a multiple of 32); unset: the model's own size (416 for
+    /// NanoDet). Another size needs a model whose input height and width are dynamic.
+    pub size: Option<u32>,
+}
+
+impl DetectSettings {
+    /// The range of `size`, checked alike for the config file and `bench detect --size`.
+    pub fn check_size(n: u32) -> Result<u32, String> {
+        if (64..=1280).contains(&n) && n.is_multiple_of(32) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "expected the detector input's long side in pixels, a multiple of 32 from 64 to 1280, found {n}"
+            ))
+        }
+    }
 }
 
 impl Default for DetectSettings {
@@ -460,7 +487,34 @@ impl Default for DetectSettings {
             score_threshold: 0.1,
             nms_iou: 0.5,
             max_batch: 4,
+            input: DetectInput::Fit,
+            size: None,
         }
+    }
+}
+
+/// How a frame is placed into the detector's input.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectInput {
+    /// The frame scaled so that its long side is the model's size, the short side padded only up
+    /// to the next multiple of the model's largest stride (a 4:3 frame runs at 416×320, a 16:9
+    /// one at 416×256 instead of 416×416). Needs a model whose input height and width are
+    /// dynamic; with a fixed-size model it is the same as `square`.
+    #[default]
+    Fit,
+    /// The frame letterboxed into the model's square input (grey bars), as before December 2026.
+    Square,
+}
+
+impl std::fmt::Display for DetectInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DetectInput::Fit => "fit",
+            DetectInput::Square => "square",
+        })
     }
 }
 
@@ -812,6 +866,18 @@ impl Config {
                     format!("expected a number from {lo} to {hi}, found {v}"),
                 ));
             }
+        }
+        if self.ingest.decoder_threads > 64 {
+            return Err(err(
+                KeyPath::new().key("ingest").key("decoder_threads"),
+                format!(
+                    "expected decoder threads from 0 (libav's choice) to 64, found {}",
+                    self.ingest.decoder_threads
+                ),
+            ));
+        }
+        if let Some(Err(m)) = self.detect.size.map(DetectSettings::check_size) {
+            return Err(err(KeyPath::new().key("detect").key("size"), m));
         }
         if let Err(m) = AnalysisSettings::check_detect_every(self.analysis.detect_every) {
             return Err(err(KeyPath::new().key("analysis").key("detect_every"), m));

@@ -226,6 +226,39 @@ fn numbers_ids_and_names_are_range_checked() {
 }
 
 #[test]
+fn detector_input_decoder_threads_and_spinning_are_checked() {
+    let c = parse("").unwrap();
+    assert_eq!(c.detect.input, DetectInput::Fit);
+    assert_eq!(
+        (c.detect.size, c.ingest.decoder_threads, c.runtime.spin),
+        (None, 0, false)
+    );
+    let c = parse("[detect]\ninput = \"square\"\nsize = 320\n[ingest]\ndecoder_threads = 1\n[runtime]\nspin = true\n").unwrap();
+    assert_eq!(c.detect.input, DetectInput::Square);
+    assert_eq!(
+        (c.detect.size, c.ingest.decoder_threads, c.runtime.spin),
+        (Some(320), 1, true)
+    );
+    for bad in ["size = 300", "size = 32", "size = 1312"] {
+        let e = parse(&format!("[detect]\n{bad}\n")).unwrap_err();
+        assert_eq!(e.key, "detect.size", "{bad}: {e}");
+        assert!(
+            e.message.contains("a multiple of 32 from 64 to 1280"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse("[detect]\ninput = \"stretch\"\n").unwrap_err();
+    assert!(e.key.starts_with("detect.input"), "{e}");
+    assert!(
+        e.to_string().contains("fit") && e.to_string().contains("square"),
+        "{e}"
+    );
+    let e = parse("[ingest]\ndecoder_threads = 65\n").unwrap_err();
+    assert_eq!(e.key, "ingest.decoder_threads", "{e}");
+    assert!(e.message.contains("from 0 (libav's choice) to 64"), "{e}");
+}
+
+#[test]
 fn bad_url_scheme_and_duplicate_ids_are_rejected() {
     let e = parse("[[cameras]]\nid = \"a\"\nurl = \"http://x\"\n").unwrap_err();
     assert!(e.message.contains("rtsp://"), "{e}");

@@ -183,6 +183,7 @@ impl Runner {
             fps: Some(c.fps.unwrap_or(self.ctx.fps)),
             width: self.ctx.width,
             realtime: c.realtime,
+            decoder_threads: i.decoder_threads,
         };
         let seq = Arc::new(AtomicU64::new(0));
         let mut attempt = 0u64;

@@ -61,6 +61,9 @@ pub struct PipelineParams {
     pub width: Option<u32>,
     /// Files: play at the clip's own rate (true) or as fast as the consumer takes frames.
     pub realtime: bool,
+    /// `max-threads` of the software (libav) decoder `decodebin` picks; 0 = libav's choice.
+    #[serde(default)]
+    pub decoder_threads: u32,
 }
 
 /// The elements each source kind needs (what `crosscam doctor` checks).
@@ -111,6 +114,25 @@ fn test_pattern(src: &gst::Element, nick: &str) -> Result<glib::Value, PipelineE
         ))
     })?;
     Ok(value.to_value(&class))
+}
+
+/// Sets `max-threads` on the libav decoders `decodebin` adds (hardware decoders have no such
+/// property and are left alone).
+fn limit_decoder_threads(decodebin: &gst::Element, threads: u32) {
+    if threads == 0 {
+        return;
+    }
+    let Some(bin) = decodebin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    bin.connect_deep_element_added(move |_, _, element| {
+        let is_libav = element
+            .factory()
+            .is_some_and(|f| f.name().starts_with("avdec_"));
+        if is_libav && element.find_property("max-threads").is_some() {
+            element.set_property("max-threads", threads.min(64) as i32);
+        }
+    });
 }
 
 /// Links `decodebin`'s first video pad to `next` when it appears (its audio pads stay unlinked).
@@ -201,6 +223,7 @@ pub fn build(
             let src = make("filesrc", Some("src"))?;
             src.set_property("location", path.to_string_lossy().as_ref());
             let dec = make("decodebin", Some("decode"))?;
+            limit_decoder_threads(&dec, p.decoder_threads);
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;
@@ -227,6 +250,7 @@ pub fn build(
                 src.set_property("user-pw", pw);
             }
             let dec = make("decodebin", Some("decode"))?;
+            limit_decoder_threads(&dec, p.decoder_threads);
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;
@@ -251,6 +275,7 @@ pub fn build(
             let src = make("v4l2src", Some("src"))?;
             src.set_property("device", device.to_string_lossy().as_ref());
             let dec = make("decodebin", Some("decode"))?;
+            limit_decoder_threads(&dec, p.decoder_threads);
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;
@@ -368,6 +393,7 @@ mod tests {
             fps: Some(5),
             width: Some(641),
             realtime: false,
+            decoder_threads: 0,
         }
     }
 
@@ -415,6 +441,32 @@ mod tests {
         assert!(names(&p).iter().any(|n| n == "videotestsrc"));
         let e = build(&params("test:nosuchpattern"), None, None).unwrap_err();
         assert!(e.to_string().contains("smpte"), "{e}");
+    }
+
+    /// `decoder_threads` reaches the libav decoder that decodebin picks for a real H.264 file.
+    #[test]
+    fn the_software_decoder_gets_the_configured_threads() {
+        gst::init().unwrap();
+        let clip = crate::paths::media("vtest-h264.mp4");
+        for threads in [0u32, 1, 3] {
+            let mut p = params(&format!("file://{}", clip.display()));
+            p.decoder_threads = threads;
+            let (pipeline, sink) = build(&p, None, None).unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(20));
+            assert!(sample.is_some(), "no frame from {}", clip.display());
+            let dec = pipeline
+                .by_name("decode")
+                .and_then(|d| d.downcast::<gst::Bin>().ok())
+                .unwrap()
+                .iterate_recurse()
+                .into_iter()
+                .flatten()
+                .find(|e| e.factory().is_some_and(|f| f.name() == "avdec_h264"))
+                .expect("decodebin picked avdec_h264");
+            assert_eq!(dec.property::<i32>("max-threads"), threads as i32);
+            pipeline.set_state(gst::State::Null).unwrap();
+        }
     }
 
     /// Every source kind, every text field with GStreamer syntax: the pipeline has exactly the

@@ -48,6 +48,7 @@ impl VideoReader {
             fps,
             width,
             realtime: false,
+            decoder_threads: 0,
         };
         let (pipeline, sink) = pipeline::build(&params, None, None)?;
         // lossless: the appsink blocks the pipeline instead of dropping frames

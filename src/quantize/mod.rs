@@ -283,6 +283,20 @@ fn fixed_batch(target: &Target) -> Option<usize> {
         .map(|b| b as usize)
 }
 
+/// Whether `target`'s input height and width are dynamic: the daemon then fits frames to the
+/// input (`[detect] input = "fit"`, sides multiples of 32), and calibration does the same.
+fn dynamic_hw(target: &Target) -> bool {
+    let name = target.input_name();
+    target
+        .model
+        .graph
+        .inputs
+        .iter()
+        .find(|i| i.name == name)
+        .and_then(|i| i.shape.as_ref())
+        .is_some_and(|s| s.len() == 4 && s[2].fixed().is_none() && s[3].fixed().is_none())
+}
+
 /// Reads the calibration inputs for `target`.
 pub fn calibration_data(
     target: &Target,
@@ -367,12 +381,14 @@ pub fn calibration_data(
             };
             let mut batches = Vec::new();
             let fixed = fixed_batch(target);
+            // frames placed as the daemon places them by default: fitted where the model allows
+            let align = dynamic_hw(target).then_some(32);
             for chunk in frames
                 .chunks(fixed.unwrap_or(2))
                 .filter(|c| fixed.is_none_or(|b| c.len() == b))
             {
                 let refs: Vec<&Frame> = chunk.iter().collect();
-                batches.push(crate::detect::nanodet::letterbox_batch(&refs, size, &norm).0);
+                batches.push(crate::detect::nanodet::prepare_batch(&refs, size, align, &norm).0);
             }
             Ok(CalibData {
                 samples: batches.iter().map(|b| b.shape()[0]).sum(),

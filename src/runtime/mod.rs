@@ -192,6 +192,10 @@ impl Runtime {
                     .map_err(Into::into)
             })
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_op_spinning(self.settings.spin)
+                    .map_err(Into::into)
+            })
             .map_err(|e: ort::Error| RuntimeError::Ort(e.to_string()))
     }
 
