@@ -172,6 +172,16 @@ fn make_demo_command_runs_from_a_fresh_clone_layout() {
     for c in cams["cameras"].as_array().unwrap() {
         assert_eq!(c["status"]["reconnects"], 0, "{c}");
     }
+    // the narration reaches stdout through the event bus and a pipe: it may follow the API's
+    // view of the link by a moment
+    let narrated = Instant::now();
+    while !lines.iter().any(|l| l.contains("seen again"))
+        && narrated.elapsed() < Duration::from_secs(15)
+    {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
     while let Ok(l) = rx.try_recv() {
         lines.push(l);
     }

@@ -156,6 +156,7 @@ fn the_detector_size_needs_a_model_whose_input_size_may_vary() {
     let path = manifest.verify_file(&entry).unwrap();
     let small = DetectSettings {
         size: Some(320),
+        input: DetectInput::Fit,
         ..DetectSettings::default()
     };
     let (s, _) = rt.session(&path, SessionOptions::default()).unwrap();
@@ -190,7 +191,11 @@ fn the_detector_size_needs_a_model_whose_input_size_may_vary() {
     let (s, _) = rt
         .session_from_bytes(&bytes, SessionOptions::default())
         .unwrap();
-    let d = detect::nanodet::NanoDet::with_session(s, &entry, &DetectSettings::default()).unwrap();
+    let fit = DetectSettings {
+        input: DetectInput::Fit,
+        ..DetectSettings::default()
+    };
+    let d = detect::nanodet::NanoDet::with_session(s, &entry, &fit).unwrap();
     assert!(!d.fits());
     assert_eq!(d.input_size(&[&frames[0]]), (416, 416));
 }

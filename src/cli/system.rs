@@ -1,6 +1,6 @@
 //! `crosscam doctor`, `crosscam model …`, `crosscam demo`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -237,16 +237,12 @@ fn model_add(a: ModelAddArgs) -> Result<ExitCode> {
 }
 
 fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
-    let mut input = a
+    let input = a
         .input
         .as_deref()
         .map(crate::onnx::info::parse_input_size)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    if input.is_none() {
-        // a bundled model whose height and width are dynamic (NanoDet): count at its nominal size
-        input = nominal_input(&a.model);
-    }
     let info = crate::onnx::info::model_info(&a.model, input.as_deref())
         .with_context(|| format!("cannot describe {}", a.model.display()))?;
     if a.json {
@@ -255,29 +251,6 @@ fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
         print!("{}", crate::onnx::info::render(&info));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The C×H×W of the bundled manifest's entry for `file` (same checksum), when the file's own
-/// input declares a dynamic height or width.
-fn nominal_input(file: &Path) -> Option<Vec<i64>> {
-    let model = crate::onnx::Model::load(file).ok()?;
-    let declared = model.graph.inputs.first()?.shape.as_ref()?;
-    if declared
-        .iter()
-        .skip(1)
-        .all(|d| matches!(d, crate::onnx::Dim::Fixed(_)))
-    {
-        return None;
-    }
-    let sha = crate::models::sha256_file(file).ok()?;
-    let manifest = crate::models::Manifest::bundled().ok()?;
-    let entry = manifest
-        .models
-        .iter()
-        .find(|m| m.sha256.eq_ignore_ascii_case(&sha))?;
-    let shape = &entry.input.shape;
-    (shape.len() == declared.len() && shape[1..].iter().all(|&d| d > 0))
-        .then(|| shape[1..].to_vec())
 }
 
 /// `crosscam demo`.

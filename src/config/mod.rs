@@ -487,7 +487,7 @@ impl Default for DetectSettings {
             score_threshold: 0.1,
             nms_iou: 0.5,
             max_batch: 4,
-            input: DetectInput::Fit,
+            input: DetectInput::Square,
             size: None,
         }
     }
@@ -502,10 +502,11 @@ pub enum DetectInput {
     /// The frame scaled so that its long side is the model's size, the short side padded only up
     /// to the next multiple of the model's largest stride (a 4:3 frame runs at 416×320, a 16:9
     /// one at 416×256 instead of 416×416). Needs a model whose input height and width are
-    /// dynamic; with a fixed-size model it is the same as `square`.
-    #[default]
+    /// dynamic; with a fixed-size model it is the same as `square`. 1.3× faster on the bare
+    /// detector; opt-in until the tracking and linking tests tuned on `square` are re-validated.
     Fit,
-    /// The frame letterboxed into the model's square input (grey bars), as before December 2026.
+    /// The frame letterboxed into the model's square input (grey bars): the default.
+    #[default]
     Square,
 }
 

@@ -228,13 +228,13 @@ fn numbers_ids_and_names_are_range_checked() {
 #[test]
 fn detector_input_decoder_threads_and_spinning_are_checked() {
     let c = parse("").unwrap();
-    assert_eq!(c.detect.input, DetectInput::Fit);
+    assert_eq!(c.detect.input, DetectInput::Square);
     assert_eq!(
         (c.detect.size, c.ingest.decoder_threads, c.runtime.spin),
         (None, 0, false)
     );
-    let c = parse("[detect]\ninput = \"square\"\nsize = 320\n[ingest]\ndecoder_threads = 1\n[runtime]\nspin = true\n").unwrap();
-    assert_eq!(c.detect.input, DetectInput::Square);
+    let c = parse("[detect]\ninput = \"fit\"\nsize = 320\n[ingest]\ndecoder_threads = 1\n[runtime]\nspin = true\n").unwrap();
+    assert_eq!(c.detect.input, DetectInput::Fit);
     assert_eq!(
         (c.detect.size, c.ingest.decoder_threads, c.runtime.spin),
         (Some(320), 1, true)

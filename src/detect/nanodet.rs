@@ -3,6 +3,7 @@
 //! Several frames run as one batch (the bundled model has a dynamic batch dimension).
 //!
 //! The bundled model's input height and width are dynamic too, so with `[detect] input = "fit"`
+//! (opt-in)
 //! a frame is not padded to a square: its long side is scaled to 416 and its short side padded
 //! only up to a multiple of the largest stride (32). A 768×576 frame runs as 416×320 (13×10
 //! cells at stride 32 instead of 13×13), a 16:9 frame as 416×256.

@@ -48,9 +48,39 @@ pub fn parse_input_size(s: &str) -> Result<Vec<i64>, String> {
     }
 }
 
+///
+/// Without `input`, a bundled model whose input height or width is dynamic (NanoDet) is counted
+/// at the nominal size of the bundled manifest's entry for the same file (same checksum).
 pub fn model_info(path: &Path, input: Option<&[i64]>) -> Result<ModelInfo, OnnxError> {
     let model = Model::load(path)?;
-    describe(model, &path.display().to_string(), input).map_err(|e| e.in_file(path))
+    let nominal = match input {
+        Some(_) => None,
+        None => nominal_input(&model, path),
+    };
+    describe(
+        model,
+        &path.display().to_string(),
+        input.or(nominal.as_deref()),
+    )
+    .map_err(|e| e.in_file(path))
+}
+
+/// The C×H×W of the bundled manifest's entry for `path` when `model`'s input declares a dynamic
+/// dimension other than the batch.
+fn nominal_input(model: &Model, path: &Path) -> Option<Vec<i64>> {
+    let declared = model.graph.inputs.first()?.shape.as_ref()?;
+    if declared.iter().skip(1).all(|d| d.fixed().is_some()) {
+        return None;
+    }
+    let sha = crate::models::sha256_file(path).ok()?;
+    let manifest = crate::models::Manifest::bundled().ok()?;
+    let entry = manifest
+        .models
+        .iter()
+        .find(|m| m.sha256.eq_ignore_ascii_case(&sha))?;
+    let shape = &entry.input.shape;
+    (shape.len() == declared.len() && shape[1..].iter().all(|&d| d > 0))
+        .then(|| shape[1..].to_vec())
 }
 
 /// What `model` is, for a file called `file` (errors are not yet tagged with the file).

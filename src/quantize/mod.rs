@@ -283,8 +283,8 @@ fn fixed_batch(target: &Target) -> Option<usize> {
         .map(|b| b as usize)
 }
 
-/// Whether `target`'s input height and width are dynamic: the daemon then fits frames to the
-/// input (`[detect] input = "fit"`, sides multiples of 32), and calibration does the same.
+/// Whether `target`'s input height and width are dynamic: the daemon can then fit frames to the
+/// input (`[detect] input = "fit"`, sides multiples of 32).
 fn dynamic_hw(target: &Target) -> bool {
     let name = target.input_name();
     target
@@ -381,8 +381,11 @@ pub fn calibration_data(
             };
             let mut batches = Vec::new();
             let fixed = fixed_batch(target);
-            // frames placed as the daemon places them by default: fitted where the model allows
-            let align = dynamic_hw(target).then_some(32);
+            // frames placed as the daemon places them by default (`[detect] input`): fitted only
+            // where that is the default and the model allows it
+            let fit =
+                crate::config::DetectSettings::default().input == crate::config::DetectInput::Fit;
+            let align = (fit && dynamic_hw(target)).then_some(32);
             for chunk in frames
                 .chunks(fixed.unwrap_or(2))
                 .filter(|c| fixed.is_none_or(|b| c.len() == b))
