@@ -217,6 +217,15 @@ pub fn detect_models(
         },
     )?;
     let timings = super::rounds::summarise(&times);
+    // the first variant's people on the check frames, found once, against which every other
+    // variant's are scored
+    let reference = match variants.first() {
+        Some(first) if variants.len() > 1 => {
+            let (path, entry) = &entries[first.model];
+            Some(people(rt, (path, entry, &first.settings), check)?)
+        }
+        _ => None,
+    };
     let mut rows = Vec::new();
     for (v, timing) in variants.iter().zip(&timings) {
         let (path, entry) = &entries[v.model];
@@ -226,16 +235,12 @@ pub fn detect_models(
                 .find(|(k, _)| k == crate::quantize::META_QUANTIZED)
                 .map(|(_, val)| val.clone())
         });
-        let agreement = if rows.is_empty() {
-            None
-        } else {
-            let first = &variants[0];
-            let reference = (
-                entries[first.model].0.as_path(),
-                &entries[first.model].1,
-                &first.settings,
-            );
-            Some(agreement(rt, reference, (path, entry, &v.settings), check)?)
+        let agreement = match &reference {
+            Some(r) if !rows.is_empty() => Some(agreement(
+                r,
+                &people(rt, (path, entry, &v.settings), check)?,
+            )),
+            _ => None,
         };
         rows.push(DetectBenchRow {
             model: models[v.model].clone(),
@@ -275,31 +280,36 @@ pub fn detect_models(
 /// A detector variant: its file, its manifest entry and its settings.
 type VariantRef<'a> = (&'a std::path::Path, &'a ModelEntry, &'a DetectSettings);
 
-/// Person boxes (score ≥ 0.3) of variant `b` against those of variant `a`, frame by frame.
-fn agreement(
+/// The person boxes (score ≥ 0.3) variant `v` finds on each of `frames`, one frame at a time.
+fn people(
     rt: &Runtime,
-    a: VariantRef<'_>,
-    b: VariantRef<'_>,
+    (path, entry, settings): VariantRef<'_>,
     frames: &[Frame],
-) -> Result<BoxAgreement> {
-    let open =
-        |(path, entry, settings): VariantRef<'_>| -> Result<crate::detect::nanodet::NanoDet> {
-            let (s, _) = rt.session(path, SessionOptions::default())?;
-            let settings = DetectSettings {
-                max_batch: 1,
-                ..settings.clone()
-            };
-            crate::detect::nanodet::NanoDet::with_session(s, entry, &settings)
-        };
-    let (mut da, mut db) = (open(a)?, open(b)?);
-    let people = |d: Vec<crate::track::Detection>| -> Vec<crate::track::Detection> {
-        d.into_iter().filter(|x| x.score >= 0.3).collect()
+) -> Result<Vec<Vec<crate::track::Detection>>> {
+    let (s, _) = rt.session(path, SessionOptions::default())?;
+    let settings = DetectSettings {
+        max_batch: 1,
+        ..settings.clone()
     };
+    let mut det = crate::detect::nanodet::NanoDet::with_session(s, entry, &settings)?;
+    frames
+        .iter()
+        .map(|f| {
+            let mut d = det.detect_raw(&[f], false)?.0.remove(0);
+            d.retain(|x| x.score >= 0.3);
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Boxes `found` against `reference`, frame by frame, matched at IoU ≥ 0.5.
+fn agreement(
+    reference: &[Vec<crate::track::Detection>],
+    found: &[Vec<crate::track::Detection>],
+) -> BoxAgreement {
     let (mut matched, mut na, mut nb) = (0, 0, 0);
-    for f in frames {
-        let ra = people(da.detect_raw(&[f], false)?.0.remove(0));
-        let rb = people(db.detect_raw(&[f], false)?.0.remove(0));
-        matched += crate::quantize::check::matched_boxes(&ra, &rb, 0.5);
+    for (ra, rb) in reference.iter().zip(found) {
+        matched += crate::quantize::check::matched_boxes(ra, rb, 0.5);
         na += ra.len();
         nb += rb.len();
     }
@@ -310,13 +320,13 @@ fn agreement(
             100.0 * m as f64 / n as f64
         }
     };
-    Ok(BoxAgreement {
+    BoxAgreement {
         recall: pct(matched, na),
         precision: pct(matched, nb),
         reference_boxes: na,
         boxes: nb,
-        frames: frames.len(),
-    })
+        frames: reference.len(),
+    }
 }
 
 pub fn render_detect(r: &DetectBenchReport) -> String {

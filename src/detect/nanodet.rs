@@ -3,9 +3,8 @@
 //! Several frames run as one batch (the bundled model has a dynamic batch dimension).
 //!
 //! The bundled model's input height and width are dynamic too, so with `[detect] input = "fit"`
-//! (opt-in)
-//! a frame is not padded to a square: its long side is scaled to 416 and its short side padded
-//! only up to a multiple of the largest stride (32). A 768×576 frame runs as 416×320 (13×10
+//! (opt-in) a frame is not padded to a square: its long side is scaled to 416 and its short side
+//! padded only up to a multiple of the largest stride (32). A 768×576 frame runs as 416×320 (13×10
 //! cells at stride 32 instead of 13×13), a 16:9 frame as 416×256.
 
 use ndarray::Array4;
@@ -168,10 +167,11 @@ impl NanoDet {
         let levels = levels(m, h)?;
         // the session's own input shape says whether height and width may vary (the manifest
         // gives the nominal size)
-        let dynamic_hw = session.inputs().first().is_some_and(|i| {
-            matches!(i.dtype(), ort::value::ValueType::Tensor { shape, .. }
-                if shape.len() == 4 && shape[2] < 0 && shape[3] < 0)
-        });
+        let dynamic_hw = session
+            .inputs()
+            .first()
+            .and_then(|i| i.dtype().tensor_shape())
+            .is_some_and(|s| s.len() == 4 && s[2] < 0 && s[3] < 0);
         let largest_stride = levels.iter().map(|l| l.stride).max().unwrap_or(32);
         let size = match s.size {
             None => h,

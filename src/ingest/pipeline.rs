@@ -116,23 +116,23 @@ fn test_pattern(src: &gst::Element, nick: &str) -> Result<glib::Value, PipelineE
     Ok(value.to_value(&class))
 }
 
-/// Sets `max-threads` on the libav decoders `decodebin` adds (hardware decoders have no such
-/// property and are left alone).
-fn limit_decoder_threads(decodebin: &gst::Element, threads: u32) {
-    if threads == 0 {
-        return;
+/// The `decodebin` named "decode"; with `threads` > 0 it sets `max-threads` on the libav decoders
+/// it adds (hardware decoders have no such property and are left alone).
+fn decodebin(threads: u32) -> Result<gst::Element, PipelineError> {
+    let dec = make("decodebin", Some("decode"))?;
+    if threads > 0
+        && let Some(bin) = dec.downcast_ref::<gst::Bin>()
+    {
+        bin.connect_deep_element_added(move |_, _, element| {
+            let is_libav = element
+                .factory()
+                .is_some_and(|f| f.name().starts_with("avdec_"));
+            if is_libav && element.find_property("max-threads").is_some() {
+                element.set_property("max-threads", threads.min(64) as i32);
+            }
+        });
     }
-    let Some(bin) = decodebin.downcast_ref::<gst::Bin>() else {
-        return;
-    };
-    bin.connect_deep_element_added(move |_, _, element| {
-        let is_libav = element
-            .factory()
-            .is_some_and(|f| f.name().starts_with("avdec_"));
-        if is_libav && element.find_property("max-threads").is_some() {
-            element.set_property("max-threads", threads.min(64) as i32);
-        }
-    });
+    Ok(dec)
 }
 
 /// Links `decodebin`'s first video pad to `next` when it appears (its audio pads stay unlinked).
@@ -222,8 +222,7 @@ pub fn build(
         SourceUrl::File(path) => {
             let src = make("filesrc", Some("src"))?;
             src.set_property("location", path.to_string_lossy().as_ref());
-            let dec = make("decodebin", Some("decode"))?;
-            limit_decoder_threads(&dec, p.decoder_threads);
+            let dec = decodebin(p.decoder_threads)?;
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;
@@ -249,8 +248,7 @@ pub fn build(
             if let Some(pw) = password {
                 src.set_property("user-pw", pw);
             }
-            let dec = make("decodebin", Some("decode"))?;
-            limit_decoder_threads(&dec, p.decoder_threads);
+            let dec = decodebin(p.decoder_threads)?;
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;
@@ -274,8 +272,7 @@ pub fn build(
         SourceUrl::V4l2(device) => {
             let src = make("v4l2src", Some("src"))?;
             src.set_property("device", device.to_string_lossy().as_ref());
-            let dec = make("decodebin", Some("decode"))?;
-            limit_decoder_threads(&dec, p.decoder_threads);
+            let dec = decodebin(p.decoder_threads)?;
             pipeline
                 .add_many([&src, &dec])
                 .map_err(|e| PipelineError::Gst(e.to_string()))?;

@@ -48,9 +48,9 @@ pub fn parse_input_size(s: &str) -> Result<Vec<i64>, String> {
     }
 }
 
-///
-/// Without `input`, a bundled model whose input height or width is dynamic (NanoDet) is counted
-/// at the nominal size of the bundled manifest's entry for the same file (same checksum).
+/// What the ONNX file at `path` is, its MACs counted for `input` (C×H×W). Without `input`, a
+/// bundled model whose input height or width is dynamic (NanoDet) is counted at the nominal size
+/// of the bundled manifest's entry for the same file (same checksum).
 pub fn model_info(path: &Path, input: Option<&[i64]>) -> Result<ModelInfo, OnnxError> {
     let model = Model::load(path)?;
     let nominal = match input {
