@@ -374,6 +374,51 @@ fn a_held_frame_keeps_boxes_still_and_a_predicted_one_moves_them_on() {
     assert!(!tr.active()[0].predicted);
 }
 
+/// A person standing still is missed on the detected frame after a skipped one, and someone
+/// else stands 34 px (0.85 of a width) beside them. At 5 frames/s the skipped 0.2 s may have
+/// taken the person that far, and the gap's buffered IoU lets the track follow; at 25 frames/s
+/// a skipped frame is 0.04 s, and the track must not jump to the neighbour (it did when the
+/// buffer was 0.3 of a box per skipped frame at any rate; now at most 3.0 per skipped second).
+#[test]
+fn the_gap_after_a_skipped_frame_is_measured_in_time_not_frames() {
+    let took_the_neighbour = |frame_ms: u64| {
+        let mut tr = Tracker::new("synthetic", TrackSettings::default());
+        let person = BBox::new(100.0, 100.0, 140.0, 200.0);
+        for t in 0..10u64 {
+            let d = Detection {
+                bbox: person,
+                score: 0.9,
+            };
+            tr.update(
+                None,
+                t,
+                Duration::from_millis(t * frame_ms),
+                (1280.0, 720.0),
+                &[d],
+            );
+        }
+        let id = tr.active()[0].id;
+        tr.skip(true);
+        let neighbour = Detection {
+            bbox: BBox::new(134.0, 100.0, 174.0, 200.0),
+            score: 0.9,
+        };
+        tr.update(
+            None,
+            11,
+            Duration::from_millis(11 * frame_ms),
+            (1280.0, 720.0),
+            &[neighbour],
+        );
+        tr.active().iter().any(|a| a.id == id)
+    };
+    assert!(took_the_neighbour(200), "5 frames/s: the buffer follows");
+    assert!(
+        !took_the_neighbour(40),
+        "25 frames/s: no jump to the neighbour"
+    );
+}
+
 /// Distinct track ids over a scene tracked at `frame_ms` per frame, every frame detected.
 fn ids_at_rate(s: &Scene, settings: TrackSettings, frame_ms: u64) -> usize {
     run_gated(s, settings, 1, frame_ms).0.hyp_ids

@@ -69,6 +69,8 @@ pub struct Tracker {
     moved_skips: u32,
     /// `moved_skips` as it was when the current update began.
     gap: u32,
+    /// Stream time of the last detected frame.
+    last_pts: Option<Duration>,
 }
 
 impl Track {
@@ -83,8 +85,12 @@ impl Track {
 /// Buffer added to each side of both boxes, as a share of their width and height, per frame the
 /// detector skipped (as in C-BIoU, Yang et al. 2023): people walk further between two detected
 /// frames than the constant-velocity prediction knows early in a track, and plain IoU of two
-/// narrow person boxes drops under the match threshold after one skipped frame at 5 fps.
+/// narrow person boxes drops under the match threshold after one skipped frame at 5 fps. At
+/// most 0.3 per skipped frame (5 and 10 frames/s), but also at most 3.0 per skipped second: at 25
+/// frames/s a skipped frame is 0.04 s, and 0.3 there joined neighbours' boxes (half again the
+/// identity switches; docs/PERFORMANCE.md, "Detection intervals and motion gating").
 const GAP_BUFFER_PER_SKIP: f32 = 0.3;
+const GAP_BUFFER_PER_S: f32 = 3.0;
 const GAP_BUFFER_MAX: f32 = 0.6;
 
 /// `b` grown by `k` of its width and height on every side.
@@ -120,6 +126,7 @@ impl Tracker {
             active: Vec::new(),
             moved_skips: 0,
             gap: 0,
+            last_pts: None,
         }
     }
 
@@ -175,7 +182,18 @@ impl Tracker {
         dets: &[Detection],
     ) -> Vec<TrackEvent> {
         let mut events = Vec::new();
-        let buffer = (GAP_BUFFER_PER_SKIP * self.moved_skips as f32).min(GAP_BUFFER_MAX);
+        // the skipped frames' share of the time since the last detected frame
+        let skipped_s = match self.last_pts {
+            Some(last) if self.moved_skips > 0 => {
+                pts.saturating_sub(last).as_secs_f32() * self.moved_skips as f32
+                    / (self.moved_skips + 1) as f32
+            }
+            _ => 0.0,
+        };
+        self.last_pts = Some(pts);
+        let buffer = (GAP_BUFFER_PER_S * skipped_s)
+            .min(GAP_BUFFER_PER_SKIP * self.moved_skips as f32)
+            .min(GAP_BUFFER_MAX);
         self.gap = self.moved_skips;
         self.moved_skips = 0;
         for t in &mut self.tracks {
