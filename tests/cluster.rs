@@ -1023,14 +1023,92 @@ fn a_three_node_broker_loses_a_node_and_no_tracklet() {
 /// A core of the site with the cameras `cameras`, a short lease and frequent snapshots; it may
 /// stand by (no API yet).
 fn launch_core(port: u16, name: &str, cameras: &str) -> common::daemon::Launched {
+    launch_core_snapshots(port, name, cameras, 5)
+}
+
+fn launch_core_snapshots(
+    port: u16,
+    name: &str,
+    cameras: &str,
+    snapshot_s: u64,
+) -> common::daemon::Launched {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("site.toml");
     let text = config_text(dir.path(), cameras, "")
         + &cluster_section(port, name)
-        + "lease_s = 3\nsnapshot_s = 5\n";
+        + &format!("lease_s = 3\nsnapshot_s = {snapshot_s}\n");
     std::fs::write(&config, text).unwrap();
     add_user(&config, "admin", "admin");
     common::daemon::Launched::start(dir, config, &["--role", "core"], &[])
+}
+
+/// Snapshots every 10 minutes: an operator's change (a merge through the API) is snapshotted
+/// within seconds anyway, so that a standby that takes over a moment later has it.
+#[test]
+fn an_operators_change_is_snapshotted_at_once_and_survives_a_takeover() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let cameras = once_camera("c1", 40.0);
+    let mut a = launch_core_snapshots(port, "core-a", &cameras, 600).api(60);
+    let ta = a.login("admin");
+    let b = launch_core_snapshots(port, "core-b", &cameras, 600);
+    a.wait_for(60, "core-b standing by", || {
+        b.logged("standby; another core is active").then_some(())
+    });
+    let mut edge = spawn_edge(port, "e1");
+    let ids: Vec<i64> = a.wait_for(120, "two identities at core-a", || {
+        let (_, v) = a.get("/api/v1/identities", Some(&ta));
+        let ids: Vec<i64> = v["identities"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .collect();
+        (ids.len() >= 2).then_some(ids)
+    });
+    let _ = edge.child.0.kill();
+    let _ = edge.child.0.wait();
+    let core = status(&a, &ta)["pipeline"]["cluster"]["core"].clone();
+    assert!(core["snapshot"]["seq"].is_null(), "no snapshot yet: {core}");
+    let (keep, absorb) = (ids[0], ids[1]);
+    let (st, v) = a.post_json(
+        &format!("/api/v1/identities/{keep}/merge"),
+        Some(&ta),
+        &serde_json::json!({"absorb": absorb, "reason": "same coat"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let t0 = Instant::now();
+    a.wait_for(30, "a snapshot after the merge, mirrored by core-b", || {
+        let c = status(&a, &ta)["pipeline"]["cluster"]["core"].clone();
+        let seq = c["snapshot"]["seq"].as_u64()?;
+        c["standbys"]
+            .as_array()?
+            .iter()
+            .any(|s| s["core"] == "core-b" && s["mirrored"]["seq"].as_u64() == Some(seq))
+            .then_some(())
+    });
+    let snapshotted_after = t0.elapsed();
+    assert!(
+        a.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("snapshot after an operator's change")),
+        "{}",
+        a.log_tail(30)
+    );
+    let _ = a.child.0.kill();
+    let _ = a.child.0.wait();
+    let mut b = b.api(60);
+    let tb = b.login("admin");
+    let (st, v) = b.get(&format!("/api/v1/identities/{absorb}"), Some(&tb));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["identity"]["merged_into"], keep,
+        "the merge made at core-a holds at core-b: {v}"
+    );
+    eprintln!("snapshot mirrored {snapshotted_after:?} after the merge");
+    assert!(b.stop(), "core-b did not stop cleanly:\n{}", b.log_tail(40));
 }
 
 #[test]
@@ -1256,22 +1334,28 @@ fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream
     }
     // core-a's own database is left as it was (core-b never wrote to it)
     assert!(a_db.is_file());
-    // every crop row of core-b's store has its picture, in core-b's data directory
+    // every crop row of core-b's store has its picture (its range of a pack), in core-b's
+    // data directory
     let crop_root = b.dir.path().join("data/crops");
-    let paths: Vec<String> = db
-        .prepare("SELECT path FROM crops")
+    let places: Vec<crosscam::store::CropData> = db
+        .prepare("SELECT path, pack_offset, bytes FROM crops")
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map([], |r| {
+            Ok(crosscam::store::CropData {
+                path: r.get::<_, String>(0)?.into(),
+                offset: r.get::<_, Option<i64>>(1)?.map(|o| o as u64),
+                len: r.get::<_, i64>(2)? as u64,
+            })
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(!paths.is_empty());
-    for p in &paths {
-        let p = Path::new(p);
+    assert!(!places.is_empty());
+    for p in &places {
+        assert!(p.offset.is_some(), "crop {p} in a pack");
         assert!(
-            p.starts_with(&crop_root) && p.is_file(),
-            "crop {}",
-            p.display()
+            p.path.starts_with(&crop_root) && p.image().is_ok(),
+            "crop {p}"
         );
     }
 

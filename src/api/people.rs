@@ -207,9 +207,9 @@ pub async fn crop(State(s): State<ApiState>, ApiPath(id): ApiPath<i64>) -> ApiRe
     let bytes = s
         .with_store(move |st| {
             let p = st
-                .crop_file(id)?
+                .crop_data(id)?
                 .ok_or_else(|| ApiError::not_found(format!("no crop {id}")))?;
-            std::fs::read(&p).map_err(|_| {
+            p.read().map_err(|_| {
                 ApiError::not_found(format!("crop {id}: its file is gone (crop retention)"))
             })
         })

@@ -446,6 +446,8 @@ pub fn cluster(cfg: &Config, o: &ClusterBenchOptions) -> anyhow::Result<ClusterB
             replicas: 1,
             snapshot_s: 60,
             capacity: 1.0,
+            stream_max_age_hours: 168.0,
+            stream_max_gib: 0.0,
         };
         c.cluster = Some(settings.clone());
         let server = crate::server::Server::start_role(&c, None, Role::Core)?;

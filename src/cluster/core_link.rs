@@ -291,16 +291,33 @@ impl Consumer {
         js: &jetstream::Context,
     ) -> anyhow::Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>> {
         let s = &self.settings;
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: s.stream(),
-                subjects: vec![s.subjects()],
-                duplicate_window: Duration::from_secs(s.duplicate_window_s),
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: s.replicas,
-                ..Default::default()
+        let config = jetstream::stream::Config {
+            name: s.stream(),
+            subjects: vec![s.subjects()],
+            duplicate_window: Duration::from_secs(s.duplicate_window_s),
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: s.replicas,
+            max_age: Duration::from_secs_f64(s.stream_max_age_hours * 3600.0),
+            max_bytes: if s.stream_max_gib > 0.0 {
+                (s.stream_max_gib * (1u64 << 30) as f64) as i64
+            } else {
+                -1
+            },
+            discard: jetstream::stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let mut stream = js.get_or_create_stream(config.clone()).await?;
+        // a stream made with other limits (an older version, or changed keys) takes these
+        let made = stream.info().await?.config.clone();
+        if made.max_age != config.max_age || made.max_bytes != config.max_bytes {
+            js.update_stream(jetstream::stream::Config {
+                max_age: config.max_age,
+                max_bytes: config.max_bytes,
+                ..made
             })
             .await?;
+            info!(stream = %s.stream(), max_age_h = s.stream_max_age_hours, max_gib = s.stream_max_gib, "core: the stream's limits changed");
+        }
         let consumer = stream
             .get_or_create_consumer(
                 &s.consumer,

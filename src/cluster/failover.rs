@@ -17,7 +17,10 @@
 //!   and puts it in the object store `CROSSCAM_<SITE>_SNAPSHOTS` as `gallery-<epoch>`, with
 //!   the stream sequence below which every observation is stored in it (the durable consumer's
 //!   acknowledgement floor, read before the copy). Older terms' snapshots are deleted after.
-//!   Standbys download each new snapshot as it appears (`DATA/cluster-mirror.db`).
+//!   Standbys download each new snapshot as it appears (`DATA/cluster-mirror.db`). What
+//!   operators change (merges, splits, labels, identity names: the store counts them
+//!   with triggers) is snapshotted sooner: 2 s after the change, and no sooner than a tenth of
+//!   `snapshot_s` (2 to 10 s) after the last snapshot.
 //! - **Taking over.** The new active core compares its own database (`DATA/cluster-core.json`
 //!   says which term last wrote it and up to which sequence) with the newest snapshot: the
 //!   newer term wins. A snapshot replaces the database (the old one is kept as
@@ -655,10 +658,35 @@ struct Term {
     stop: Arc<AtomicBool>,
 }
 
+/// What operators changed in the store so far (their merges and splits, labels, identity
+/// names; counted by triggers of the store's schema), or None when it cannot be read.
+fn operator_changes(db: &rusqlite::Connection) -> Option<i64> {
+    db.query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
+        .ok()
+}
+
+/// After an operator's change, the snapshot that holds it is taken this long after it (changes
+/// made together share one snapshot), and no sooner than a tenth of `snapshot_s` (2 to 10 s)
+/// after the term's last snapshot.
+const OPERATOR_SNAPSHOT_DELAY: Duration = Duration::from_secs(2);
+
 impl Term {
     async fn run(mut self) {
         let renew_every = (self.site.lease / 3).max(Duration::from_millis(500));
         let snapshot_every = Duration::from_secs(self.settings.snapshot_s);
+        let operator_spacing =
+            (snapshot_every / 10).clamp(OPERATOR_SNAPSHOT_DELAY, Duration::from_secs(10));
+        // when this term last started a snapshot (the first may follow a change at once)
+        let mut snapshot_started: Option<Instant> = None;
+        let changes_db = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("crosscam.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok();
+        let mut changes_seen = changes_db.as_ref().and_then(operator_changes);
+        let mut last_changes_check = Instant::now();
+        // an operator's change waiting for its snapshot: due at
+        let mut operator_due: Option<Instant> = None;
         let mut last_renew = Instant::now();
         let mut last_snapshot = Instant::now();
         let mut last_standbys = Instant::now() - Duration::from_secs(10);
@@ -743,12 +771,26 @@ impl Term {
                     Err(e) => warn!(error = %e, "core: crop restore task failed"),
                 }
             }
+            if last_changes_check.elapsed() >= Duration::from_secs(1) {
+                last_changes_check = Instant::now();
+                let now = changes_db.as_ref().and_then(operator_changes);
+                if now.is_some() && now != changes_seen {
+                    changes_seen = now;
+                    operator_due.get_or_insert(Instant::now() + OPERATOR_SNAPSHOT_DELAY);
+                }
+            }
+            let operator_snapshot = operator_due.is_some_and(|t| Instant::now() >= t)
+                && snapshot_started.is_none_or(|t| t.elapsed() >= operator_spacing);
             if snapshot.is_none()
-                && last_snapshot.elapsed() >= snapshot_every
+                && (last_snapshot.elapsed() >= snapshot_every || operator_snapshot)
                 && self.fence.holds()
                 && self.fence.replayed.load(Ordering::SeqCst)
             {
                 last_snapshot = Instant::now();
+                snapshot_started = Some(last_snapshot);
+                if operator_due.take().is_some() {
+                    info!("core: snapshot after an operator's change");
+                }
                 snapshot = Some(tokio::spawn(take_snapshot(
                     self.site.objects.clone(),
                     self.site.js.clone(),
@@ -913,10 +955,12 @@ impl Term {
 }
 
 /// The crop pictures the database names but the disk lacks, by remote tracklet (edge run,
-/// camera, tracker id): crop number → where its file belongs. Only paths inside
+/// camera, tracker id): crop number → where its bytes belong (a file, or a range of a pack:
+/// the stream carries the same JPEG bytes the dead core stored). Only paths inside
 /// `DATA/crops/` are considered (a snapshot is data from the broker, not a list of places to
 /// write to).
-type MissingCrops = std::collections::HashMap<(String, String, u64), Vec<(u64, PathBuf)>>;
+type MissingCrops =
+    std::collections::HashMap<(String, String, u64), Vec<(u64, crate::store::CropData)>>;
 
 fn missing_crops(data_dir: &Path) -> anyhow::Result<(MissingCrops, u64)> {
     let root = data_dir.join("crops");
@@ -926,7 +970,7 @@ fn missing_crops(data_dir: &Path) -> anyhow::Result<(MissingCrops, u64)> {
     )?;
     c.busy_timeout(Duration::from_secs(10))?;
     let mut q = c.prepare(
-        "SELECT e.token, t.camera, t.track_id, c.seq, c.path FROM crops c
+        "SELECT e.token, t.camera, t.track_id, c.seq, c.path, c.pack_offset, c.bytes FROM crops c
          JOIN tracklets t ON t.id = c.tracklet JOIN edge_runs e ON e.run = t.run",
     )?;
     let rows = q.query_map([], |r| {
@@ -935,19 +979,23 @@ fn missing_crops(data_dir: &Path) -> anyhow::Result<(MissingCrops, u64)> {
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)? as u64,
             r.get::<_, i64>(3)? as u64,
-            PathBuf::from(r.get::<_, String>(4)?),
+            crate::store::CropData {
+                path: PathBuf::from(r.get::<_, String>(4)?),
+                offset: r.get::<_, Option<i64>>(5)?.map(|o| o.max(0) as u64),
+                len: r.get::<_, i64>(6)?.max(0) as u64,
+            },
         ))
     })?;
     let mut out = MissingCrops::new();
     let mut n = 0;
     for row in rows {
         let (token, camera, track, seq, path) = row?;
-        let inside = path.starts_with(&root)
-            && path.strip_prefix(&root).is_ok_and(|rest| {
+        let inside = path.path.starts_with(&root)
+            && path.path.strip_prefix(&root).is_ok_and(|rest| {
                 rest.components()
                     .all(|c| matches!(c, std::path::Component::Normal(_)))
             });
-        if !inside || path.exists() {
+        if !inside || path.present() {
             continue;
         }
         out.entry((token, camera, track))
@@ -1021,16 +1069,33 @@ async fn restore_crops(
                 if !c.jpeg.starts_with(&[0xff, 0xd8]) {
                     continue;
                 }
-                if let Some(i) = want.iter().position(|(seq, _)| *seq == c.seq) {
-                    let (_, path) = want.swap_remove(i);
+                if let Some(i) = want
+                    .iter()
+                    .position(|(seq, d)| *seq == c.seq && d.len == c.jpeg.len() as u64)
+                {
+                    let (_, place) = want.swap_remove(i);
                     let bytes = c.jpeg.clone();
                     let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                        if let Some(parent) = path.parent() {
+                        if let Some(parent) = place.path.parent() {
                             crate::store::private::private_dir(parent)?;
                         }
-                        let tmp = path.with_extension("jpg.part");
-                        crate::store::private::write_private(&tmp, &bytes)?;
-                        std::fs::rename(&tmp, &path)
+                        match place.offset {
+                            // its range of the pack, as the dead core wrote it
+                            Some(offset) => {
+                                use std::os::unix::fs::{FileExt, OpenOptionsExt};
+                                std::fs::OpenOptions::new()
+                                    .create(true)
+                                    .write(true)
+                                    .mode(crate::store::private::FILE_MODE)
+                                    .open(&place.path)?
+                                    .write_all_at(&bytes, offset)
+                            }
+                            None => {
+                                let tmp = place.path.with_extension("jpg.part");
+                                crate::store::private::write_private(&tmp, &bytes)?;
+                                std::fs::rename(&tmp, &place.path)
+                            }
+                        }
                     })
                     .await?;
                     match written {

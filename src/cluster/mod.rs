@@ -76,6 +76,19 @@ pub struct ClusterSettings {
     /// twice the cameras of one with 1; e.g. its CPU cores, or cameras it keeps in real time).
     #[serde(default = "default_capacity")]
     pub capacity: f64,
+    /// Core: observations older than this many hours leave the site's stream (0: kept until
+    /// `stream_max_gib`, or for ever). The replay after a takeover needs what came since the
+    /// last snapshot, and a core that was down longer than this loses what it had not taken.
+    #[serde(default = "default_stream_max_age_hours")]
+    pub stream_max_age_hours: f64,
+    /// Core: the most disk the site's stream may use, GiB; over it the oldest observations
+    /// leave (0: no bound by size).
+    #[serde(default)]
+    pub stream_max_gib: f64,
+}
+
+fn default_stream_max_age_hours() -> f64 {
+    168.0
 }
 
 fn default_capacity() -> f64 {
@@ -213,6 +226,26 @@ impl ClusterSettings {
                 format!(
                     "expected 5 to 86400 seconds between the core's snapshots, found {}",
                     self.snapshot_s
+                ),
+            ));
+        }
+        if !(self.stream_max_age_hours == 0.0
+            || (1.0..=87_600.0).contains(&self.stream_max_age_hours))
+        {
+            return Err((
+                "stream_max_age_hours",
+                format!(
+                    "expected 0 (no age limit) or 1 to 87600 hours, found {}",
+                    self.stream_max_age_hours
+                ),
+            ));
+        }
+        if !(self.stream_max_gib == 0.0 || (0.1..=1_048_576.0).contains(&self.stream_max_gib)) {
+            return Err((
+                "stream_max_gib",
+                format!(
+                    "expected 0 (no size limit) or 0.1 to 1048576 GiB, found {}",
+                    self.stream_max_gib
                 ),
             ));
         }
@@ -645,6 +678,8 @@ mod tests {
             replicas: 1,
             snapshot_s: 60,
             capacity: 1.0,
+            stream_max_age_hours: 168.0,
+            stream_max_gib: 0.0,
         }
     }
 
@@ -718,7 +753,29 @@ mod tests {
         let c = cfg.cluster.unwrap();
         assert_eq!((c.buffer_max, c.consumer.as_str()), (20_000, "core"));
         assert_eq!(c.lease_s, 5);
+        assert_eq!((c.stream_max_age_hours, c.stream_max_gib), (168.0, 0.0));
         assert_eq!(c.bucket("LEASES"), "CROSSCAM_A_LEASES");
+        for bad in [
+            "stream_max_age_hours = 0.5",
+            "stream_max_age_hours = -1",
+            "stream_max_age_hours = nan",
+            "stream_max_gib = 0.01",
+            "stream_max_gib = inf",
+        ] {
+            let e = parse(&format!(
+                "[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\n{bad}\n"
+            ))
+            .unwrap_err();
+            let key = format!("cluster.{}", bad.split(' ').next().unwrap());
+            assert_eq!(e.key, key, "{bad}: {e}");
+        }
+        let c = parse(
+            "[cluster]\nnats = \"nats://h:1\"\nsite = \"a\"\nstream_max_age_hours = 0\nstream_max_gib = 50\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!((c.stream_max_age_hours, c.stream_max_gib), (0.0, 50.0));
         assert!(parse("").unwrap().cluster.is_none());
     }
 }

@@ -67,11 +67,25 @@ pub fn export(data_dir: &Path, out: &Path, force: bool) -> Result<StoreExport> {
         let mut files = Vec::new();
         for (k, (path, _)) in store.crops_of(id)?.into_iter().enumerate() {
             let name = format!("{pid:04}_c{cam}s1_{id:06}_{k:02}.jpg");
-            match std::fs::copy(&path, train.join(&name)) {
-                Ok(_) => files.push(name),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => rep.missing_crops += 1,
+            match path.read() {
+                Ok(bytes) => {
+                    let to = train.join(&name);
+                    // pictures of people: readable by the daemon's user only, as in the store
+                    crate::store::private::write_private(&to, &bytes)
+                        .with_context(|| format!("cannot write {}", to.display()))?;
+                    files.push(name);
+                }
+                // retention may delete a crop between the query and here
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    rep.missing_crops += 1
+                }
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot copy {}", path.display()));
+                    return Err(e).with_context(|| format!("cannot read the crop {path}"));
                 }
             }
         }

@@ -5,6 +5,13 @@
 //! rows are compacted — order kept, so ties stay deterministic — once tombstones pass the
 //! configured ratio. Large scans are split across threads; a batch of queries is one matrix
 //! product (matrixmultiply picks AVX/FMA at run time).
+//!
+//! Where the CPU converts half precision in hardware (F16C), the index also keeps every vector
+//! in half precision, and [`GalleryIndex::scores`] (the linker's ranking of candidate
+//! identities, which then computes each candidate's similarity exactly from its own prototypes)
+//! reads those: half the memory per scan, the scan being memory-bound at ~10 000 prototypes
+//! (docs/PERFORMANCE.md, "One core's capacity"). Scores are then within about 1e-3 of exact;
+//! [`GalleryIndex::search`] stays exact.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +21,7 @@ use ndarray::{ArrayView2, Axis};
 use super::GalleryError;
 use super::dumpfile::{self, Manifest};
 use super::index::{Filter, GalleryIndex, Hit, IndexKind, TopK, merge_hits};
-use super::vector::{dot, unit};
+use super::vector::{dot, dot_half, half_scan_available, to_half, unit};
 
 /// Below this many multiply-adds a scan stays on the calling thread (spawning costs ~20 µs).
 const PARALLEL_MACS: usize = 1 << 22;
@@ -25,6 +32,10 @@ pub struct ExactIndex {
     dim: usize,
     ids: Vec<u64>,
     data: Vec<f32>,
+    /// `data` in half precision (empty where the CPU has no F16C: scores then read `data`).
+    half: Vec<u16>,
+    /// Whether `half` is kept.
+    use_half: bool,
     live: Vec<bool>,
     slot: HashMap<u64, usize>,
     dead: usize,
@@ -39,6 +50,8 @@ impl ExactIndex {
             dim,
             ids: Vec::new(),
             data: Vec::new(),
+            half: Vec::new(),
+            use_half: half_scan_available(),
             live: Vec::new(),
             slot: HashMap::new(),
             dead: 0,
@@ -61,6 +74,14 @@ impl ExactIndex {
 
     fn row(&self, s: usize) -> &[f32] {
         &self.data[s * self.dim..(s + 1) * self.dim]
+    }
+
+    /// Without the half-precision copy (scores read the full-precision rows, as on a CPU
+    /// without F16C).
+    pub fn without_half(mut self) -> ExactIndex {
+        self.use_half = false;
+        self.half = Vec::new();
+        self
     }
 
     fn scan(
@@ -102,11 +123,16 @@ impl ExactIndex {
     fn scores_in(&self, query: &[f32], threads: usize) -> Result<Vec<Hit>, GalleryError> {
         let q = unit(query, self.dim)?;
         let n = self.ids.len();
+        let d = self.dim;
         let score = |rows: std::ops::Range<usize>| -> Vec<Hit> {
             rows.filter(|&s| self.live[s])
                 .map(|s| Hit {
                     id: self.ids[s],
-                    similarity: dot(&q, self.row(s)),
+                    similarity: if self.use_half {
+                        dot_half(&q, &self.half[s * d..(s + 1) * d])
+                    } else {
+                        dot(&q, self.row(s))
+                    },
                 })
                 .collect()
         };
@@ -180,6 +206,9 @@ impl ExactIndex {
                 if w != r {
                     self.ids[w] = self.ids[r];
                     self.data.copy_within(r * d..(r + 1) * d, w * d);
+                    if self.use_half {
+                        self.half.copy_within(r * d..(r + 1) * d, w * d);
+                    }
                 }
                 w += 1;
             }
@@ -187,6 +216,10 @@ impl ExactIndex {
         self.ids.truncate(w);
         self.data.truncate(w * d);
         self.data.shrink_to_fit();
+        if self.use_half {
+            self.half.truncate(w * d);
+            self.half.shrink_to_fit();
+        }
         self.live = vec![true; w];
         self.slot = self
             .ids
@@ -258,6 +291,9 @@ impl GalleryIndex for ExactIndex {
         self.ids.push(id);
         self.live.push(true);
         self.data.extend_from_slice(&v);
+        if self.use_half {
+            self.half.extend(to_half(&v));
+        }
         Ok(())
     }
 
@@ -308,6 +344,7 @@ impl GalleryIndex for ExactIndex {
         // vectors (their length: capacity never written is address space, not memory) + ids +
         // live flags + the id → slot map (≈ 1.14 × 16 bytes per entry, hashbrown)
         self.data.len() * 4
+            + self.half.len() * 2
             + self.ids.capacity() * 8
             + self.live.capacity()
             + self.slot.capacity() * 17
@@ -424,7 +461,8 @@ mod tests {
         let dim = 32;
         // clustered vectors, each inserted twice, so that ties need the id order
         let v = clustered(400, dim, 8, 0.2, 5);
-        let mut x = ExactIndex::new(dim, 0.9).with_threads(1);
+        // in full precision, exactly what a search finds
+        let mut x = ExactIndex::new(dim, 0.9).with_threads(1).without_half();
         for i in 0..400 {
             x.insert(i as u64, &v[i * dim..(i + 1) * dim]).unwrap();
             x.insert(1000 + i as u64, &v[i * dim..(i + 1) * dim])
@@ -456,6 +494,56 @@ mod tests {
         parts.sort_by_key(|h| h.id);
         one.sort_by_key(|h| h.id);
         assert_eq!(parts, one);
+    }
+
+    #[test]
+    fn half_precision_scores_are_within_a_thousandth_and_find_the_same_top() {
+        if !half_scan_available() {
+            return; // nothing else to test: scores read the full-precision rows
+        }
+        let dim = 128;
+        let v = clustered(600, dim, 12, 0.3, 9);
+        let mut full = ExactIndex::new(dim, 0.9).with_threads(1).without_half();
+        let mut halved = ExactIndex::new(dim, 0.2).with_threads(1);
+        for i in 0..600 {
+            full.insert(i as u64, &v[i * dim..(i + 1) * dim]).unwrap();
+            halved.insert(i as u64, &v[i * dim..(i + 1) * dim]).unwrap();
+        }
+        // enough tombstones to compact the half-precision rows with the others
+        for id in (0..600).step_by(3) {
+            full.remove(id);
+            halved.remove(id);
+        }
+        assert!(halved.memory_bytes() > full.memory_bytes());
+        for qi in [1, 50, 301] {
+            let q = &v[qi * dim..(qi + 1) * dim];
+            let mut exact = full.scores(q).unwrap().unwrap();
+            let mut approx = halved.scores(q).unwrap().unwrap();
+            exact.sort_by_key(|h| h.id);
+            approx.sort_by_key(|h| h.id);
+            assert_eq!(exact.len(), approx.len());
+            for (e, a) in exact.iter().zip(&approx) {
+                assert_eq!(e.id, a.id);
+                assert!((e.similarity - a.similarity).abs() < 1e-3, "{e:?} {a:?}");
+            }
+            // the top 32 by half precision: each at most 2e-3 under the exact 32nd
+            let want = crate::gallery::index::top_of(&mut exact, 32);
+            let floor = want.last().unwrap().similarity - 2e-3;
+            let got = crate::gallery::index::top_of(&mut approx, 32);
+            let exact_of = |id: u64| {
+                dot(
+                    &crate::gallery::vector::unit(q, dim).unwrap(),
+                    full.get(id).unwrap(),
+                )
+            };
+            assert!(got.iter().all(|h| exact_of(h.id) >= floor));
+            assert_eq!(got[0].id, want[0].id, "the query itself comes first");
+            // searches stay exact
+            assert_eq!(
+                halved.search(q, 5, None).unwrap(),
+                full.search(q, 5, None).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl CropSource for StoreSource {
             }
             let mut crops = Vec::new();
             for (path, _) in store.crops_of(id)? {
-                match image::open(&path) {
+                match path.image() {
                     Ok(i) => crops.push(Arc::new(i.to_rgb8())),
                     // retention may delete files between the query and here
                     Err(_) => missing += 1,

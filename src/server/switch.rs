@@ -348,11 +348,11 @@ pub fn reembed(
         anyhow::ensure!(!stop(), "stopped before the switch committed");
         let mut crops = Vec::new();
         for (path, q) in store.crops_of(t)? {
-            match image::open(&path) {
+            match path.image() {
                 Ok(img) => crops.push((img.to_rgb8(), q)),
                 Err(e) => {
                     count.unreadable_crops += 1;
-                    warn!(tracklet = t, crop = %path.display(), error = %e, "a stored crop cannot be read; re-embedding without it");
+                    warn!(tracklet = t, crop = %path, error = %e, "a stored crop cannot be read; re-embedding without it");
                 }
             }
         }

@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(s.crops_of(rows[1]).unwrap().len(), 2);
         assert!(s.crops_of(rows[2]).unwrap().is_empty());
         for (p, _) in s.crops_of(rows[0]).unwrap() {
-            assert!(p.exists(), "{}", p.display());
+            assert!(p.present(), "{p}");
         }
     }
 }

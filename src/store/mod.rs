@@ -1,9 +1,9 @@
 //! The store: one SQLite database (WAL) with cameras, tracklets, descriptors, identities,
 //! sightings (tracklet → identity decisions) and the merge/split audit trail, plus person crops as
-//! JPEG files under the data directory with retention by age and disk budget.
+//! JPEG pictures in pack files under the data directory with retention by age and disk budget.
 //!
-//! Crash safety: WAL journal, every decision committed in one transaction, crop files written to a
-//! temporary name and renamed. A process killed at any point (SIGKILL) leaves a database that opens
+//! Crash safety: WAL journal, every decision committed in one transaction, a crop's bytes written
+//! before its row. A process killed at any point (SIGKILL) leaves a database that opens
 //! with everything committed before the kill, and a gallery that rebuilds from it.
 
 mod cluster;
@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-pub use crops::{CropRetention, CropRow};
+pub use crops::{CropData, CropRetention, CropRow};
 pub use labels::{LabelKind, LabelRow, NewLabel};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     data_dir: PathBuf,
+    /// The crop pack this store appends to (opened with the first crop).
+    pack: std::cell::RefCell<Option<crops::Pack>>,
 }
 
 /// A linking decision as stored.
@@ -252,6 +254,7 @@ impl Store {
             conn,
             path: path.clone(),
             data_dir: data_dir.to_path_buf(),
+            pack: Default::default(),
         };
         schema::migrate(&mut s.conn).map_err(|e| match e {
             schema::MigrateError::Sql(e) => sql(e),
@@ -652,7 +655,8 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Writes a tracklet's crops that are not stored yet (JPEG files + rows); returns how many.
+    /// Writes a tracklet's crops that are not stored yet (JPEG bytes in a pack + rows); returns
+    /// how many.
     pub fn save_crops(
         &self,
         tracklet: i64,
@@ -662,7 +666,7 @@ impl Store {
         crops::save(self, tracklet, camera, crops)
     }
 
-    /// The first half of [`Store::save_crops`]: writes the files of the crops not stored yet
+    /// The first half of [`Store::save_crops`]: writes the crops not stored yet to the pack
     /// and returns their rows, for [`Store::insert_crop_rows`] (one transaction for many).
     pub fn write_crop_files(
         &self,
@@ -673,7 +677,7 @@ impl Store {
         crops::write_files(self, tracklet, camera, crops)
     }
 
-    /// Records crop files written by [`Store::write_crop_files`], in one transaction.
+    /// Records crops written by [`Store::write_crop_files`], in one transaction.
     pub fn insert_crop_rows(&self, rows: &[crops::CropRow]) -> Result<()> {
         crops::insert_rows(self, rows)
     }
@@ -690,7 +694,6 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Crop files of a tracklet (for re-embedding after a model change, and for re-tuning).
     /// Every ended tracklet that has crops: (row id, camera, start ms, end ms), oldest first.
     pub fn tracklets_with_crops(&self) -> Result<Vec<(i64, String, i64, i64)>> {
         let mut st = self
@@ -709,14 +712,18 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn crops_of(&self, tracklet: i64) -> Result<Vec<(PathBuf, f32)>> {
+    /// Where the crops of a tracklet are, and their quality, in order (for re-embedding after a
+    /// model change, and for re-tuning).
+    pub fn crops_of(&self, tracklet: i64) -> Result<Vec<(CropData, f32)>> {
         let mut st = self
             .conn
-            .prepare("SELECT path, quality FROM crops WHERE tracklet = ?1 ORDER BY seq")
+            .prepare_cached(
+                "SELECT path, pack_offset, bytes, quality FROM crops WHERE tracklet = ?1 ORDER BY seq",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![tracklet], |r| {
-                Ok((PathBuf::from(r.get::<_, String>(0)?), r.get(1)?))
+                Ok((crops::data_of(r, 0)?, r.get(3)?))
             })
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()

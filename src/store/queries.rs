@@ -2,8 +2,6 @@
 //! the cameras the store knows. Run on the API's own read connection (WAL lets it read while the
 //! link stage writes).
 
-use std::path::PathBuf;
-
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -153,14 +151,15 @@ impl Store {
         Ok(out)
     }
 
-    /// The file of a stored crop.
-    pub fn crop_file(&self, id: i64) -> Result<Option<PathBuf>> {
+    /// Where a stored crop's picture is.
+    pub fn crop_data(&self, id: i64) -> Result<Option<super::CropData>> {
         self.conn
-            .query_row("SELECT path FROM crops WHERE id = ?1", params![id], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_row(
+                "SELECT path, pack_offset, bytes FROM crops WHERE id = ?1",
+                params![id],
+                |r| super::crops::data_of(r, 0),
+            )
             .optional()
-            .map(|p| p.map(PathBuf::from))
             .map_err(|e| self.err(e))
     }
 

@@ -63,6 +63,25 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE edge_tracklets (
         run INTEGER NOT NULL, camera TEXT NOT NULL, track_id INTEGER NOT NULL,
         seq INTEGER NOT NULL, PRIMARY KEY (run, camera, track_id));",
+    // 5: crops appended to pack files: the row names the pack (`path`), the offset and the length
+    //    (`bytes`); NULL offset: a file of its own (crops stored before)
+    "ALTER TABLE crops ADD COLUMN pack_offset INTEGER;
+     CREATE INDEX crops_path ON crops (path);",
+    // 6: a counter of what operators change (their merges and splits, labels, identity names),
+    //    kept by triggers: an active core snapshots its database soon after it moves, so that
+    //    a takeover does not lose a minute of operators' work (src/cluster/failover.rs). The
+    //    linker's own merges are not counted (a replay of the stream makes them again).
+    "CREATE TABLE operator_changes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+     INSERT INTO operator_changes VALUES (1, 0);
+     CREATE TRIGGER operator_changes_audit AFTER INSERT ON audit WHEN NEW.actor != 'linker'
+        BEGIN UPDATE operator_changes SET n = n + 1; END;
+     CREATE TRIGGER operator_changes_label_added AFTER INSERT ON labels
+        BEGIN UPDATE operator_changes SET n = n + 1; END;
+     CREATE TRIGGER operator_changes_label_removed AFTER DELETE ON labels
+        BEGIN UPDATE operator_changes SET n = n + 1; END;
+     CREATE TRIGGER operator_changes_identity_named AFTER UPDATE OF label ON identities
+        WHEN OLD.label IS NOT NEW.label
+        BEGIN UPDATE operator_changes SET n = n + 1; END;",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -139,8 +139,16 @@ fn crops_are_written_once_and_retained_by_budget() {
     assert_eq!(s.save_crops(t, "cam", &[crop(3), crop(4)]).unwrap(), 1);
     let files = s.crops_of(t).unwrap();
     assert_eq!(files.len(), 4);
-    assert!(files.iter().all(|(p, _)| p.is_file()));
-    let one = std::fs::metadata(&files[0].0).unwrap().len();
+    // one pack, the crops one after the other, each a whole JPEG
+    assert!(files.iter().all(|(d, _)| d.path == files[0].0.path));
+    let mut end = 0;
+    for (d, _) in &files {
+        assert_eq!(d.offset, Some(end));
+        end += d.len;
+        assert_eq!(d.image().unwrap().width(), 32);
+    }
+    assert_eq!(std::fs::metadata(&files[0].0.path).unwrap().len(), end);
+    let one = files[0].0.len;
     let rep = s
         .enforce_crop_retention(&CropRetention {
             max_age_ms: None,
@@ -149,18 +157,134 @@ fn crops_are_written_once_and_retained_by_budget() {
         .unwrap();
     assert_eq!(rep.deleted, 2);
     let left = s.crops_of(t).unwrap();
-    assert_eq!(left.len(), 2);
-    assert!(
-        !files[0].0.exists() && !files[1].0.exists(),
-        "the oldest go first"
-    );
+    assert_eq!(left, files[2..], "the oldest go first");
+    // the pack is still being written by this store: it stays, and takes more
+    assert_eq!(rep.packs_deleted, 0);
+    assert_eq!(s.save_crops(t, "cam", &[crop(5)]).unwrap(), 1);
+    assert!(s.crops_of(t).unwrap().iter().all(|(d, _)| d.present()));
     let rep = s
         .enforce_crop_retention(&CropRetention {
             max_age_ms: Some(-1),
             max_bytes: None,
         })
         .unwrap();
-    assert_eq!((rep.deleted, rep.remaining_bytes), (2, 0));
+    assert_eq!((rep.deleted, rep.remaining_bytes), (3, 0));
+}
+
+#[test]
+fn retention_deletes_emptied_packs_and_moves_what_is_left_of_half_empty_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, first) = {
+        let s = Store::open(dir.path()).unwrap();
+        let run = s.begin_run().unwrap();
+        let t = s
+            .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
+            .unwrap();
+        s.save_crops(t, "cam", &(1..=6).map(crop).collect::<Vec<_>>())
+            .unwrap();
+        (t, s.crops_of(t).unwrap())
+    };
+    // the writing store is gone (its pack unlocked); a crash left bytes nobody names
+    let packs = dir.path().join("crops/packs");
+    let orphan = packs.join("0000000000001-00000000000000aa.pack");
+    std::fs::write(&orphan, b"half a crop").unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let one = first[0].0.len;
+    // four of six deleted: the pack is a third alive
+    let rep = s
+        .enforce_crop_retention(&CropRetention {
+            max_age_ms: None,
+            max_bytes: Some(2 * one + one / 2),
+        })
+        .unwrap();
+    assert_eq!(rep.deleted, 4);
+    assert_eq!(rep.crops_moved, 2);
+    assert_eq!(rep.packs_deleted, 2, "the old pack and the orphan");
+    assert!(!first[0].0.path.exists() && !orphan.exists());
+    let left = s.crops_of(t).unwrap();
+    assert_eq!(left.len(), 2);
+    for ((now, _), (before, _)) in left.iter().zip(&first[4..]) {
+        assert_ne!(now.path, before.path, "moved to this store's pack");
+        assert_eq!(now.len, before.len);
+        assert!(now.image().is_ok());
+    }
+    // the new pack is this store's: a second pass leaves it, all alive
+    let rep = s
+        .enforce_crop_retention(&CropRetention {
+            max_age_ms: None,
+            max_bytes: None,
+        })
+        .unwrap();
+    assert_eq!((rep.deleted, rep.crops_moved, rep.packs_deleted), (0, 0, 0));
+    assert_eq!(s.crops_of(t).unwrap(), left);
+}
+
+#[test]
+fn another_process_never_deletes_a_pack_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path()).unwrap();
+    let run = writer.begin_run().unwrap();
+    let t = writer
+        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
+        .unwrap();
+    writer.save_crops(t, "cam", &[crop(1), crop(2)]).unwrap();
+    // bytes appended, row not recorded yet (as the crop writer does between the two)
+    let pending = writer.write_crop_files(t, "cam", &[crop(3)]).unwrap();
+    let other = Store::open(dir.path()).unwrap();
+    let rep = other
+        .enforce_crop_retention(&CropRetention {
+            max_age_ms: Some(-1),
+            max_bytes: Some(0),
+        })
+        .unwrap();
+    assert_eq!((rep.deleted, rep.packs_deleted), (2, 0));
+    writer.insert_crop_rows(&pending).unwrap();
+    let left = writer.crops_of(t).unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].0.image().is_ok(),
+        "the pack was kept: {}",
+        left[0].0
+    );
+}
+
+#[test]
+fn crops_stored_as_files_by_an_older_version_are_read_and_retained() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let run = s.begin_run().unwrap();
+    let t = s
+        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
+        .unwrap();
+    let file = dir.path().join("crops/cam/1/00000001.jpg");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(crop(1).image.as_ref())
+        .unwrap();
+    std::fs::write(&file, &jpeg).unwrap();
+    s.conn()
+        .execute(
+            "INSERT INTO crops (tracklet, seq, path, quality, bytes, created_ms) VALUES (?1, 1, ?2, 0.5, ?3, 0)",
+            params![t, file.display().to_string(), jpeg.len() as i64],
+        )
+        .unwrap();
+    let got = s.crops_of(t).unwrap();
+    assert_eq!(got[0].0.offset, None);
+    assert_eq!(got[0].0.read().unwrap(), jpeg);
+    let id: i64 = s
+        .conn()
+        .query_row("SELECT id FROM crops", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(s.crop_data(id).unwrap(), Some(got[0].0.clone()));
+    let rep = s
+        .enforce_crop_retention(&CropRetention {
+            max_age_ms: Some(-1),
+            max_bytes: None,
+        })
+        .unwrap();
+    assert_eq!(rep.deleted, 1);
+    assert!(!file.exists());
 }
 
 #[test]
@@ -205,12 +329,13 @@ fn the_data_directory_its_database_and_crops_are_private() {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     let files = s.crops_of(t).unwrap();
-    assert_eq!(mode(&files[0].0), 0o600, "a crop");
+    assert_eq!(mode(&files[0].0.path), 0o600, "a crop pack");
     assert_eq!(
-        mode(files[0].0.parent().unwrap()),
+        mode(files[0].0.path.parent().unwrap()),
         0o700,
-        "a crop directory"
+        "the packs' directory"
     );
+    assert_eq!(mode(&data.join("crops")), 0o700, "the crops' directory");
     drop(s);
     // an older data directory, open to everyone, is tightened when opened
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -222,4 +347,50 @@ fn the_data_directory_its_database_and_crops_are_private() {
     let _s = Store::open(&data).unwrap();
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("crosscam.db")), 0o600);
+}
+
+#[test]
+fn operators_changes_are_counted_and_the_linkers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let n = || -> i64 {
+        s.conn()
+            .query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
+            .unwrap()
+    };
+    let audit = |actor: &str| {
+        s.conn()
+            .execute(
+                "INSERT INTO audit (kind, kept, other, actor, reason, created_ms) VALUES ('merge', 1, 2, ?1, '', 0)",
+                params![actor],
+            )
+            .unwrap();
+    };
+    assert_eq!(n(), 0);
+    audit("linker");
+    assert_eq!(n(), 0, "the linker's merge is made again by a replay");
+    audit("operator:alice");
+    assert_eq!(n(), 1);
+    s.conn()
+        .execute(
+            "INSERT INTO identities (id, created_ms, last_seen_ms) VALUES (7, 0, 0)",
+            [],
+        )
+        .unwrap();
+    s.conn()
+        .execute("UPDATE identities SET last_seen_ms = 5 WHERE id = 7", [])
+        .unwrap();
+    assert_eq!(n(), 1, "the linker's own updates are not counted");
+    s.conn()
+        .execute("UPDATE identities SET label = 'Ann' WHERE id = 7", [])
+        .unwrap();
+    assert_eq!(n(), 2);
+    s.conn()
+        .execute(
+            "INSERT INTO labels (kind, same, actor, note, created_ms) VALUES ('same', 1, 'bob', '', 0)",
+            [],
+        )
+        .unwrap();
+    s.conn().execute("DELETE FROM labels", []).unwrap();
+    assert_eq!(n(), 4);
 }
