@@ -1340,13 +1340,7 @@ fn a_standby_core_takes_over_from_a_killed_core_with_its_snapshot_and_the_stream
     let places: Vec<crosscam::store::CropData> = db
         .prepare("SELECT path, pack_offset, bytes FROM crops")
         .unwrap()
-        .query_map([], |r| {
-            Ok(crosscam::store::CropData {
-                path: r.get::<_, String>(0)?.into(),
-                offset: r.get::<_, Option<i64>>(1)?.map(|o| o as u64),
-                len: r.get::<_, i64>(2)? as u64,
-            })
-        })
+        .query_map([], |r| crosscam::store::CropData::from_row(r, 0))
         .unwrap()
         .map(Result::unwrap)
         .collect();

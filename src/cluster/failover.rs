@@ -676,7 +676,9 @@ impl Term {
         let snapshot_every = Duration::from_secs(self.settings.snapshot_s);
         let operator_spacing =
             (snapshot_every / 10).clamp(OPERATOR_SNAPSHOT_DELAY, Duration::from_secs(10));
-        // when this term last started a snapshot (the first may follow a change at once)
+        // when this term last started a snapshot (the first may follow a change at once; the
+        // first scheduled one comes `snapshot_s` after the term's start)
+        let term_start = Instant::now();
         let mut snapshot_started: Option<Instant> = None;
         let changes_db = rusqlite::Connection::open_with_flags(
             self.data_dir.join("crosscam.db"),
@@ -688,7 +690,6 @@ impl Term {
         // an operator's change waiting for its snapshot: due at
         let mut operator_due: Option<Instant> = None;
         let mut last_renew = Instant::now();
-        let mut last_snapshot = Instant::now();
         let mut last_standbys = Instant::now() - Duration::from_secs(10);
         let mut snapshot: Option<tokio::task::JoinHandle<anyhow::Result<Point>>> = None;
         let mut crops: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
@@ -782,12 +783,12 @@ impl Term {
             let operator_snapshot = operator_due.is_some_and(|t| Instant::now() >= t)
                 && snapshot_started.is_none_or(|t| t.elapsed() >= operator_spacing);
             if snapshot.is_none()
-                && (last_snapshot.elapsed() >= snapshot_every || operator_snapshot)
+                && (snapshot_started.unwrap_or(term_start).elapsed() >= snapshot_every
+                    || operator_snapshot)
                 && self.fence.holds()
                 && self.fence.replayed.load(Ordering::SeqCst)
             {
-                last_snapshot = Instant::now();
-                snapshot_started = Some(last_snapshot);
+                snapshot_started = Some(Instant::now());
                 if operator_due.take().is_some() {
                     info!("core: snapshot after an operator's change");
                 }
@@ -979,11 +980,7 @@ fn missing_crops(data_dir: &Path) -> anyhow::Result<(MissingCrops, u64)> {
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)? as u64,
             r.get::<_, i64>(3)? as u64,
-            crate::store::CropData {
-                path: PathBuf::from(r.get::<_, String>(4)?),
-                offset: r.get::<_, Option<i64>>(5)?.map(|o| o.max(0) as u64),
-                len: r.get::<_, i64>(6)?.max(0) as u64,
-            },
+            crate::store::CropData::from_row(r, 4)?,
         ))
     })?;
     let mut out = MissingCrops::new();

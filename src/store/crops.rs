@@ -60,6 +60,17 @@ pub struct CropData {
 }
 
 impl CropData {
+    /// A crop row's place, from its `path, pack_offset, bytes` columns, the first at `first`.
+    pub fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<CropData> {
+        Ok(CropData {
+            path: PathBuf::from(row.get::<_, String>(first)?),
+            offset: row
+                .get::<_, Option<i64>>(first + 1)?
+                .map(|o| o.max(0) as u64),
+            len: row.get::<_, i64>(first + 2)?.max(0) as u64,
+        })
+    }
+
     /// The JPEG's bytes.
     pub fn read(&self) -> std::io::Result<Vec<u8>> {
         match self.offset {
@@ -281,17 +292,6 @@ pub(super) fn insert_rows(store: &Store, rows: &[CropRow]) -> Result<()> {
     tx.commit().map_err(|e| store.err(e))
 }
 
-/// A crop row's place, from `path, pack_offset, bytes` columns.
-pub(super) fn data_of(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<CropData> {
-    Ok(CropData {
-        path: PathBuf::from(row.get::<_, String>(first)?),
-        offset: row
-            .get::<_, Option<i64>>(first + 1)?
-            .map(|o| o.max(0) as u64),
-        len: row.get::<_, i64>(first + 2)?.max(0) as u64,
-    })
-}
-
 pub(super) fn enforce(store: &Store, r: &CropRetention) -> Result<RetentionReport> {
     let mut rep = RetentionReport::default();
     // (id, path, pack offset, bytes)
@@ -418,10 +418,12 @@ fn tidy_pack(store: &Store, pack: &Path, rep: &mut RetentionReport) -> Result<()
                 .conn()
                 .prepare("SELECT id, path, pack_offset, bytes FROM crops WHERE path = ?1")
                 .map_err(|e| store.err(e))?;
-            st.query_map(params![name], |r| Ok((r.get(0)?, data_of(r, 1)?)))
-                .map_err(|e| store.err(e))?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(|e| store.err(e))?
+            st.query_map(params![name], |r| {
+                Ok((r.get(0)?, CropData::from_row(r, 1)?))
+            })
+            .map_err(|e| store.err(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| store.err(e))?
         };
         let mut to = Vec::new();
         for (id, d) in &moved {

@@ -723,7 +723,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![tracklet], |r| {
-                Ok((crops::data_of(r, 0)?, r.get(3)?))
+                Ok((CropData::from_row(r, 0)?, r.get(3)?))
             })
             .map_err(|e| self.err(e))?
             .collect::<std::result::Result<Vec<_>, _>>()

@@ -157,7 +157,7 @@ impl Store {
             .query_row(
                 "SELECT path, pack_offset, bytes FROM crops WHERE id = ?1",
                 params![id],
-                |r| super::crops::data_of(r, 0),
+                |r| super::CropData::from_row(r, 0),
             )
             .optional()
             .map_err(|e| self.err(e))

@@ -123,14 +123,20 @@ fn reopening_keeps_everything_and_refuses_newer_schemas() {
     assert!(e.contains("newer crosscam"), "{e}");
 }
 
-#[test]
-fn crops_are_written_once_and_retained_by_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path()).unwrap();
+/// A store in `dir` with one ended tracklet of camera `cam` (its row id).
+fn with_a_tracklet(dir: &Path) -> (Store, i64) {
+    let s = Store::open(dir).unwrap();
     let run = s.begin_run().unwrap();
     let t = s
         .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
         .unwrap();
+    (s, t)
+}
+
+#[test]
+fn crops_are_written_once_and_retained_by_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, t) = with_a_tracklet(dir.path());
     assert_eq!(
         s.save_crops(t, "cam", &[crop(1), crop(2), crop(3)])
             .unwrap(),
@@ -175,11 +181,7 @@ fn crops_are_written_once_and_retained_by_budget() {
 fn retention_deletes_emptied_packs_and_moves_what_is_left_of_half_empty_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (t, first) = {
-        let s = Store::open(dir.path()).unwrap();
-        let run = s.begin_run().unwrap();
-        let t = s
-            .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
-            .unwrap();
+        let (s, t) = with_a_tracklet(dir.path());
         s.save_crops(t, "cam", &(1..=6).map(crop).collect::<Vec<_>>())
             .unwrap();
         (t, s.crops_of(t).unwrap())
@@ -222,11 +224,7 @@ fn retention_deletes_emptied_packs_and_moves_what_is_left_of_half_empty_ones() {
 #[test]
 fn another_process_never_deletes_a_pack_being_written() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = Store::open(dir.path()).unwrap();
-    let run = writer.begin_run().unwrap();
-    let t = writer
-        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
-        .unwrap();
+    let (writer, t) = with_a_tracklet(dir.path());
     writer.save_crops(t, "cam", &[crop(1), crop(2)]).unwrap();
     // bytes appended, row not recorded yet (as the crop writer does between the two)
     let pending = writer.write_crop_files(t, "cam", &[crop(3)]).unwrap();
@@ -251,11 +249,7 @@ fn another_process_never_deletes_a_pack_being_written() {
 #[test]
 fn crops_stored_as_files_by_an_older_version_are_read_and_retained() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path()).unwrap();
-    let run = s.begin_run().unwrap();
-    let t = s
-        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
-        .unwrap();
+    let (s, t) = with_a_tracklet(dir.path());
     let file = dir.path().join("crops/cam/1/00000001.jpg");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let mut jpeg = Vec::new();
@@ -318,11 +312,7 @@ fn the_data_directory_its_database_and_crops_are_private() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let s = Store::open(&data).unwrap();
-    let run = s.begin_run().unwrap();
-    let t = s
-        .upsert_tracklet(run, &tracklet("cam", 1, 0, 1), 0.1, true)
-        .unwrap();
+    let (s, t) = with_a_tracklet(&data);
     s.save_crops(t, "cam", &[crop(1)]).unwrap();
     assert_eq!(mode(&data), 0o700);
     for f in ["crosscam.db", "crosscam.db-wal"] {
