@@ -785,6 +785,139 @@ fn cameras_defined_at_the_core_run_on_live_edges_and_move_when_one_is_killed() {
     );
 }
 
+/// An edge analysing its cameras at `fps` frames per second (`[analysis] fps`): the same
+/// camera costs an edge at 5 fps five times what it costs one at 1 fps.
+fn spawn_edge_at(port: u16, name: &str, fps: u32) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let text = config_text(dir.path(), "", "").replace("fps = 5\n", &format!("fps = {fps}\n"))
+        + &cluster_section(port, name);
+    assert!(text.contains(&format!("fps = {fps}\n")), "{text}");
+    std::fs::write(&config, text).unwrap();
+    add_user(&config, "admin", "admin");
+    Daemon::spawn_with(dir, config, &["--role", "edge"])
+}
+
+/// Shares follow the edges' measured load: two edges start together and split eight cameras
+/// evenly (nothing measured yet); the one that analyses each camera five times as often (and so
+/// pays more CPU per camera, decoding aside) then gives cameras back until the cheaper one runs
+/// at least five.
+#[test]
+fn cameras_move_to_the_edge_with_room_for_them() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let _broker = Broker::start(port, store.path());
+    let all = ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"];
+    // test pictures: no people, so no open tracklet holds a camera back
+    let cameras: String = all
+        .iter()
+        .map(|id| format!("[[cameras]]\nid = \"{id}\"\nurl = \"test:ball\"\n"))
+        .collect();
+    let core = spawn("core", &cameras, port, "core");
+    let token = core.login("admin");
+    let (light, heavy) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn_edge_at(port, "light", 1));
+        let b = s.spawn(|| spawn_edge_at(port, "heavy", 5));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let p = core.wait_for(120, "the cameras placed", || {
+        let p = placement(&status(&core, &token));
+        (p.len() == 8 && p.values().all(Option::is_some)).then_some(p)
+    });
+    eprintln!(
+        "placed at first: light {:?}, heavy {:?}",
+        on(&p, "light"),
+        on(&p, "heavy")
+    );
+    let p = core.wait_for(150, "most cameras on the light edge", || {
+        let p = placement(&status(&core, &token));
+        (p.values().all(Option::is_some) && on(&p, "light").len() >= 5).then_some(p)
+    });
+    let edges = status(&core, &token)["pipeline"]["cluster"]["edges"].clone();
+    eprintln!(
+        "placed: light {:?}, heavy {:?}\nedges: {edges}",
+        on(&p, "light"),
+        on(&p, "heavy")
+    );
+    let speed = |name: &str| {
+        edges
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["edge"] == name)
+            .and_then(|e| e["speed"].as_f64())
+            .unwrap_or_else(|| panic!("no measured speed of {name}: {edges}"))
+    };
+    // (decoding costs both the same per camera: measured 2.4 times, not 5)
+    assert!(
+        speed("light") > 1.6 * speed("heavy"),
+        "the edge at 1 fps keeps up with more cameras: {edges}"
+    );
+    assert!(
+        !on(&p, "heavy").is_empty(),
+        "the heavy edge still runs its share: {p:?}"
+    );
+    assert!(
+        heavy
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("edge: gave a camera back")),
+        "{}",
+        heavy.log_tail(20)
+    );
+    // it settles, and nothing swings back: the light edge never gives a camera to the heavy one
+    let mut last = (p.clone(), Instant::now());
+    core.wait_for(90, "the placement settled for 10 s", || {
+        let now = placement(&status(&core, &token));
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_secs(10)).then_some(())
+    });
+    let settled = last.0;
+    eprintln!(
+        "settled: light {:?}, heavy {:?}",
+        on(&settled, "light"),
+        on(&settled, "heavy")
+    );
+    assert!(
+        on(&settled, "light").len() >= 5 && !on(&settled, "heavy").is_empty(),
+        "{settled:?}"
+    );
+    // the edge's own metrics carry what it measured
+    let th = heavy.login("admin");
+    let (st, _, metrics) = heavy.get_bytes("/metrics", Some(&th));
+    assert_eq!(st, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the edge's metrics"))
+    };
+    let (speed_h, load_h) = (
+        gauge("crosscam_cluster_edge_speed_cameras"),
+        gauge("crosscam_cluster_edge_load"),
+    );
+    assert!(
+        speed_h > 0.0 && load_h > 0.0 && load_h <= 1.0,
+        "{speed_h} {load_h}"
+    );
+    assert!(
+        !light
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("edge: gave a camera back")),
+        "{}",
+        light.log_tail(20)
+    );
+}
+
 /// How long an edge over its share may wait for a quiet camera, in seconds.
 fn assign_wait() -> u64 {
     crosscam::cluster::assign::REBALANCE_WAIT.as_secs()
@@ -1071,6 +1204,13 @@ fn an_operators_change_is_snapshotted_at_once_and_survives_a_takeover() {
     let core = status(&a, &ta)["pipeline"]["cluster"]["core"].clone();
     assert!(core["snapshot"]["seq"].is_null(), "no snapshot yet: {core}");
     let (keep, absorb) = (ids[0], ids[1]);
+    // a camera an integrator adds at the core travels with the snapshot too
+    let (st, v) = a.post_json(
+        "/api/v1/cameras",
+        Some(&ta),
+        &serde_json::json!({"id": "lobby", "url": "test:ball", "name": "Lobby", "enabled": false}),
+    );
+    assert_eq!(st, 201, "{v}");
     let (st, v) = a.post_json(
         &format!("/api/v1/identities/{keep}/merge"),
         Some(&ta),
@@ -1106,6 +1246,15 @@ fn an_operators_change_is_snapshotted_at_once_and_survives_a_takeover() {
     assert_eq!(
         v["identity"]["merged_into"], keep,
         "the merge made at core-a holds at core-b: {v}"
+    );
+    let (st, v) = b.get("/api/v1/cameras/lobby", Some(&tb));
+    assert_eq!(
+        st, 200,
+        "the camera added at core-a is defined at core-b: {v}"
+    );
+    assert_eq!(
+        (v["name"].as_str(), v["enabled"].as_bool()),
+        (Some("Lobby"), Some(false))
     );
     eprintln!("snapshot mirrored {snapshotted_after:?} after the merge");
     assert!(b.stop(), "core-b did not stop cleanly:\n{}", b.log_tail(40));

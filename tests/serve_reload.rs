@@ -110,3 +110,90 @@ fn edited_cameras_are_applied_without_a_restart() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Camera ids and URLs as the API lists them.
+fn listed(d: &common::daemon::Daemon, token: &str) -> Vec<(String, String)> {
+    let (st, v) = d.get("/api/v1/cameras", Some(token));
+    assert_eq!(st, 200, "{v}");
+    v["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn cameras_changed_through_the_api_outlast_a_restart_until_the_config_file_is_edited() {
+    use common::daemon::{Daemon, config_text};
+    let file = |one: &str| {
+        format!(
+            "[[cameras]]\nid = \"one\"\nurl = \"{one}\"\n[[cameras]]\nid = \"two\"\nurl = \"test:snow\"\n"
+        )
+    };
+    let mut d = Daemon::start(&file("test:ball"), "");
+    let t = d.login("integrator");
+    let (st, v) = d.post_json(
+        "/api/v1/cameras",
+        Some(&t),
+        &serde_json::json!({"id": "lobby", "url": "test:smpte"}),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = d.put_json(
+        "/api/v1/cameras/one",
+        Some(&t),
+        &serde_json::json!({"url": "test:pinwheel"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = d.delete("/api/v1/cameras/two", Some(&t));
+    assert_eq!(st, 204, "{v}");
+    let now = pairs(&[("one", "test:pinwheel"), ("lobby", "test:smpte")]);
+    assert_eq!(listed(&d, &t), now);
+
+    // a restart runs the cameras as the API left them, not as the file has them
+    assert!(d.stop(), "{}", d.log_tail(30));
+    let (dir, config) = (
+        std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap()),
+        d.config.clone(),
+    );
+    drop(d);
+    let mut d = Daemon::spawn(dir, config.clone());
+    let t = d.login("integrator");
+    assert_eq!(listed(&d, &t), now, "{}", d.log_tail(30));
+    d.wait_for(60, "the API's camera live after the restart", || {
+        let (_, v) = d.get("/api/v1/cameras/lobby", Some(&t));
+        (v["status"]["state"] == "live").then_some(())
+    });
+
+    // the file's entry for camera one is edited later: the file wins; two's entry is
+    // untouched, so its removal holds
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&config, config_text(d.dir.path(), &file("test:gamut"), "")).unwrap();
+    let edited = pairs(&[("one", "test:gamut"), ("lobby", "test:smpte")]);
+    d.wait_for(30, "the edited file applied", || {
+        (listed(&d, &t) == edited).then_some(())
+    });
+    assert!(
+        d.log_tail(200)
+            .contains("edited after its change through the API"),
+        "{}",
+        d.log_tail(30)
+    );
+    assert!(d.stop(), "{}", d.log_tail(30));
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let d = Daemon::spawn(dir, config);
+    let t = d.login("integrator");
+    assert_eq!(listed(&d, &t), edited, "{}", d.log_tail(30));
+}

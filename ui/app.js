@@ -488,17 +488,18 @@ function siteView(cl) {
   const num = (v, unit = "") => v === null || v === undefined ? "–" : `${v}${unit}`;
   return [
     h("h2", { text: "Edges" }),
-    h("p", { class: "muted", text: `Site ${cl.site}: the cameras above are defined here and run on the live edges below, shared out evenly; when an edge stops, its cameras move to the others within a few seconds.` }),
+    h("p", { class: "muted", text: `Site ${cl.site}: the cameras above are defined here and run on the live edges below, shared out by each edge's measured speed (how many cameras its analysis keeps up with); when an edge stops, its cameras move to the others within a few seconds.` }),
     h("table", { "data-testid": "edges" },
-      h("thead", {}, h("tr", {}, ["Edge", "Heartbeat", "Cameras it runs", "Waiting for the broker / dropped", "Messages", "Lag", "Last heard"].map(t => h("th", { text: t })))),
+      h("thead", {}, h("tr", {}, ["Edge", "Heartbeat", "Cameras it runs", "CPU busy / keeps up with", "Waiting for the broker / dropped", "Messages", "Lag", "Last heard"].map(t => h("th", { text: t })))),
       h("tbody", {}, ...(edges.length ? edges.map(e => h("tr", { "data-edge": e.edge },
         h("td", { text: e.edge }),
         h("td", {}, h("span", { class: `state ${e.alive ? "live" : "stalled"}`, text: e.alive ? "alive" : "silent" })),
         h("td", {}, ...((e.assigned || []).length ? e.assigned.map(cameraChip) : [h("span", { class: "muted", text: "none" })]), ...((e.own || []).length ? [h("span", { class: "muted small", text: ` + its own: ${e.own.join(", ")}` })] : [])),
+        h("td", { text: `${e.load === null || e.load === undefined ? "–" : Math.round(e.load * 100) + " %"} / ${e.speed === null || e.speed === undefined ? "–" : e.speed.toFixed(1) + " cameras"}` }),
         h("td", { text: `${num(e.buffered)} / ${num(e.dropped)}` }),
         h("td", { text: num(e.messages) }),
         h("td", { text: num(e.lag_ms, " ms") }),
-        h("td", { text: fmtWhen(Math.max(e.last_ms || 0, e.heartbeat_ms || 0)) }))) : [h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No edge has been heard from yet." }))]))),
+        h("td", { text: fmtWhen(Math.max(e.last_ms || 0, e.heartbeat_ms || 0)) }))) : [h("tr", {}, h("td", { colspan: 8, class: "muted", text: "No edge has been heard from yet." }))]))),
   ];
 }
 

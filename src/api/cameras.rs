@@ -159,10 +159,11 @@ pub async fn create(
         )));
     }
     let id = c.id.clone();
+    let user = caller.user.clone();
     s.blocking(move |s| {
         check_credential(s, &c)?;
         s.server
-            .put_camera(c)
+            .put_camera(c, &user)
             .map_err(|e| ApiError::invalid(format!("{e:#}")))
     })
     .await?;
@@ -178,11 +179,12 @@ pub async fn put(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let c = parse_camera(&s, body, Some(&id))?;
+    let user = caller.user.clone();
     let added = s
         .blocking(move |s| {
             check_credential(s, &c)?;
             s.server
-                .put_camera(c)
+                .put_camera(c, &user)
                 .map_err(|e| ApiError::invalid(format!("{e:#}")))
         })
         .await?;
@@ -207,9 +209,13 @@ pub async fn delete(
             clip(&id, MAX_ID_CHARS)
         )));
     }
-    let id2 = id.clone();
+    let (id2, user) = (id.clone(), caller.user.clone());
     let removed = s
-        .blocking(move |s| s.server.remove_camera(&id2).map_err(ApiError::internal))
+        .blocking(move |s| {
+            s.server
+                .remove_camera(&id2, &user)
+                .map_err(ApiError::internal)
+        })
         .await?;
     if !removed {
         return Err(ApiError::not_found(format!(

@@ -460,6 +460,23 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
             family(&mut o, name, kind, help);
             let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));
         }
+        for (name, help, v) in [
+            (
+                "crosscam_cluster_edge_speed_cameras",
+                "Edge: how many cameras would fill its machine's cores, measured over 30 s (CPU time per analysed frame); its weight in the site's shares.",
+                c.speed,
+            ),
+            (
+                "crosscam_cluster_edge_load",
+                "Edge: the share of its machine's cores its process kept busy over 30 s (0-1).",
+                c.load,
+            ),
+        ] {
+            if let Some(v) = v {
+                family(&mut o, name, "gauge", help);
+                let _ = writeln!(o, "{name}{{site=\"{}\"}} {v}", esc(&c.site));
+            }
+        }
         if let Some(core) = &c.core {
             // the core's term (src/cluster/failover.rs)
             let replay_left = core.replay.as_ref().filter(|r| !r.finished).map_or(0, |r| {

@@ -257,6 +257,82 @@ pub struct DetectionBenchOptions {
     pub seed: u64,
     /// Frames per second of the sequence after `stride` (for the tracker's clock: `track.lost_s`).
     pub fps: f64,
+    /// Also run the motion gate (alone, and with each `every`) on frames drawn from the ground
+    /// truth ([`draw_frame`]), with `[analysis]`'s motion settings.
+    pub motion_gate: bool,
+    /// A mostly still sequence: after every `walk` frames (after `stride`), the scene stands
+    /// still for `still` frames (the last frame's truth and detections repeated, as a detector
+    /// repeats itself on a frozen picture).
+    pub freeze: Option<(u64, u64)>,
+}
+
+/// Repeats frames to make a mostly still sequence: after every `walk` frames, `still` copies of
+/// the last one (rows renumbered; `walk` ≥ 1).
+pub fn freeze_rows(rows: &[MotRow], walk: u64, still: u64) -> Vec<MotRow> {
+    let walk = walk.max(1);
+    // original frame f → the output frames showing it
+    let out_frames = |f: u64| -> std::ops::RangeInclusive<u64> {
+        let before = (f - 1) / walk; // freezes completed before frame f
+        let first = f + before * still;
+        if f.is_multiple_of(walk) {
+            first..=first + still
+        } else {
+            first..=first
+        }
+    };
+    let mut out: Vec<MotRow> = rows
+        .iter()
+        .flat_map(|r| out_frames(r.frame).map(move |frame| MotRow { frame, ..*r }))
+        .collect();
+    out.sort_by_key(|r| r.frame);
+    out
+}
+
+/// A frame drawn from the ground truth for the motion gate: a still, textured background (a
+/// grey checker of 16-pixel squares) with each person a box of their own colour, nearer people
+/// (lower box bottoms) drawn last, and a little noise in 4×4 blocks (±5 grey levels, a new draw
+/// every frame) as a camera's sensor and compression add it. Nothing moves unless people do.
+pub fn draw_frame(w: u32, h: u32, objs: &[Obj], frame: u64, seed: u64) -> crate::frame::Frame {
+    let (w, h) = (w.max(16), h.max(16));
+    let mut data = vec![0u8; (w * h * 3) as usize];
+    let mut rng = crate::dataset::rng::SplitMix64::new(seed ^ frame.wrapping_mul(0x9E37_79B9));
+    let bw = w.div_ceil(4) as usize;
+    let noise: Vec<i16> = (0..bw * h.div_ceil(4) as usize)
+        .map(|_| (rng.next_f32() * 11.0) as i16 - 5)
+        .collect();
+    let mut order: Vec<&Obj> = objs.iter().collect();
+    order.sort_by(|a, b| a.bbox.y2.total_cmp(&b.bbox.y2));
+    for y in 0..h {
+        for x in 0..w {
+            let checker = if ((x / 16) + (y / 16)) % 2 == 0 {
+                96i16
+            } else {
+                128
+            };
+            let mut px = [checker; 3];
+            for o in &order {
+                let b = &o.bbox;
+                if (x as f32) >= b.x1
+                    && (x as f32) < b.x2
+                    && (y as f32) >= b.y1
+                    && (y as f32) < b.y2
+                {
+                    let id = o.id as i16;
+                    px = [
+                        30 + (id * 97) % 190,
+                        30 + (id * 57 + 60) % 190,
+                        30 + (id * 31 + 120) % 190,
+                    ];
+                }
+            }
+            let n = noise[(y / 4) as usize * bw + (x / 4) as usize];
+            let i = ((y * w + x) * 3) as usize;
+            for c in 0..3 {
+                data[i + c] = (px[c] + n).clamp(0, 255) as u8;
+            }
+        }
+    }
+    crate::frame::Frame::from_rgb(w, h, data)
 }
 
 pub fn tracking_detections(
@@ -277,18 +353,23 @@ pub fn tracking_detections(
             })
             .collect()
     };
-    let gt_rows = thin(mot::read(&o.gt)?);
+    let frozen = |rows: Vec<MotRow>| match o.freeze {
+        Some((walk, still)) => freeze_rows(&rows, walk, still),
+        None => rows,
+    };
+    let gt_rows = frozen(thin(mot::read(&o.gt)?));
     anyhow::ensure!(
         !gt_rows.is_empty(),
         "{}: no ground-truth boxes",
         o.gt.display()
     );
     let dets = match &o.detections {
-        Some(p) => thin(mot::read(p)?),
+        Some(p) => frozen(thin(mot::read(p)?)),
         None => {
             let mut rng = crate::dataset::rng::SplitMix64::new(o.seed);
             let mut out = Vec::new();
-            for r in &gt_rows {
+            // from the truth before any freeze: a frozen picture repeats its detections
+            for r in &thin(mot::read(&o.gt)?) {
                 if rng.next_f32() < o.drop {
                     continue;
                 }
@@ -310,7 +391,7 @@ pub fn tracking_detections(
                     });
                 }
             }
-            out
+            frozen(out)
         }
     };
     let by = mot::detections_by_frame(&dets);
@@ -319,23 +400,43 @@ pub fn tracking_detections(
         (w.max(r.bbox.x2), h.max(r.bbox.y2))
     });
     let gt = by_frame(&gt_rows);
-    let mut settings = vec![1u32];
-    settings.extend(o.every.iter().copied().filter(|&n| n > 1));
+    let mut settings: Vec<(u32, bool)> = vec![(1, false)];
+    settings.extend(o.every.iter().filter(|&&n| n > 1).map(|&n| (n, false)));
+    if o.motion_gate {
+        settings.push((1, true));
+        settings.extend(o.every.iter().filter(|&&n| n > 1).map(|&n| (n, true)));
+    }
     let mut rows = Vec::new();
     let mut reference: Option<(f64, f64)> = None;
     let empty = Vec::new();
-    for n in settings {
+    let none = Vec::new();
+    let blank = crate::frame::Frame::from_rgb(1, 1, vec![0; 3]);
+    let (fw, fh) = (w.ceil() as u32, h.ceil() as u32);
+    for (n, motion) in settings {
         let t0 = std::time::Instant::now();
         let mut tr = crate::track::Tracker::new("bench", cfg.track.clone());
+        let mut gate = crate::detect::gate::DetectGate::new(GateSettings {
+            detect_every: n,
+            motion_gate: motion,
+            motion_threshold: cfg.analysis.motion_threshold,
+            motion_max_skip: cfg.analysis.motion_max_skip.max(1),
+        });
         let mut hyp: BTreeMap<u64, Vec<Obj>> = BTreeMap::new();
         let mut detected = 0;
         for f in 1..=last {
-            if (f - 1) % n as u64 == 0 {
-                detected += 1;
-                let pts = std::time::Duration::from_secs_f64(f as f64 / o.fps);
-                tr.update(None, f - 1, pts, (w, h), by.get(&f).unwrap_or(&empty));
+            let decision = if motion {
+                gate.decide(&draw_frame(fw, fh, gt.get(&f).unwrap_or(&none), f, o.seed))
             } else {
-                tr.skip(true);
+                gate.decide(&blank)
+            };
+            match decision {
+                crate::detect::gate::Decision::Detect => {
+                    detected += 1;
+                    let pts = std::time::Duration::from_secs_f64(f as f64 / o.fps);
+                    tr.update(None, f - 1, pts, (w, h), by.get(&f).unwrap_or(&empty));
+                }
+                crate::detect::gate::Decision::Predict => tr.skip(true),
+                crate::detect::gate::Decision::Hold => tr.skip(false),
             }
             hyp.insert(
                 f,
@@ -351,13 +452,14 @@ pub fn tracking_detections(
         let m = evaluate(&gt, &hyp, 0.5);
         let (ri, rm) = *reference.get_or_insert((m.idf1, m.mota));
         rows.push(TrackingRow {
-            name: if n == 1 {
-                "every frame".into()
-            } else {
-                format!("detect_every={n}")
+            name: match (n, motion) {
+                (1, false) => "every frame".into(),
+                (1, true) => "motion_gate".into(),
+                (n, false) => format!("detect_every={n}"),
+                (n, true) => format!("detect_every={n}+motion_gate"),
             },
             detect_every: n,
-            motion_gate: false,
+            motion_gate: motion,
             frames: last,
             detected_frames: detected,
             detector_share: detected as f64 / last as f64,
@@ -374,9 +476,12 @@ pub fn tracking_detections(
     }
     Ok(TrackingBenchReport {
         video: format!(
-            "{} (every {} frame(s), detections {})",
+            "{} (every {} frame(s){}, detections {}{})",
             o.gt.display(),
             o.stride,
+            o.freeze.map_or(String::new(), |(walk, still)| format!(
+                ", still for {still} frames after every {walk}"
+            )),
             match &o.detections {
                 Some(p) => p.display().to_string(),
                 None => format!(
@@ -385,10 +490,143 @@ pub fn tracking_detections(
                     100.0 * o.jitter,
                     o.seed
                 ),
+            },
+            if o.motion_gate {
+                "; the motion gate sees frames drawn from the ground truth"
+            } else {
+                ""
             }
         ),
         ground_truth: format!("file: {}", o.gt.display()),
         gt_ids: evaluate(&gt, &gt, 0.5).gt_ids,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::gate::{Decision, DetectGate};
+    use crate::frame::BBox;
+
+    fn row(frame: u64) -> MotRow {
+        let x = 10.0 * frame as f32;
+        MotRow {
+            frame,
+            id: 7,
+            bbox: BBox::new(x, 10.0, x + 30.0, 100.0),
+            score: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_frozen_stretch_repeats_the_last_moving_frame() {
+        let rows: Vec<MotRow> = (1..=4).map(row).collect();
+        let out = freeze_rows(&rows, 2, 3);
+        let frames: Vec<u64> = out.iter().map(|r| r.frame).collect();
+        assert_eq!(frames, (1..=10).collect::<Vec<_>>());
+        // which source frame each output frame shows: 1, 2 and three copies of it, 3, 4 and
+        // three copies of it
+        let shown: Vec<u64> = out.iter().map(|r| (r.bbox.x1 / 10.0) as u64).collect();
+        assert_eq!(shown, [1, 2, 2, 2, 2, 3, 4, 4, 4, 4]);
+        // a sequence that does not end a walk ends without a freeze
+        assert_eq!(freeze_rows(&rows[..3], 2, 3).len(), 6);
+    }
+
+    #[test]
+    fn the_motion_gate_holds_a_still_drawn_scene_and_sees_a_person_move() {
+        let mut gate = DetectGate::new(GateSettings {
+            detect_every: 1,
+            motion_gate: true,
+            motion_threshold: 0.002,
+            motion_max_skip: 10,
+        });
+        let person = |x: f32| Obj {
+            id: 3,
+            bbox: BBox::new(x, 200.0, x + 30.0, 290.0),
+        };
+        let mut decisions = Vec::new();
+        // walking: a person 90 px tall at 1.4 m/s, seen 5 times a second, moves ~15 px a frame
+        for f in 1..=10u64 {
+            let frame = draw_frame(640, 480, &[person(100.0 + 15.0 * f as f32)], f, 1);
+            decisions.push(gate.decide(&frame));
+        }
+        assert!(
+            decisions.iter().all(|d| *d == Decision::Detect),
+            "{decisions:?}"
+        );
+        // creeping 4 px a frame: a frame may be held, but the motion adds up against the last
+        // detected frame and is seen on the next
+        let creep: Vec<Decision> = (11..=20u64)
+            .map(|f| {
+                gate.decide(&draw_frame(
+                    640,
+                    480,
+                    &[person(250.0 + 4.0 * (f - 10) as f32)],
+                    f,
+                    1,
+                ))
+            })
+            .collect();
+        assert!(
+            creep.windows(2).all(|w| w.contains(&Decision::Detect)),
+            "two frames held in a row: {creep:?}"
+        );
+        // standing still for 25 frames: held, with a forced detection every 10th frame
+        let still: Vec<Decision> = (21..=45u64)
+            .map(|f| gate.decide(&draw_frame(640, 480, &[person(290.0)], f, 1)))
+            .collect();
+        let detected = still.iter().filter(|d| **d == Decision::Detect).count();
+        assert_eq!(detected, 2, "{still:?}");
+        assert!(still[..9].iter().all(|d| *d == Decision::Hold), "{still:?}");
+    }
+
+    #[test]
+    fn the_motion_gate_is_scored_against_ground_truth_on_a_mostly_still_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let seq = crate::bench::sequence::make(&crate::bench::sequence::SequenceOptions {
+            frames: 250,
+            ..Default::default()
+        });
+        crate::bench::sequence::write(&seq, dir.path()).unwrap();
+        let cfg = Config::defaults().unwrap();
+        let r = tracking_detections(
+            &cfg,
+            &DetectionBenchOptions {
+                gt: dir.path().join("gt.txt"),
+                detections: Some(dir.path().join("det.txt")),
+                stride: 5,
+                every: vec![2],
+                drop: 0.0,
+                jitter: 0.0,
+                seed: 1,
+                fps: 5.0,
+                motion_gate: true,
+                freeze: Some((10, 30)),
+            },
+        )
+        .unwrap();
+        let names: Vec<&str> = r.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "every frame",
+                "detect_every=2",
+                "motion_gate",
+                "detect_every=2+motion_gate"
+            ]
+        );
+        // 50 moving frames and 5 stills of 30: 200 frames
+        assert_eq!(r.rows[0].frames, 200);
+        let gated = &r.rows[2];
+        assert!(gated.motion_gate && gated.detect_every == 1);
+        // the still stretches are held (a forced detection every 10th frame), the walks detected
+        assert!(
+            gated.detector_share < 0.45 && gated.detector_share > 0.25,
+            "{}",
+            gated.detector_share
+        );
+        // holding boxes of a frozen scene costs nothing against the truth
+        assert!(gated.idf1_delta.abs() < 0.03, "{:?}", gated);
+    }
 }

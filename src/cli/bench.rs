@@ -558,6 +558,16 @@ pub struct BenchTrackingArgs {
     /// Tracker only on --gt with detections made from it (no video, no detector).
     #[arg(long, requires = "gt")]
     pub tracker_only: bool,
+    /// Tracker only: also run the motion gate (alone and with each --detect-every) on frames
+    /// drawn from the ground truth (each person a box of their own colour on a still
+    /// background, with a little noise).
+    #[arg(long, requires = "gt")]
+    pub motion_gate: bool,
+    /// Tracker only: a mostly still sequence: after every WALK frames (after --stride) the scene
+    /// stands still for STILL frames (`WALK:STILL`, e.g. 40:120 at 5 frames/s: 8 s moving, 24 s
+    /// still).
+    #[arg(long, value_name = "WALK:STILL", requires = "gt")]
+    pub freeze: Option<String>,
     /// Tracker only: keep every K-th frame of the sequence (a 25 fps sequence at 5 is 5 frames/s).
     #[arg(long, default_value_t = 1)]
     pub stride: u64,
@@ -872,6 +882,8 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     jitter: a.jitter,
                     seed: a.seed,
                     fps: a.fps as f64,
+                    motion_gate: a.motion_gate,
+                    freeze: a.freeze.as_deref().map(parse_freeze).transpose()?,
                 },
             )?;
             if a.json {
@@ -1046,4 +1058,20 @@ fn run_bench_eval(a: BenchEvalArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--freeze WALK:STILL`: two whole numbers, WALK at least 1.
+fn parse_freeze(v: &str) -> Result<(u64, u64)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--freeze {v:?}: expected WALK:STILL, two whole numbers of frames (WALK at least 1), e.g. 40:120"
+        )
+    };
+    let (a, b) = v.split_once(':').ok_or_else(bad)?;
+    let (walk, still) = (
+        a.trim().parse::<u64>().map_err(|_| bad())?,
+        b.trim().parse::<u64>().map_err(|_| bad())?,
+    );
+    anyhow::ensure!((1..=1_000_000).contains(&walk) && still <= 1_000_000, bad());
+    Ok((walk, still))
 }

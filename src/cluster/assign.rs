@@ -9,9 +9,13 @@
 //! - `CROSSCAM_<SITE>_EDGES`: edge name → its [`Heartbeat`], expiring the same way.
 //!
 //! Each edge ([`Assigner`]) runs a round every second: heartbeat, renew its leases, then take
-//! free cameras (create-if-absent) while it holds fewer than its share (cameras ÷ live edges,
-//! rounded up), or give one back while it holds more than its share and a live edge holds at
-//! least two fewer. A dead edge's leases expire and live edges take its cameras; an edge that
+//! free cameras (create-if-absent) while it holds fewer than its share, or give one back while
+//! it holds more than its share and a live edge below its own share is further from its exact
+//! share by more than a camera and a half ([`gives_back`]). Shares are in proportion to the
+//! edges' measured speeds ([`weights`]): each edge prices a camera in its own CPU time per
+//! analysed frame (over 30 s) and says in its heartbeat how many cameras would fill its cores;
+//! an edge not measured yet counts by its `cluster.capacity`. Rounded
+//! up, so that the shares cover every camera. A dead edge's leases expire and live edges take its cameras; an edge that
 //! comes back gets cameras as the others give them back — one per round, at a moment with no
 //! open tracklet on that camera (after [`REBALANCE_WAIT`] the one with the fewest), never by
 //! taking a camera another edge holds, and only to an edge that takes cameras already. A
@@ -68,9 +72,18 @@ pub struct Heartbeat {
     pub buffered: u64,
     pub dropped: u64,
     pub t_ms: i64,
-    /// Its weight in the share of the site's cameras (`cluster.capacity`).
+    /// Its configured weight in the share of the site's cameras (`cluster.capacity`), used
+    /// until its speed is measured.
     #[serde(default = "unit_capacity")]
     pub capacity: f64,
+    /// Measured over the last [`LOAD_WINDOW`]: how many cameras would fill the machine's cores
+    /// (cores ÷ (CPU time per analysed frame × a camera's analysis rate)); none until it has
+    /// analysed enough frames.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Measured: the share of the machine's cores its process kept busy (0–1).
+    #[serde(default)]
+    pub load: Option<f64>,
 }
 
 fn taking() -> bool {
@@ -81,7 +94,173 @@ fn unit_capacity() -> f64 {
     1.0
 }
 
-use share as share_of;
+/// The window over which an edge measures its load and speed.
+pub const LOAD_WINDOW: Duration = Duration::from_secs(30);
+/// How far apart (in cameras) two edges' distances from their exact shares must be before
+/// one gives a camera to the other: more than one camera, so that the move does not invite
+/// the move back, and a half more for measured speeds that wander.
+const REBALANCE_MARGIN: f64 = 1.5;
+
+/// Each live edge's weight in the share of the site's cameras, from `(capacity, speed)`: its
+/// measured speed (cameras it would keep up with at full load) where known; otherwise its
+/// configured capacity times the measured edges' mean speed per unit of capacity, so that an
+/// edge not measured yet (just started, or without cameras so far) counts as a measured one of
+/// the same capacity. Where no edge is measured, the capacities.
+pub fn weights(edges: &[(f64, Option<f64>)]) -> Vec<f64> {
+    let capacity = |c: f64| if c.is_finite() && c > 0.0 { c } else { 1.0 };
+    let measured: Vec<(f64, f64)> = edges
+        .iter()
+        .filter_map(|&(c, s)| {
+            s.filter(|s| s.is_finite() && *s > 0.0)
+                .map(|s| (capacity(c), s))
+        })
+        .collect();
+    let per_capacity = if measured.is_empty() {
+        1.0
+    } else {
+        measured.iter().map(|(c, s)| s / c).sum::<f64>() / measured.len() as f64
+    };
+    edges
+        .iter()
+        .map(|&(c, s)| match s.filter(|s| s.is_finite() && *s > 0.0) {
+            Some(s) => s,
+            None => capacity(c) * per_capacity,
+        })
+        .collect()
+}
+
+/// Whether an edge holding `held` cameras with weight `mine` gives one back to a live,
+/// taking edge `(held, weight)` among `others`, with `cameras` to share and `total` the
+/// weights' sum: it holds more than its share (rounded up), the other fewer than its own, and
+/// the two are further apart from their exact shares than [`REBALANCE_MARGIN`].
+pub fn gives_back(
+    cameras: usize,
+    held: usize,
+    mine: f64,
+    others: &[(usize, f64)],
+    total: f64,
+) -> bool {
+    if total <= 0.0 || held <= share(cameras, mine, total) {
+        return false;
+    }
+    let exact = |w: f64| cameras as f64 * w / total;
+    let over = held as f64 - exact(mine);
+    others.iter().any(|&(h, w)| {
+        h < share(cameras, w, total) && over - (h as f64 - exact(w)) > REBALANCE_MARGIN
+    })
+}
+
+/// An edge process measured over [`LOAD_WINDOW`]: samples of its analysed frames and CPU time,
+/// and the last speed measured (kept while the edge has no frames to measure it on).
+#[derive(Default)]
+pub(crate) struct LoadGauge {
+    samples: std::collections::VecDeque<(Instant, u64, u64)>,
+    speed: Option<f64>,
+}
+
+/// CPU time this process and its children (the camera workers, which decode) have used, user
+/// and system, as one counter that only grows: each live child's increase since the last read
+/// is added, so a worker that exits or restarts does not take its time back out of the sum.
+#[derive(Default)]
+pub(crate) struct CpuClock {
+    children: std::collections::HashMap<u32, u64>,
+    children_ns: u64,
+}
+
+impl CpuClock {
+    /// Nanoseconds of CPU used so far.
+    pub(crate) fn read(&mut self) -> u64 {
+        let me = std::process::id();
+        let tick_ns = 1e9 / clock_ticks_per_second();
+        let mut seen = std::collections::HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if pid == me {
+                    continue;
+                }
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                if let Some((ppid, ticks)) = parent_and_ticks(&stat)
+                    && ppid == me
+                {
+                    let ns = (ticks as f64 * tick_ns) as u64;
+                    // a pid seen for the first time counts from its start
+                    let before = self.children.get(&pid).copied().unwrap_or(0);
+                    self.children_ns += ns.saturating_sub(before);
+                    seen.insert(pid, ns.max(before));
+                }
+            }
+        }
+        self.children = seen;
+        own_cpu_ns() + self.children_ns
+    }
+}
+
+/// The parent pid and user + system clock ticks of a `/proc/<pid>/stat` line.
+fn parent_and_ticks(stat: &str) -> Option<(u32, u64)> {
+    // the command name is in parentheses and may hold spaces: fields follow the last ')'
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // after the name: state(0) ppid(1) … utime(11) stime(12)
+    let ppid = f.get(1)?.parse().ok()?;
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((ppid, ticks))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant of the system
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// CPU time this process has used (user and system, all threads), in nanoseconds.
+fn own_cpu_ns() -> u64 {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(u.ru_utime) + ns(u.ru_stime)
+}
+
+impl LoadGauge {
+    /// Adds a sample of the frames analysed and the CPU nanoseconds the process used; returns
+    /// (speed, load) for a machine of `cores` and `camera_fps`, a camera's analysis rate. A
+    /// camera takes (CPU seconds ÷ frames) × `camera_fps` of a core: the speed is how many
+    /// would fill `cores`, the load how much of them is in use.
+    pub(crate) fn sample(
+        &mut self,
+        now: Instant,
+        frames: u64,
+        cpu_ns: u64,
+        cores: f64,
+        camera_fps: f64,
+    ) -> (Option<f64>, Option<f64>) {
+        self.samples.push_back((now, frames, cpu_ns));
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= LOAD_WINDOW {
+            self.samples.pop_front();
+        }
+        let (t0, f0, b0) = self.samples[0];
+        let wall = now.duration_since(t0).as_secs_f64();
+        let (frames, cpu) = (
+            frames.saturating_sub(f0) as f64,
+            cpu_ns.saturating_sub(b0) as f64 / 1e9,
+        );
+        // enough work seen to price a frame: half a CPU second over 20 frames
+        if cpu >= 0.5 && frames >= 20.0 && camera_fps > 0.0 && cores > 0.0 {
+            self.speed = Some(cores * frames / cpu / camera_fps);
+        }
+        let load = (wall >= 5.0 && cores > 0.0).then(|| (cpu / wall / cores).clamp(0.0, 1.0));
+        (self.speed, load)
+    }
+}
 
 /// An edge's share of `cameras`: in proportion to its capacity among the live edges' (rounded
 /// up, so that the shares cover every camera).
@@ -439,6 +618,14 @@ struct EdgeLoop {
     over_since: Option<Instant>,
     /// When this edge's first round ran.
     started: Option<Instant>,
+    /// The analysis stage's counters (frames analysed) and a camera's analysis rate, for
+    /// this edge's measured load and speed.
+    analysis: Arc<crate::server::analysis::AnalysisMetrics>,
+    analysis_fps: f64,
+    gauge: LoadGauge,
+    cpu: CpuClock,
+    /// Speed and load as last measured (sent with the heartbeat).
+    measured: (Option<f64>, Option<f64>),
 }
 
 impl Assigner {
@@ -450,6 +637,8 @@ impl Assigner {
         run: String,
         cameras: Arc<CameraSet>,
         metrics: Arc<ClusterMetrics>,
+        analysis: Arc<crate::server::analysis::AnalysisMetrics>,
+        analysis_fps: f64,
     ) -> anyhow::Result<Assigner> {
         let rt = super::runtime()?;
         let client = rt.block_on(settings.connect(&format!("{name}-assign")))?;
@@ -465,6 +654,11 @@ impl Assigner {
             refused: BTreeMap::new(),
             over_since: None,
             started: None,
+            analysis,
+            analysis_fps,
+            gauge: LoadGauge::default(),
+            cpu: CpuClock::default(),
+            measured: (None, None),
         };
         let thread = StageThread::spawn("edge-assign", move |stop| {
             let settings = l.settings.clone();
@@ -574,21 +768,19 @@ impl EdgeLoop {
         if !self.taking(b) {
             return Ok(());
         }
-        // shares in proportion to the live edges' capacities (all 1: cameras ÷ live edges)
-        let capacity = |h: &Heartbeat| {
-            if h.capacity.is_finite() && h.capacity > 0.0 {
-                h.capacity
-            } else {
-                1.0
-            }
-        };
-        let mine = self.settings.capacity;
-        let mut total: f64 = beats
+        // shares in proportion to the live edges' measured speeds (before any is measured,
+        // their capacities; all 1: cameras ÷ live edges)
+        let others: Vec<&Heartbeat> = beats
             .values()
-            .filter(|(h, _)| h.edge != self.name)
-            .map(|(h, _)| capacity(h))
-            .sum();
-        total += mine;
+            .map(|(h, _)| h)
+            .filter(|h| h.edge != self.name)
+            .collect();
+        let mut pairs: Vec<(f64, Option<f64>)> =
+            others.iter().map(|h| (h.capacity, h.speed)).collect();
+        pairs.push((self.settings.capacity, self.measured.0));
+        let w = weights(&pairs);
+        let total: f64 = w.iter().sum();
+        let mine = w[w.len() - 1];
         let share = share(wanted.len(), mine, total);
         if self.held.len() < share {
             self.over_since = None;
@@ -605,14 +797,19 @@ impl EdgeLoop {
                 }
                 self.take(b, id).await;
             }
-        } else if self.held.len() > share
-            && beats.values().any(|(h, _)| {
-                // a live edge below its own share takes what this one gives back
-                h.edge != self.name
-                    && h.taking
-                    && h.assigned.len() < share_of(wanted.len(), capacity(h), total)
-            })
-        {
+        } else if gives_back(
+            wanted.len(),
+            self.held.len(),
+            mine,
+            // a live edge below its own share takes what this one gives back
+            &others
+                .iter()
+                .zip(&w)
+                .filter(|(h, _)| h.taking)
+                .map(|(h, w)| (h.assigned.len(), *w))
+                .collect::<Vec<_>>(),
+            total,
+        ) {
             let since = *self.over_since.get_or_insert_with(Instant::now);
             let open = self
                 .metrics
@@ -640,7 +837,7 @@ impl EdgeLoop {
                 self.metrics.released.fetch_add(1, Ordering::Relaxed);
                 // still over its share: the next camera goes without another wait when none is
                 // quiet (the wait is per rebalancing, not per camera)
-                info!(camera = %id, held = self.held.len(), share, open_tracklets = opened(&id),
+                info!(camera = %id, held = self.held.len(), share, weight = mine, total_weight = total, open_tracklets = opened(&id),
                     reason = if quiet.is_some() { "no open tracklet" } else { "waited for a quiet moment too long" },
                     "edge: gave a camera back so that a less loaded edge takes it");
             }
@@ -655,7 +852,33 @@ impl EdgeLoop {
         self.started.is_some_and(|t| t.elapsed() >= b.lease)
     }
 
-    async fn heartbeat(&self, b: &Buckets) -> anyhow::Result<()> {
+    /// Measures this edge (its speed and load for the heartbeat).
+    fn measure(&mut self) {
+        let frames = self.analysis.frames.load(Ordering::Relaxed);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // a camera's analysis rate: the mean of the cameras it runs (their `fps`, else
+        // `[analysis] fps`)
+        let list = self.cameras.list();
+        let fps = if list.is_empty() {
+            self.analysis_fps
+        } else {
+            list.iter()
+                .map(|c| c.fps.map_or(self.analysis_fps, f64::from))
+                .sum::<f64>()
+                / list.len() as f64
+        };
+        self.measured = self
+            .gauge
+            .sample(Instant::now(), frames, self.cpu.read(), cores, fps);
+        *self
+            .metrics
+            .measured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.measured;
+    }
+
+    async fn heartbeat(&mut self, b: &Buckets) -> anyhow::Result<()> {
+        self.measure();
         let m = &self.metrics;
         let beat = Heartbeat {
             edge: self.name.clone(),
@@ -667,6 +890,8 @@ impl EdgeLoop {
             dropped: m.dropped.load(Ordering::Relaxed),
             t_ms: crate::store::now_ms(),
             capacity: self.settings.capacity,
+            speed: self.measured.0,
+            load: self.measured.1,
         };
         b.edges
             .put(&self.name, Bytes::from(serde_json::to_vec(&beat)?))
@@ -824,5 +1049,100 @@ mod tests {
         assert!(a + b >= 4);
         assert_eq!(share(0, 1.0, 1.0), 0);
         assert_eq!(share(5, 0.0, 1.0), 0);
+    }
+
+    #[test]
+    fn measured_speeds_weigh_the_shares_and_unmeasured_edges_count_by_capacity() {
+        // nobody measured: the capacities
+        assert_eq!(weights(&[(1.0, None), (2.0, None)]), vec![1.0, 2.0]);
+        // one edge keeps up with 12 cameras, the other with 4: shares 3 : 1
+        let w = weights(&[(1.0, Some(12.0)), (1.0, Some(4.0))]);
+        assert_eq!(w, vec![12.0, 4.0]);
+        let total: f64 = w.iter().sum();
+        assert_eq!((share(8, w[0], total), share(8, w[1], total)), (6, 2));
+        // a new edge (not measured) of capacity 2 counts as twice the measured mean per unit
+        let w = weights(&[(1.0, Some(12.0)), (1.0, Some(4.0)), (2.0, None)]);
+        assert_eq!(w, vec![12.0, 4.0, 16.0]);
+        // nonsense in a heartbeat (another version, a hand-written entry) counts as unmeasured
+        let w = weights(&[(f64::NAN, Some(f64::INFINITY)), (1.0, Some(6.0))]);
+        assert_eq!(w, vec![6.0, 6.0]);
+    }
+
+    #[test]
+    fn a_camera_goes_to_a_faster_edge_only_when_the_shares_are_a_camera_and_a_half_apart() {
+        // equal edges, 4 cameras: one holding all gives back to the one with none, down to 2 : 2
+        assert!(gives_back(4, 4, 1.0, &[(0, 1.0)], 2.0));
+        assert!(gives_back(4, 3, 1.0, &[(1, 1.0)], 2.0));
+        assert!(!gives_back(4, 2, 1.0, &[(2, 1.0)], 2.0));
+        // 5 cameras: 3 : 2 is as even as it gets, and 2 : 3 must not swing back
+        assert!(!gives_back(5, 3, 1.0, &[(2, 1.0)], 2.0));
+        // speeds 3 : 1, 8 cameras: the slow edge gives back down to 2, the fast one takes up to 6
+        assert!(gives_back(8, 4, 1.0, &[(4, 3.0)], 4.0));
+        assert!(gives_back(8, 3, 1.0, &[(5, 3.0)], 4.0));
+        assert!(!gives_back(8, 2, 1.0, &[(6, 3.0)], 4.0));
+        assert!(!gives_back(8, 6, 3.0, &[(2, 1.0)], 4.0));
+        // speeds that wander by 10 %: 2 : 2 stays
+        assert!(!gives_back(4, 2, 1.1, &[(2, 0.9)], 2.0));
+        assert!(!gives_back(4, 2, 0.9, &[(2, 1.1)], 2.0));
+        // only to an edge below its own share
+        assert!(!gives_back(4, 3, 1.0, &[(2, 1.0)], 2.0));
+    }
+
+    #[test]
+    fn the_cpu_clock_counts_this_process_and_its_children() {
+        let line =
+            "4242 (crosscam camera) S 17 4242 17 0 -1 4194560 2000 0 0 0 250 31 0 0 20 0 9 0";
+        assert_eq!(parent_and_ticks(line), Some((17, 281)));
+        assert_eq!(parent_and_ticks("garbage"), None);
+        let mut clock = CpuClock::default();
+        let before = clock.read();
+        // a child that burns CPU: its time is in the clock
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let mut during = before;
+        while child.try_wait().unwrap().is_none() {
+            during = clock.read();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(during > before);
+        // its time is counted as a child's (a few ticks may fall after the last read)
+        assert!(
+            clock.children_ns >= 50_000_000,
+            "the child's CPU time was not counted: {} ns",
+            clock.children_ns
+        );
+        // and the clock never goes back when the child is gone
+        assert!(clock.read() >= during);
+    }
+
+    #[test]
+    fn the_gauge_prices_a_camera_in_cpu_time_per_frame() {
+        let mut g = LoadGauge::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        assert_eq!(g.sample(t0, 0, 0, 2.0, 5.0), (None, None));
+        // 10 s at 10 frames/s (2 cameras at 5 fps), 50 ms of CPU per frame on 2 cores: a
+        // quarter of the machine, and at full load it would analyse 40 frames/s = 8 cameras
+        let mut out = (None, None);
+        for i in 1..=10u64 {
+            out = g.sample(t0 + s * i as u32, 10 * i, 50_000_000 * 10 * i, 2.0, 5.0);
+        }
+        let (speed, load) = out;
+        assert!((speed.unwrap() - 8.0).abs() < 1e-9, "{speed:?}");
+        assert!((load.unwrap() - 0.25).abs() < 1e-9, "{load:?}");
+        // the same cameras analysed at 1 fps each cost a fifth: five times the cameras fit
+        let mut h = LoadGauge::default();
+        for i in 0..=10u64 {
+            out = h.sample(t0 + s * i as u32, 2 * i, 50_000_000 * 2 * i, 2.0, 1.0);
+        }
+        assert!((out.0.unwrap() - 40.0).abs() < 1e-9, "{out:?}");
+        // no frames any more (its cameras went): the last speed is kept, the load falls
+        for i in 11..=60u64 {
+            out = g.sample(t0 + s * i as u32, 100, 50_000_000 * 100, 2.0, 5.0);
+        }
+        assert!((out.0.unwrap() - 8.0).abs() < 1e-9);
+        assert_eq!(out.1, Some(0.0));
     }
 }

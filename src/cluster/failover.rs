@@ -35,7 +35,8 @@
 //!   lacks ([`restore_crops`]), as far as the stream still holds them.
 //!
 //! What a snapshot does not carry: operator actions of the old core after its last snapshot
-//! (merges, splits, labels, API cameras), the credentials database.
+//! (merges, splits, labels, cameras changed through the API: each triggers a snapshot within
+//! seconds), the credentials database.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

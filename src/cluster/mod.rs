@@ -456,6 +456,9 @@ pub struct ClusterMetrics {
     pub taken: AtomicU64,
     pub released: AtomicU64,
     pub lost: AtomicU64,
+    /// Edge: its measured speed (cameras that would fill its cores) and load (share of its
+    /// cores busy), as in its heartbeat.
+    pub measured: std::sync::Mutex<(Option<f64>, Option<f64>)>,
     /// Core: the latest observations' lag from the broker storing them to the core having
     /// stored them, ms (at most [`LAG_SAMPLES`]; `crosscam bench cluster` reads them).
     pub store_lag_ms: std::sync::Mutex<std::collections::VecDeque<u32>>,
@@ -504,8 +507,12 @@ pub struct EdgeSeen {
     pub buffered: Option<u64>,
     pub dropped: Option<u64>,
     pub heartbeat_ms: Option<i64>,
-    /// Its weight in the share of the site's cameras (`cluster.capacity`).
+    /// Its configured weight in the share of the site's cameras (`cluster.capacity`).
     pub capacity: Option<f64>,
+    /// Measured by the edge over the last 30 s: how many cameras would fill its machine's
+    /// cores, and the share of them its process kept busy (0–1).
+    pub speed: Option<f64>,
+    pub load: Option<f64>,
 }
 
 impl ClusterMetrics {
@@ -569,6 +576,9 @@ pub struct ClusterSnapshot {
     pub cameras_taken: u64,
     pub cameras_released: u64,
     pub leases_lost: u64,
+    /// Edge: its measured speed and load (none until measured).
+    pub speed: Option<f64>,
+    pub load: Option<f64>,
     /// Core: its term as the site's active core (lease, replay, snapshots, standbys); none
     /// when it runs without the core lease (`crosscam bench cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -583,6 +593,9 @@ pub struct ClusterSnapshot {
 impl ClusterMetrics {
     pub fn snapshot(&self, role: Role, site: &str, name: &str) -> ClusterSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // copied out first: a guard taken inside the struct expression below would be held to
+        // its end
+        let measured = *self.measured.lock().unwrap_or_else(|e| e.into_inner());
         ClusterSnapshot {
             role,
             site: site.to_string(),
@@ -618,6 +631,8 @@ impl ClusterMetrics {
             cameras_taken: l(&self.taken),
             cameras_released: l(&self.released),
             leases_lost: l(&self.lost),
+            speed: measured.0,
+            load: measured.1,
             core: None,
             site_model: None,
             site_model_error: None,
@@ -645,6 +660,8 @@ impl ClusterMetrics {
             e.dropped = Some(h.dropped);
             e.heartbeat_ms = Some(h.t_ms);
             e.capacity = Some(h.capacity);
+            e.speed = h.speed;
+            e.load = h.load;
         }
         edges.into_values().collect()
     }

@@ -2,6 +2,11 @@
 //! assigned to it. Where they go depends on the role: a single process or an edge runs them
 //! (the ingest); a core places them on the edges through the site's camera bucket
 //! (src/cluster/assign.rs) and runs none itself.
+//!
+//! What the API adds, changes or removes is kept in the store ([`crate::store::CameraChange`])
+//! and applied over the config file's cameras at the next start and config reload
+//! ([`with_api_changes`]), unless the file's entry for that camera was edited since: then the
+//! file, the later change, wins and the API's change is forgotten.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -31,6 +36,8 @@ pub struct CameraSet {
     /// Which environment variables cameras' credentials may come from.
     policy: EnvPolicy,
     placement: Placement,
+    /// Where the API's changes are kept (none: they last until the process stops).
+    changes: Option<Mutex<crate::store::Store>>,
     state: Mutex<State>,
 }
 
@@ -40,6 +47,8 @@ struct State {
     list: Vec<CameraSettings>,
     /// Edge: the ids among them that the site assigned (the others are the edge's own).
     assigned: BTreeSet<String>,
+    /// The config file's cameras, as last applied.
+    config: Vec<CameraSettings>,
 }
 
 impl CameraSet {
@@ -50,6 +59,7 @@ impl CameraSet {
         media_dirs: Vec<PathBuf>,
         policy: EnvPolicy,
         placement: Placement,
+        changes: Option<crate::store::Store>,
     ) -> CameraSet {
         CameraSet {
             ingest,
@@ -58,6 +68,7 @@ impl CameraSet {
             media_dirs,
             policy,
             placement,
+            changes: changes.map(Mutex::new),
             state: Mutex::new(State::default()),
         }
     }
@@ -94,27 +105,29 @@ impl CameraSet {
     }
 
     /// Adds a camera, or changes the one with the same id (restarting it); `Ok(true)` when it
-    /// was added.
-    pub fn put(&self, c: CameraSettings) -> anyhow::Result<bool> {
+    /// was added. `actor` made the change through the API: it is kept for the next start.
+    pub fn put(&self, c: CameraSettings, actor: &str) -> anyhow::Result<bool> {
         let mut st = self.lock();
         refuse_assigned(&st, &c.id)?;
         let mut next = st.list.clone();
         let added = match next.iter_mut().find(|x| x.id == c.id) {
             Some(x) => {
-                *x = c;
+                *x = c.clone();
                 false
             }
             None => {
-                next.push(c);
+                next.push(c.clone());
                 true
             }
         };
         self.apply_locked(&mut st, next)?;
+        self.keep_change(&st, &c.id, Some(&c), actor);
         Ok(added)
     }
 
-    /// Stops and removes a camera; `Ok(false)` when there is none with that id.
-    pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+    /// Stops and removes a camera; `Ok(false)` when there is none with that id. `actor`
+    /// removed it through the API: it stays removed at the next start.
+    pub fn remove(&self, id: &str, actor: &str) -> anyhow::Result<bool> {
         let mut st = self.lock();
         if !st.list.iter().any(|c| c.id == id) {
             return Ok(false);
@@ -122,15 +135,38 @@ impl CameraSet {
         refuse_assigned(&st, id)?;
         let next: Vec<CameraSettings> = st.list.iter().filter(|c| c.id != id).cloned().collect();
         self.apply_locked(&mut st, next)?;
+        self.keep_change(&st, id, None, actor);
         Ok(true)
+    }
+
+    /// Keeps an API change of camera `id` (`None`: removed) in the store; a camera set back to
+    /// the config file's entry, or an API camera removed, leaves nothing to keep. A store that
+    /// cannot write is logged: the camera runs as asked until the process stops.
+    fn keep_change(&self, st: &State, id: &str, now: Option<&CameraSettings>, actor: &str) {
+        let Some(store) = &self.changes else { return };
+        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        let config = st.config.iter().find(|c| c.id == id);
+        let r = if now == config {
+            store.forget_camera_change(id)
+        } else {
+            store.record_camera_change(id, now, config, actor)
+        };
+        if let Err(e) = r {
+            tracing::error!(camera = %id, error = %e, "the camera's change through the API runs but could not be kept: it lasts until the daemon stops");
+        }
     }
 
     /// Makes this process's own cameras those of `cameras` (the site's assignments on an edge
     /// stay): removes the cameras not listed, adds new ones and restarts only those whose
     /// settings changed.
+    ///
+    /// `cameras` are the config file's; the changes the API made and the store kept are applied
+    /// over them ([`with_api_changes`]).
     pub fn apply(&self, cameras: &[CameraSettings]) -> anyhow::Result<()> {
         let mut st = self.lock();
-        let mut next: Vec<CameraSettings> = cameras
+        st.config = cameras.to_vec();
+        let merged = self.with_kept_changes(cameras);
+        let mut next: Vec<CameraSettings> = merged
             .iter()
             .filter(|c| !st.assigned.contains(&c.id))
             .cloned()
@@ -212,6 +248,56 @@ impl CameraSet {
         Ok(())
     }
 
+    /// The config file's cameras with the API's kept changes applied: a kept change the file
+    /// overtook is forgotten (logged), a kept camera that no longer passes the API's checks
+    /// (its media folder or credential policy changed) is left out (logged, kept for later).
+    fn with_kept_changes(&self, config: &[CameraSettings]) -> Vec<CameraSettings> {
+        let Some(store) = &self.changes else {
+            return config.to_vec();
+        };
+        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = match store.camera_changes() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the cameras changed through the API; running the config file's");
+                return config.to_vec();
+            }
+        };
+        let merged = with_api_changes(config, &changes);
+        for ch in &merged.overtaken {
+            tracing::warn!(camera = %ch.id, changed_by = %ch.actor, changed_ms = ch.changed_ms,
+                "the config file's entry for this camera was edited after its change through the API: the file's version runs and the API's change is forgotten");
+            if let Err(e) = store.forget_camera_change(&ch.id) {
+                tracing::error!(camera = %ch.id, error = %e, "cannot forget an overtaken camera change");
+            }
+        }
+        let local = matches!(self.placement, Placement::Local);
+        let mut out = Vec::with_capacity(merged.cameras.len());
+        for (c, from_api) in merged.cameras {
+            if from_api {
+                let checked = self
+                    .check_api_source(&c)
+                    .map_err(|m| format!("url: {m}"))
+                    .and_then(|()| c.check(&self.policy).map_err(|(k, m)| format!("{k}: {m}")))
+                    .and_then(|()| if local { self.ingest.check(&c) } else { Ok(()) });
+                if let Err(m) = checked {
+                    tracing::error!(camera = %c.id, error = %m,
+                        "a camera set through the API no longer passes the checks and does not run; set it again through the API (PUT /api/v1/cameras/{{id}}) or remove it");
+                    continue;
+                }
+            }
+            out.push(c);
+        }
+        let applied = changes.len() - merged.overtaken.len();
+        if applied > 0 {
+            tracing::info!(
+                changes = applied,
+                "cameras changed through the API applied over the config file's"
+            );
+        }
+        out
+    }
+
     /// Stops placing cameras (a core's publishing thread).
     pub fn shutdown(&self) {
         if let Placement::Site(site) = &self.placement {
@@ -226,4 +312,128 @@ fn refuse_assigned(st: &State, id: &str) -> anyhow::Result<()> {
         "camera {id:?} was assigned to this edge by the site's core; change it at the core"
     );
     Ok(())
+}
+
+/// The config file's cameras with the API's changes applied.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// The cameras, each with whether its settings come from the API: the file's order, then
+    /// the cameras the API added, oldest first.
+    pub cameras: Vec<(CameraSettings, bool)>,
+    /// Changes the file overtook: its entry for the camera is no longer the one the API
+    /// changed (edited, added or removed since).
+    pub overtaken: Vec<crate::store::CameraChange>,
+}
+
+/// Applies `changes` (the API's, kept by the store) over the config file's `config`: a change
+/// whose recorded file entry is still the file's replaces, adds or (no settings) removes the
+/// camera; any other is overtaken by the file's later edit.
+pub fn with_api_changes(
+    config: &[CameraSettings],
+    changes: &[crate::store::CameraChange],
+) -> Merged {
+    let mut cameras: Vec<(CameraSettings, bool)> =
+        config.iter().map(|c| (c.clone(), false)).collect();
+    let mut overtaken = Vec::new();
+    for ch in changes {
+        let in_file = config.iter().find(|c| c.id == ch.id);
+        if in_file != ch.config.as_ref() {
+            overtaken.push(ch.clone());
+            continue;
+        }
+        let at = cameras.iter().position(|(c, _)| c.id == ch.id);
+        match (&ch.settings, at) {
+            (Some(s), Some(i)) => cameras[i] = (s.clone(), true),
+            (Some(s), None) => cameras.push((s.clone(), true)),
+            (None, Some(i)) => {
+                cameras.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+    Merged { cameras, overtaken }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CameraChange;
+
+    fn cam(id: &str, url: &str) -> CameraSettings {
+        serde_json::from_value(serde_json::json!({"id": id, "url": url})).unwrap()
+    }
+
+    fn change(id: &str, now: Option<CameraSettings>, file: Option<CameraSettings>) -> CameraChange {
+        CameraChange {
+            id: id.into(),
+            settings: now,
+            config: file,
+            actor: "integrator".into(),
+            changed_ms: 1,
+        }
+    }
+
+    fn ids(m: &Merged) -> Vec<(String, String, bool)> {
+        m.cameras
+            .iter()
+            .map(|(c, api)| (c.id.clone(), c.url.clone(), *api))
+            .collect()
+    }
+
+    #[test]
+    fn the_apis_changes_apply_over_the_files_cameras_until_the_file_is_edited() {
+        let file = vec![
+            cam("a", "test:ball"),
+            cam("b", "test:snow"),
+            cam("c", "test:smpte"),
+        ];
+        let changes = vec![
+            // changed through the API, the file's entry untouched since
+            change(
+                "a",
+                Some(cam("a", "test:pinwheel")),
+                Some(cam("a", "test:ball")),
+            ),
+            // removed through the API
+            change("b", None, Some(cam("b", "test:snow"))),
+            // added through the API
+            change("lobby", Some(cam("lobby", "test:gamut")), None),
+        ];
+        let m = with_api_changes(&file, &changes);
+        assert_eq!(
+            ids(&m),
+            vec![
+                ("a".into(), "test:pinwheel".into(), true),
+                ("c".into(), "test:smpte".into(), false),
+                ("lobby".into(), "test:gamut".into(), true),
+            ]
+        );
+        assert!(m.overtaken.is_empty());
+
+        // the file was edited after the API's changes: its camera a changed, b and lobby were
+        // added to it; the file wins each time
+        let edited = vec![
+            cam("a", "test:ball-2"),
+            cam("b", "test:snow"),
+            cam("c", "test:smpte"),
+            cam("lobby", "test:circular"),
+        ];
+        let m = with_api_changes(&edited, &changes);
+        assert_eq!(
+            ids(&m),
+            vec![
+                ("a".into(), "test:ball-2".into(), false),
+                ("c".into(), "test:smpte".into(), false),
+                ("lobby".into(), "test:circular".into(), false),
+            ],
+            "b's removal still holds: its entry in the file is the one the API removed"
+        );
+        let over: Vec<&str> = m.overtaken.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(over, ["a", "lobby"]);
+
+        // a camera the API changed was taken out of the file since: the file wins, it is gone
+        let m = with_api_changes(&[cam("c", "test:smpte")], &changes[..1]);
+        assert_eq!(ids(&m), vec![("c".into(), "test:smpte".into(), false)]);
+        assert_eq!(m.overtaken.len(), 1);
+    }
 }

@@ -394,6 +394,9 @@ impl Server {
             cfg.ingest.media_dirs.clone(),
             cfg.ingest.env_policy(),
             placement,
+            // the API's camera changes, kept across restarts (a connection of its own: the
+            // link stage owns the first)
+            Some(Store::open(&cfg.server.data_dir)?),
         ));
         // runs the config's cameras here, or (a core) publishes them for the edges
         cameras.apply(&cfg.cameras)?;
@@ -410,6 +413,8 @@ impl Server {
                 link.run.clone(),
                 cameras.clone(),
                 link.metrics.clone(),
+                analysis.metrics.clone(),
+                f64::from(cfg.analysis.fps),
             )?);
         }
         // a registry that names another version than the serving one (a promotion while the
@@ -463,9 +468,9 @@ impl Server {
     }
 
     /// Adds a camera, or changes the one with the same id (restarting it); `Ok(true)` when it
-    /// was added.
-    pub fn put_camera(&self, c: CameraSettings) -> anyhow::Result<bool> {
-        self.cameras.put(c)
+    /// was added. `actor` made the change through the API: it is kept for the next start.
+    pub fn put_camera(&self, c: CameraSettings, actor: &str) -> anyhow::Result<bool> {
+        self.cameras.put(c, actor)
     }
 
     /// Whether the site's core assigned this camera to this edge (it is changed there).
@@ -473,9 +478,9 @@ impl Server {
         self.cameras.is_assigned(id)
     }
 
-    /// Stops and removes a camera; `Ok(false)` when there is none with that id.
-    pub fn remove_camera(&self, id: &str) -> anyhow::Result<bool> {
-        self.cameras.remove(id)
+    /// Stops and removes a camera; `Ok(false)` when there is none with that id. `actor` removed it through the API: it stays removed at the next start.
+    pub fn remove_camera(&self, id: &str, actor: &str) -> anyhow::Result<bool> {
+        self.cameras.remove(id, actor)
     }
 
     /// Makes the running cameras those of `cameras`: removes the cameras not listed, adds new

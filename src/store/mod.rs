@@ -6,6 +6,7 @@
 //! before its row. A process killed at any point (SIGKILL) leaves a database that opens
 //! with everything committed before the kill, and a gallery that rebuilds from it.
 
+mod camera_changes;
 mod cluster;
 pub mod credentials;
 mod crops;
@@ -23,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+pub use camera_changes::CameraChange;
 pub use crops::{CropData, CropRetention, CropRow};
 pub use labels::{LabelKind, LabelRow, NewLabel};
 

@@ -82,6 +82,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER operator_changes_identity_named AFTER UPDATE OF label ON identities
         WHEN OLD.label IS NOT NEW.label
         BEGIN UPDATE operator_changes SET n = n + 1; END;",
+    // 7: cameras added, changed or removed through the API (store/camera_changes.rs): they
+    //    outlast a restart and travel in a core's snapshots; counted as operators' changes
+    "CREATE TABLE camera_changes (
+        id TEXT PRIMARY KEY, settings TEXT, config TEXT, actor TEXT NOT NULL,
+        changed_ms INTEGER NOT NULL);
+     CREATE TRIGGER operator_changes_camera_added AFTER INSERT ON camera_changes
+        BEGIN UPDATE operator_changes SET n = n + 1; END;
+     CREATE TRIGGER operator_changes_camera_changed AFTER UPDATE ON camera_changes
+        BEGIN UPDATE operator_changes SET n = n + 1; END;
+     CREATE TRIGGER operator_changes_camera_forgotten AFTER DELETE ON camera_changes
+        BEGIN UPDATE operator_changes SET n = n + 1; END;",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

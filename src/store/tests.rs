@@ -384,3 +384,65 @@ fn operators_changes_are_counted_and_the_linkers_are_not() {
     s.conn().execute("DELETE FROM labels", []).unwrap();
     assert_eq!(n(), 4);
 }
+
+#[test]
+fn cameras_changed_through_the_api_are_kept_counted_and_unreadable_rows_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let n = || -> i64 {
+        s.conn()
+            .query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
+            .unwrap()
+    };
+    let cam = |id: &str, url: &str| -> crate::config::CameraSettings {
+        serde_json::from_value(serde_json::json!({"id": id, "url": url, "name": "Lobby"})).unwrap()
+    };
+    assert!(s.camera_changes().unwrap().is_empty());
+    s.record_camera_change("lobby", Some(&cam("lobby", "test:ball")), None, "ann")
+        .unwrap();
+    s.record_camera_change("door", None, Some(&cam("door", "test:snow")), "bob")
+        .unwrap();
+    assert_eq!(n(), 2, "each change counts for the core's next snapshot");
+    // a second change of one camera replaces the first
+    s.record_camera_change("lobby", Some(&cam("lobby", "test:smpte")), None, "bob")
+        .unwrap();
+    assert_eq!(n(), 3);
+    let kept = s.camera_changes().unwrap();
+    assert_eq!(kept.len(), 2);
+    let lobby = kept.iter().find(|c| c.id == "lobby").unwrap();
+    assert_eq!(
+        lobby.settings.as_ref().unwrap(),
+        &cam("lobby", "test:smpte")
+    );
+    assert_eq!((lobby.config.as_ref(), lobby.actor.as_str()), (None, "bob"));
+    let door = kept.iter().find(|c| c.id == "door").unwrap();
+    assert_eq!(door.settings, None, "a removal");
+    assert_eq!(door.config.as_ref().unwrap().url, "test:snow");
+    // a row nobody can read (edited by hand) is skipped, the others still apply
+    s.conn()
+        .execute(
+            "UPDATE camera_changes SET settings = '{\"id\": 3}' WHERE id = 'lobby'",
+            [],
+        )
+        .unwrap();
+    let kept = s.camera_changes().unwrap();
+    assert_eq!(
+        kept.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["door"]
+    );
+    s.forget_camera_change("door").unwrap();
+    s.forget_camera_change("lobby").unwrap();
+    assert!(s.camera_changes().unwrap().is_empty());
+    assert_eq!(n(), 6);
+    // and they outlast the process
+    s.record_camera_change("gate", Some(&cam("gate", "test:ball")), None, "ann")
+        .unwrap();
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    let kept = s.camera_changes().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].settings.as_ref().unwrap(),
+        &cam("gate", "test:ball")
+    );
+}

@@ -50,6 +50,10 @@ try {
     if (JSON.stringify(chips) !== JSON.stringify(placed)) throw new Error(`edge ${e} shows cameras ${chips}, the placement says ${placed}`);
   }
   step(`edges shown: ${edges.join(", ")}`);
+  // each edge's measured load and speed, once it has analysed enough frames (the table reloads
+  // every 5 s)
+  await page.waitForFunction((es) => es.every(e => /\d+ % \/ \d+\.\d cameras/.test(document.querySelector(`[data-testid=edges] tr[data-edge="${e}"]`)?.innerText || "")), edges, { timeout: 60000 });
+  step("edges' analysis load and speed shown");
   const leak = await page.evaluate(() => document.body.innerText.match(/.{0,40}\b(null|undefined|NaN|\[object Object\])\b.{0,40}/));
   if (leak) throw new Error(`the page shows ${JSON.stringify(leak[0])}`);
   if (process.env.SCREENSHOTS) {
