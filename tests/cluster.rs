@@ -798,6 +798,15 @@ fn spawn_edge_at(port: u16, name: &str, fps: u32) -> Daemon {
     Daemon::spawn_with(dir, config, &["--role", "edge"])
 }
 
+/// Whether an edge said it gave a camera back for balance.
+fn gave_back(e: &Daemon) -> bool {
+    e.log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("edge: gave a camera back"))
+}
+
 /// Shares follow the edges' measured load: two edges start together and split eight cameras
 /// evenly (nothing measured yet); the one that analyses each camera five times as often (and so
 /// pays more CPU per camera, decoding aside) then gives cameras back until the cheaper one runs
@@ -857,16 +866,7 @@ fn cameras_move_to_the_edge_with_room_for_them() {
         !on(&p, "heavy").is_empty(),
         "the heavy edge still runs its share: {p:?}"
     );
-    assert!(
-        heavy
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("edge: gave a camera back")),
-        "{}",
-        heavy.log_tail(20)
-    );
+    assert!(gave_back(&heavy), "{}", heavy.log_tail(20));
     // it settles, and nothing swings back: the light edge never gives a camera to the heavy one
     let mut last = (p.clone(), Instant::now());
     core.wait_for(90, "the placement settled for 10 s", || {
@@ -906,16 +906,7 @@ fn cameras_move_to_the_edge_with_room_for_them() {
         speed_h > 0.0 && load_h > 0.0 && load_h <= 1.0,
         "{speed_h} {load_h}"
     );
-    assert!(
-        !light
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("edge: gave a camera back")),
-        "{}",
-        light.log_tail(20)
-    );
+    assert!(!gave_back(&light), "{}", light.log_tail(20));
 }
 
 /// How long an edge over its share may wait for a quiet camera, in seconds.

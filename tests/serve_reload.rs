@@ -160,6 +160,14 @@ fn cameras_changed_through_the_api_outlast_a_restart_until_the_config_file_is_ed
     assert_eq!(st, 204, "{v}");
     let now = pairs(&[("one", "test:pinwheel"), ("lobby", "test:smpte")]);
     assert_eq!(listed(&d, &t), now);
+    let origin = |d: &Daemon, t: &str, id: &str| {
+        d.get(&format!("/api/v1/cameras/{id}"), Some(t)).1["origin"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(origin(&d, &t, "one"), "api");
+    assert_eq!(origin(&d, &t, "lobby"), "api");
 
     // a restart runs the cameras as the API left them, not as the file has them
     assert!(d.stop(), "{}", d.log_tail(30));
@@ -196,4 +204,6 @@ fn cameras_changed_through_the_api_outlast_a_restart_until_the_config_file_is_ed
     let d = Daemon::spawn(dir, config);
     let t = d.login("integrator");
     assert_eq!(listed(&d, &t), edited, "{}", d.log_tail(30));
+    assert_eq!(origin(&d, &t, "one"), "config", "the file's version runs");
+    assert_eq!(origin(&d, &t, "lobby"), "api");
 }

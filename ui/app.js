@@ -433,7 +433,7 @@ pages.manage = async () => {
     head.replaceChildren(...["Name", "Id", "URL", "State", ...(core ? ["Runs on"] : []), "Counters", ""].map(t => h("th", { text: t })));
     site.replaceChildren(...(cl ? siteView(cl) : []));
     body.replaceChildren(...cameras.map(c => h("tr", { "data-camera": c.id },
-      h("td", {}, cameraChip(c.id)), h("td", { text: c.id }), h("td", { text: c.url }),
+      h("td", {}, cameraChip(c.id)), h("td", {}, c.id, c.origin === "api" ? h("div", { class: "muted small", "data-origin": "api", text: "set through the API" }) : c.origin === "site" ? h("div", { class: "muted small", "data-origin": "site", text: "assigned by the site" }) : null), h("td", { text: c.url }),
       h("td", {}, h("span", { class: `state ${c.status?.state || ""}`, text: c.status?.state || (core ? "on an edge" : "–") }), c.status?.detail && c.status.state !== "live" ? h("div", { class: "muted small", text: c.status.detail }) : null),
       ...(core ? [h("td", { "data-runs-on": where[c.id] || "", class: where[c.id] ? "" : "error", text: where[c.id] || "waiting for an edge" })] : []),
       h("td", { text: core ? "on the edge" : `${c.status?.frames_in ?? 0} in / ${c.status?.analysed ?? 0} analysed / ${c.status?.reconnects ?? 0} reconnects` }),

@@ -33,6 +33,10 @@ pub struct CameraView {
     pub username_env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// Where its settings come from: `config` (the config file), `api` (added or changed through
+    /// the API; kept across restarts until the file's entry is edited) or `site` (an edge: the
+    /// site's core assigned it).
+    pub origin: &'static str,
     pub status: Option<crate::ingest::CameraStatus>,
 }
 
@@ -49,6 +53,7 @@ fn view(s: &ApiState, c: &CameraSettings, caller: &Caller) -> CameraView {
         credential: c.credential.clone(),
         username_env: c.username_env.clone().filter(|_| admin),
         password_env: c.password_env.clone().filter(|_| admin),
+        origin: s.server.camera_origin(&c.id),
         status: s.server.ingest.camera_status(&c.id),
     }
 }

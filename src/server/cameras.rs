@@ -196,6 +196,20 @@ impl CameraSet {
         Ok(())
     }
 
+    /// Where a camera's settings come from: `config` (the config file's entry, unchanged),
+    /// `api` (added or changed through the API, kept in the store) or `site` (an edge: assigned
+    /// by the site's core).
+    pub fn origin(&self, id: &str) -> &'static str {
+        let st = self.lock();
+        if st.assigned.contains(id) {
+            "site"
+        } else if st.config.iter().any(|c| c.id == id && st.list.contains(c)) {
+            "config"
+        } else {
+            "api"
+        }
+    }
+
     /// Whether the site assigned this camera to this edge.
     pub fn is_assigned(&self, id: &str) -> bool {
         self.lock().assigned.contains(id)

@@ -473,6 +473,11 @@ impl Server {
         self.cameras.put(c, actor)
     }
 
+    /// Where a camera's settings come from: `config`, `api` or `site` ([`cameras::CameraSet::origin`]).
+    pub fn camera_origin(&self, id: &str) -> &'static str {
+        self.cameras.origin(id)
+    }
+
     /// Whether the site's core assigned this camera to this edge (it is changed there).
     pub fn camera_assigned(&self, id: &str) -> bool {
         self.cameras.is_assigned(id)

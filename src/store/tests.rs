@@ -339,15 +339,18 @@ fn the_data_directory_its_database_and_crops_are_private() {
     assert_eq!(mode(&data.join("crosscam.db")), 0o600);
 }
 
+/// The store's count of operators' changes (schema 6).
+fn operator_changes(s: &Store) -> i64 {
+    s.conn()
+        .query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
 fn operators_changes_are_counted_and_the_linkers_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    let n = || -> i64 {
-        s.conn()
-            .query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
-            .unwrap()
-    };
+    let n = || operator_changes(&s);
     let audit = |actor: &str| {
         s.conn()
             .execute(
@@ -389,11 +392,7 @@ fn operators_changes_are_counted_and_the_linkers_are_not() {
 fn cameras_changed_through_the_api_are_kept_counted_and_unreadable_rows_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    let n = || -> i64 {
-        s.conn()
-            .query_row("SELECT n FROM operator_changes", [], |r| r.get(0))
-            .unwrap()
-    };
+    let n = || operator_changes(&s);
     let cam = |id: &str, url: &str| -> crate::config::CameraSettings {
         serde_json::from_value(serde_json::json!({"id": id, "url": url, "name": "Lobby"})).unwrap()
     };
