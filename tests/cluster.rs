@@ -907,6 +907,19 @@ fn cameras_move_to_the_edge_with_room_for_them() {
         "{speed_h} {load_h}"
     );
     assert!(!gave_back(&light), "{}", light.log_tail(20));
+    // a camera added at the core while the edges run is taken by one of them
+    let (st, v) = core.post_json(
+        "/api/v1/cameras",
+        Some(&token),
+        &serde_json::json!({"id": "c9", "url": "test:ball"}),
+    );
+    assert_eq!(st, 201, "{v}");
+    core.wait_for(30, "the camera added at run time placed on an edge", || {
+        placement(&status(&core, &token))
+            .get("c9")
+            .cloned()
+            .flatten()
+    });
 }
 
 /// How long an edge over its share may wait for a quiet camera, in seconds.

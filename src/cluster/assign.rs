@@ -284,6 +284,10 @@ pub struct Assignment {
 /// The site's three buckets.
 struct Buckets {
     cameras: kv::Store,
+    /// The camera bucket's stream, asked afresh each round whether it changed (a key-value
+    /// store's `status()` answers from what it cached when it was opened).
+    cameras_stream: String,
+    js: jetstream::Context,
     leases: kv::Store,
     edges: kv::Store,
     /// The leases' lifetime (the bucket's max age, which the first process set).
@@ -385,6 +389,8 @@ impl Buckets {
         };
         Ok(Buckets {
             cameras,
+            cameras_stream: format!("KV_{}", s.bucket("CAMERAS")),
+            js,
             leases,
             edges,
             lease,
@@ -902,7 +908,14 @@ impl EdgeLoop {
     /// Reads the camera bucket again when it changed; a held camera whose definition went
     /// or was disabled is given back, one whose settings changed restarts with them.
     async fn read_definitions(&mut self, b: &Buckets) -> anyhow::Result<()> {
-        let seq = b.cameras.status().await?.info.state.last_sequence;
+        // the stream's present last sequence (not the one cached when the bucket was opened:
+        // cameras the core adds or changes while this edge runs must be seen)
+        let seq =
+            b.js.get_stream(&b.cameras_stream)
+                .await?
+                .cached_info()
+                .state
+                .last_sequence;
         if self.defs_seq != Some(seq) {
             let mut defs = BTreeMap::new();
             for (key, (c, _)) in entries::<CameraSettings>(&b.cameras).await? {
