@@ -164,7 +164,6 @@ impl CameraSet {
     /// over them ([`with_api_changes`]).
     pub fn apply(&self, cameras: &[CameraSettings]) -> anyhow::Result<()> {
         let mut st = self.lock();
-        st.config = cameras.to_vec();
         let merged = self.with_kept_changes(cameras);
         let mut next: Vec<CameraSettings> = merged
             .iter()
@@ -177,7 +176,10 @@ impl CameraSet {
                 .filter(|c| st.assigned.contains(&c.id))
                 .cloned(),
         );
-        self.apply_locked(&mut st, next)
+        self.apply_locked(&mut st, next)?;
+        // the file's entries the API's next changes are recorded against: those now running
+        st.config = cameras.to_vec();
+        Ok(())
     }
 
     /// Edge: makes the site's assigned cameras `assigned` (the edge's own cameras stay).
