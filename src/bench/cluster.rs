@@ -84,14 +84,7 @@ pub struct ClusterBenchReport {
 
 /// CPU seconds (user + system) of a process from /proc.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // fields after the command's closing parenthesis: state is field 3, utime 14, stime 15
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz.max(1.0))
+    crate::cluster::cpu::proc_cpu(pid).map(|p| p.seconds)
 }
 
 /// A folder under the system's temporary directory, removed on drop.

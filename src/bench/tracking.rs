@@ -300,35 +300,44 @@ pub fn draw_frame(w: u32, h: u32, objs: &[Obj], frame: u64, seed: u64) -> crate:
     let noise: Vec<i16> = (0..bw * h.div_ceil(4) as usize)
         .map(|_| (rng.next_f32() * 11.0) as i16 - 5)
         .collect();
+    // the background, then each person's box over it, farthest first
+    let mut px: Vec<[i16; 3]> = (0..h)
+        .flat_map(|y| {
+            (0..w).map(move |x| {
+                [if ((x / 16) + (y / 16)) % 2 == 0 {
+                    96
+                } else {
+                    128
+                }; 3]
+            })
+        })
+        .collect();
     let mut order: Vec<&Obj> = objs.iter().collect();
     order.sort_by(|a, b| a.bbox.y2.total_cmp(&b.bbox.y2));
+    // the whole pixels x with x1 <= x < x2 (and likewise y), inside the frame
+    let span = |a: f32, b: f32, n: u32| {
+        let clamp = |v: f32| v.ceil().clamp(0.0, n as f32) as u32;
+        clamp(a)..clamp(b)
+    };
+    for o in order {
+        let b = &o.bbox;
+        let colour = [
+            (30 + o.id.wrapping_mul(97) % 190) as i16,
+            (30 + o.id.wrapping_mul(57).wrapping_add(60) % 190) as i16,
+            (30 + o.id.wrapping_mul(31).wrapping_add(120) % 190) as i16,
+        ];
+        for y in span(b.y1, b.y2, h) {
+            for x in span(b.x1, b.x2, w) {
+                px[(y * w + x) as usize] = colour;
+            }
+        }
+    }
     for y in 0..h {
         for x in 0..w {
-            let checker = if ((x / 16) + (y / 16)) % 2 == 0 {
-                96i16
-            } else {
-                128
-            };
-            let mut px = [checker; 3];
-            for o in &order {
-                let b = &o.bbox;
-                if (x as f32) >= b.x1
-                    && (x as f32) < b.x2
-                    && (y as f32) >= b.y1
-                    && (y as f32) < b.y2
-                {
-                    let id = o.id as i16;
-                    px = [
-                        30 + (id * 97) % 190,
-                        30 + (id * 57 + 60) % 190,
-                        30 + (id * 31 + 120) % 190,
-                    ];
-                }
-            }
             let n = noise[(y / 4) as usize * bw + (x / 4) as usize];
-            let i = ((y * w + x) * 3) as usize;
+            let i = (y * w + x) as usize;
             for c in 0..3 {
-                data[i + c] = (px[c] + n).clamp(0, 255) as u8;
+                data[i * 3 + c] = (px[i][c] + n).clamp(0, 255) as u8;
             }
         }
     }
@@ -357,7 +366,8 @@ pub fn tracking_detections(
         Some((walk, still)) => freeze_rows(&rows, walk, still),
         None => rows,
     };
-    let gt_rows = frozen(thin(mot::read(&o.gt)?));
+    let thinned_gt = thin(mot::read(&o.gt)?);
+    let gt_rows = frozen(thinned_gt.clone());
     anyhow::ensure!(
         !gt_rows.is_empty(),
         "{}: no ground-truth boxes",
@@ -369,7 +379,7 @@ pub fn tracking_detections(
             let mut rng = crate::dataset::rng::SplitMix64::new(o.seed);
             let mut out = Vec::new();
             // from the truth before any freeze: a frozen picture repeats its detections
-            for r in &thin(mot::read(&o.gt)?) {
+            for r in &thinned_gt {
                 if rng.next_f32() < o.drop {
                     continue;
                 }

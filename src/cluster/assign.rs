@@ -158,78 +158,6 @@ pub(crate) struct LoadGauge {
     speed: Option<f64>,
 }
 
-/// CPU time this process and its children (the camera workers, which decode) have used, user
-/// and system, as one counter that only grows: each live child's increase since the last read
-/// is added, so a worker that exits or restarts does not take its time back out of the sum.
-#[derive(Default)]
-pub(crate) struct CpuClock {
-    children: std::collections::HashMap<u32, u64>,
-    children_ns: u64,
-}
-
-impl CpuClock {
-    /// Nanoseconds of CPU used so far.
-    pub(crate) fn read(&mut self) -> u64 {
-        let me = std::process::id();
-        let tick_ns = 1e9 / clock_ticks_per_second();
-        let mut seen = std::collections::HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if pid == me {
-                    continue;
-                }
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                    continue;
-                };
-                if let Some((ppid, ticks)) = parent_and_ticks(&stat)
-                    && ppid == me
-                {
-                    let ns = (ticks as f64 * tick_ns) as u64;
-                    // a pid seen for the first time counts from its start
-                    let before = self.children.get(&pid).copied().unwrap_or(0);
-                    self.children_ns += ns.saturating_sub(before);
-                    seen.insert(pid, ns.max(before));
-                }
-            }
-        }
-        self.children = seen;
-        own_cpu_ns() + self.children_ns
-    }
-}
-
-/// The parent pid and user + system clock ticks of a `/proc/<pid>/stat` line.
-fn parent_and_ticks(stat: &str) -> Option<(u32, u64)> {
-    // the command name is in parentheses and may hold spaces: fields follow the last ')'
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // after the name: state(0) ppid(1) … utime(11) stime(12)
-    let ppid = f.get(1)?.parse().ok()?;
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some((ppid, ticks))
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf reads a constant of the system
-    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => t as f64,
-        _ => 100.0,
-    }
-}
-
-/// CPU time this process has used (user and system, all threads), in nanoseconds.
-fn own_cpu_ns() -> u64 {
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return 0;
-    }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-    ns(u.ru_utime) + ns(u.ru_stime)
-}
-
 impl LoadGauge {
     /// Adds a sample of the frames analysed and the CPU nanoseconds the process used; returns
     /// (speed, load) for a machine of `cores` and `camera_fps`, a camera's analysis rate. A
@@ -629,7 +557,7 @@ struct EdgeLoop {
     analysis: Arc<crate::server::analysis::AnalysisMetrics>,
     analysis_fps: f64,
     gauge: LoadGauge,
-    cpu: CpuClock,
+    cpu: super::cpu::CpuClock,
     /// Speed and load as last measured (sent with the heartbeat).
     measured: (Option<f64>, Option<f64>),
 }
@@ -663,7 +591,7 @@ impl Assigner {
             analysis,
             analysis_fps,
             gauge: LoadGauge::default(),
-            cpu: CpuClock::default(),
+            cpu: super::cpu::CpuClock::default(),
             measured: (None, None),
         };
         let thread = StageThread::spawn("edge-assign", move |stop| {
@@ -1099,35 +1027,6 @@ mod tests {
         assert!(!gives_back(4, 2, 0.9, &[(2, 1.1)], 2.0));
         // only to an edge below its own share
         assert!(!gives_back(4, 3, 1.0, &[(2, 1.0)], 2.0));
-    }
-
-    #[test]
-    fn the_cpu_clock_counts_this_process_and_its_children() {
-        let line =
-            "4242 (crosscam camera) S 17 4242 17 0 -1 4194560 2000 0 0 0 250 31 0 0 20 0 9 0";
-        assert_eq!(parent_and_ticks(line), Some((17, 281)));
-        assert_eq!(parent_and_ticks("garbage"), None);
-        let mut clock = CpuClock::default();
-        let before = clock.read();
-        // a child that burns CPU: its time is in the clock
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"])
-            .spawn()
-            .unwrap();
-        let mut during = before;
-        while child.try_wait().unwrap().is_none() {
-            during = clock.read();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(during > before);
-        // its time is counted as a child's (a few ticks may fall after the last read)
-        assert!(
-            clock.children_ns >= 50_000_000,
-            "the child's CPU time was not counted: {} ns",
-            clock.children_ns
-        );
-        // and the clock never goes back when the child is gone
-        assert!(clock.read() >= during);
     }
 
     #[test]

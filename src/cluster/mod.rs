@@ -11,6 +11,7 @@
 
 pub mod assign;
 pub mod core_link;
+pub mod cpu;
 pub mod edge;
 pub mod failover;
 pub mod models;
