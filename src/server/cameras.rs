@@ -97,11 +97,21 @@ impl CameraSet {
     /// definition comes from the broker): an id, a source this edge may play (`file:` only
     /// inside `[ingest] media_dirs`), credentials this edge's policy allows, a file that plays.
     pub fn check_assigned(&self, c: &CameraSettings) -> Result<(), String> {
+        self.check_as_from_api(c, true)
+    }
+
+    /// The API's checks of a camera that did not come from the config file (assigned by the
+    /// site, or kept from an API change): source, credentials, and, with `playable`, that the
+    /// ingest can play it.
+    fn check_as_from_api(&self, c: &CameraSettings, playable: bool) -> Result<(), String> {
         self.check_api_source(c)
             .map_err(|m| format!("camera {:?}: url: {m}", c.id))?;
         c.check(&self.policy)
             .map_err(|(k, m)| format!("camera {:?}: {k}: {m}", c.id))?;
-        self.ingest.check(c)
+        if playable {
+            self.ingest.check(c)?;
+        }
+        Ok(())
     }
 
     /// Adds a camera, or changes the one with the same id (restarting it); `Ok(true)` when it
@@ -291,12 +301,8 @@ impl CameraSet {
         let mut out = Vec::with_capacity(merged.cameras.len());
         for (c, from_api) in merged.cameras {
             if from_api {
-                let checked = self
-                    .check_api_source(&c)
-                    .map_err(|m| format!("url: {m}"))
-                    .and_then(|()| c.check(&self.policy).map_err(|(k, m)| format!("{k}: {m}")))
-                    .and_then(|()| if local { self.ingest.check(&c) } else { Ok(()) });
-                if let Err(m) = checked {
+                // a core does not play files: its edges check that
+                if let Err(m) = self.check_as_from_api(&c, local) {
                     tracing::error!(camera = %c.id, error = %m,
                         "a camera set through the API no longer passes the checks and does not run; set it again through the API (PUT /api/v1/cameras/{{id}}) or remove it");
                     continue;
